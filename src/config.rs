@@ -1,0 +1,255 @@
+//! The configuration file (`config/signpost.toml`): its TOML structs with the contract's
+//! defaults, and the validation that turns a file into a `Config` or a `ConfigError` naming
+//! the key at fault. Relative paths are taken from the working directory, as `./data` is.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What went wrong reading a configuration; every message names the file or key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The whole configuration, every key optional with its default.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub dns: DnsConfig,
+    pub http: HttpConfig,
+    pub registry: RegistryConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Addresses to answer DNS on, UDP and TCP each.
+    pub listen: Vec<SocketAddr>,
+    /// The base domain `D`; a trailing dot is added when missing.
+    pub domain: String,
+    /// TTL of service and instance answers, seconds.
+    pub ttl: u32,
+    /// TTL of negative answers: the SOA minimum and the SOA's own TTL there, seconds.
+    pub negative_ttl: u32,
+    /// Hand out `warning` instances too.
+    pub include_warning: bool,
+    /// Most records in one answer section; 0 means only the message size limits it.
+    pub max_answers: usize,
+    /// Folder of RFC 1035 zone files (`*.zone`) served as static zones.
+    pub zones_dir: PathBuf,
+    /// Most TCP connections served at once; further ones wait in the kernel's backlog.
+    pub max_tcp_connections: usize,
+    /// A TCP connection idle this long (no complete query) is closed, in seconds.
+    pub tcp_idle_timeout: u64,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8600))],
+            domain: "internal.".into(),
+            ttl: 5,
+            negative_ttl: 5,
+            include_warning: false,
+            max_answers: 0,
+            zones_dir: PathBuf::from("zones"),
+            max_tcp_connections: 1024,
+            tcp_idle_timeout: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Longest `wait` a long-poll may ask for, seconds; longer ones are cut to it.
+    pub max_wait: u64,
+    /// Most HTTP requests handled at once; more wait for a slot.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8500)),
+            max_body_bytes: 64 * 1024,
+            max_wait: 600,
+            max_concurrent_requests: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Where registrations are kept: `embedded` (a database file in `data_dir`).
+    pub backend: String,
+    /// Folder of the embedded store.
+    pub data_dir: PathBuf,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            backend: "embedded".into(),
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "human".into(),
+        }
+    }
+}
+
+/// Where `signpost serve` looks when no `--config` is given.
+pub const DEFAULT_PATH: &str = "config/signpost.toml";
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string()
+                + &e
+                    .span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every key's value and normalises the domain to lowercase with a trailing dot.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_string(),
+        };
+        let mut d = self.dns.domain.trim().to_ascii_lowercase();
+        if !d.ends_with('.') {
+            d.push('.');
+        }
+        if d == "." {
+            return Err(invalid("dns.domain", "must name a domain, not the root"));
+        }
+        for l in d.trim_end_matches('.').split('.') {
+            if l.is_empty()
+                || l.len() > 63
+                || !l
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    "dns.domain",
+                    &format!("{:?} is not a domain name", self.dns.domain),
+                ));
+            }
+        }
+        self.dns.domain = d;
+        if self.dns.listen.is_empty() {
+            return Err(invalid("dns.listen", "needs at least one address"));
+        }
+        if self.dns.ttl > crate::model::MAX_TTL {
+            return Err(invalid("dns.ttl", "at most 86400 seconds"));
+        }
+        if self.dns.negative_ttl > crate::model::MAX_TTL {
+            return Err(invalid("dns.negative_ttl", "at most 86400 seconds"));
+        }
+        if self.dns.max_tcp_connections == 0 {
+            return Err(invalid("dns.max_tcp_connections", "must be at least 1"));
+        }
+        if self.dns.tcp_idle_timeout == 0 {
+            return Err(invalid("dns.tcp_idle_timeout", "must be at least 1 second"));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        if self.http.max_concurrent_requests == 0 {
+            return Err(invalid("http.max_concurrent_requests", "must be at least 1"));
+        }
+        if self.registry.backend != "embedded" {
+            return Err(invalid(
+                "registry.backend",
+                &format!("{:?} is not a known backend (embedded)", self.registry.backend),
+            ));
+        }
+        if self.log.format != "human" && self.log.format != "json" {
+            return Err(invalid("log.format", "must be \"human\" or \"json\""));
+        }
+        Ok(())
+    }
+
+    pub fn tcp_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.dns.tcp_idle_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_contracts() {
+        let c = Config::parse("", Path::new("x")).unwrap();
+        assert_eq!(c.dns.listen, vec!["127.0.0.1:8600".parse().unwrap()]);
+        assert_eq!(c.http.listen, "127.0.0.1:8500".parse().unwrap());
+        assert_eq!(c.dns.domain, "internal.");
+        assert_eq!((c.dns.ttl, c.dns.negative_ttl, c.dns.max_answers), (5, 5, 0));
+        assert!(!c.dns.include_warning);
+        assert_eq!(c.registry.data_dir, PathBuf::from("data"));
+    }
+
+    #[test]
+    fn domain_is_normalised() {
+        let c = Config::parse("[dns]\ndomain = \"Consul\"", Path::new("x")).unwrap();
+        assert_eq!(c.dns.domain, "consul.");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("[dns]\nttl = \"x\"", Path::new("f.toml")).unwrap_err();
+        assert!(e.to_string().contains("f.toml"), "{e}");
+        let e = Config::parse("[dns]\nbogus = 1", Path::new("f.toml")).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = Config::parse("[dns]\ndomain = \"a..b\"", Path::new("f")).unwrap_err();
+        assert!(e.to_string().contains("dns.domain"), "{e}");
+        let e = Config::parse("[registry]\nbackend = \"x\"", Path::new("f")).unwrap_err();
+        assert!(e.to_string().contains("registry.backend"), "{e}");
+    }
+}

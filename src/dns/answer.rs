@@ -1,0 +1,219 @@
+//! The response writer: lays out one DNS response in a reused buffer, section by section,
+//! never past the size limit, and sets TC when an answer or authority record did not fit.
+//!
+//! Why not hickory's `Message` encoder here: every record of a table is pre-encoded RDATA, so
+//! a response is header + the question's own bytes + copied records. Writing that directly
+//! keeps the question's case byte for byte (0x20), points every answer owner at the question
+//! (offset 12) and every glue owner at its SRV target, stops exactly at the client's size,
+//! and allocates nothing per query. hickory still parses queries and zone files and encodes
+//! static RDATA.
+
+/// Flags and codes of the header.
+pub const QR: u16 = 0x8000;
+pub const AA: u16 = 0x0400;
+pub const TC: u16 = 0x0200;
+pub const RD: u16 = 0x0100;
+pub const CD: u16 = 0x0010;
+
+pub const NOERROR: u8 = 0;
+pub const FORMERR: u8 = 1;
+pub const NXDOMAIN: u8 = 3;
+pub const NOTIMP: u8 = 4;
+pub const REFUSED: u8 = 5;
+/// Extended RCODE 16 (RFC 6891): its upper 8 bits go in the OPT record.
+pub const BADVERS: u16 = 16;
+
+/// The EDNS payload size signpost advertises and the most it sends over UDP.
+pub const MAX_UDP_PAYLOAD: u16 = 4096;
+/// Bytes of the OPT record signpost adds to a response: root name, type, class, TTL, RDLEN.
+const OPT_LEN: usize = 11;
+/// Largest offset a compression pointer can hold.
+const MAX_POINTER: usize = 0x3fff;
+
+/// The owner name of a record written outside the answer section.
+pub enum Owner<'a> {
+    /// A compression pointer to an earlier name in this message.
+    Pointer(usize),
+    /// A wire-format name written out in full.
+    Name(&'a [u8]),
+}
+
+/// Builds one response. Counts and flags are patched into the header by `finish`.
+pub struct Response<'b> {
+    buf: &'b mut Vec<u8>,
+    /// Bytes the sections may use: the size limit less the OPT record to come.
+    room: usize,
+    counts: [u16; 3],
+    edns: bool,
+    truncated: bool,
+    /// Once one additional record did not fit, the rest are left out too, so the additional
+    /// section is a prefix of what it would have been.
+    additional_full: bool,
+}
+
+impl<'b> Response<'b> {
+    /// Starts a response to the query with `id`: header, then `question` (the question's raw
+    /// bytes, echoed as sent, or empty). `limit` is the largest message allowed.
+    pub fn new(
+        buf: &'b mut Vec<u8>,
+        id: u16,
+        flags: u16,
+        question: &[u8],
+        limit: usize,
+        edns: bool,
+    ) -> Self {
+        buf.clear();
+        buf.extend_from_slice(&id.to_be_bytes());
+        buf.extend_from_slice(&(flags | QR).to_be_bytes());
+        let qd: u16 = if question.is_empty() { 0 } else { 1 };
+        buf.extend_from_slice(&qd.to_be_bytes());
+        buf.extend_from_slice(&[0; 6]);
+        buf.extend_from_slice(question);
+        let reserve = if edns { OPT_LEN } else { 0 };
+        Self {
+            buf,
+            room: limit.saturating_sub(reserve),
+            counts: [0; 3],
+            edns,
+            truncated: false,
+            additional_full: false,
+        }
+    }
+
+    fn fits(&self, owner_len: usize, rdata: &[u8]) -> bool {
+        self.buf.len() + owner_len + 10 + rdata.len() <= self.room
+    }
+
+    fn put(&mut self, owner: &Owner<'_>, rtype: u16, ttl: u32, rdata: &[u8]) -> usize {
+        match owner {
+            Owner::Pointer(at) => self.buf.extend_from_slice(&(0xc000 | *at as u16).to_be_bytes()),
+            Owner::Name(n) => self.buf.extend_from_slice(n),
+        }
+        self.buf.extend_from_slice(&rtype.to_be_bytes());
+        self.buf.extend_from_slice(&1u16.to_be_bytes()); // class IN
+        self.buf.extend_from_slice(&ttl.to_be_bytes());
+        self.buf.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        let at = self.buf.len();
+        self.buf.extend_from_slice(rdata);
+        at
+    }
+
+    fn owner_len(owner: &Owner<'_>) -> usize {
+        match owner {
+            Owner::Pointer(_) => 2,
+            Owner::Name(n) => n.len(),
+        }
+    }
+
+    /// Adds an answer record owned by the question name. Returns the offset of its RDATA, or
+    /// `None` (and marks the response truncated) when it does not fit.
+    pub fn answer(&mut self, rtype: u16, ttl: u32, rdata: &[u8]) -> Option<usize> {
+        if self.truncated || !self.fits(2, rdata) {
+            self.truncated = true;
+            return None;
+        }
+        self.counts[0] += 1;
+        Some(self.put(&Owner::Pointer(12), rtype, ttl, rdata))
+    }
+
+    /// Adds an authority record; marks the response truncated when it does not fit.
+    pub fn authority(&mut self, owner: Owner<'_>, rtype: u16, ttl: u32, rdata: &[u8]) -> bool {
+        if self.truncated || !self.fits(Self::owner_len(&owner), rdata) {
+            self.truncated = true;
+            return false;
+        }
+        self.counts[1] += 1;
+        self.put(&owner, rtype, ttl, rdata);
+        true
+    }
+
+    /// Adds an additional record if it fits; leaving it out does not set TC (RFC 2181 §9).
+    pub fn additional(&mut self, owner: Owner<'_>, rtype: u16, ttl: u32, rdata: &[u8]) -> bool {
+        if self.truncated || self.additional_full || !self.fits(Self::owner_len(&owner), rdata) {
+            self.additional_full = true;
+            return false;
+        }
+        self.counts[2] += 1;
+        self.put(&owner, rtype, ttl, rdata);
+        true
+    }
+
+    /// A pointer to `offset` when one can reach it, else `name` in full.
+    pub fn owner_at<'n>(offset: usize, name: &'n [u8]) -> Owner<'n> {
+        if offset <= MAX_POINTER {
+            Owner::Pointer(offset)
+        } else {
+            Owner::Name(name)
+        }
+    }
+
+    /// Sets header flags (AA) on top of those given to `new`.
+    pub fn set_flags(&mut self, flags: u16) {
+        self.buf[2] |= (flags >> 8) as u8;
+        self.buf[3] |= flags as u8;
+    }
+
+    pub fn is_truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// Completes the response with `rcode` (extended codes above 15 need EDNS) and the OPT
+    /// record when the query had EDNS.
+    pub fn finish(self, rcode: u16) {
+        let additional = self.counts[2] + u16::from(self.edns);
+        if self.edns {
+            self.buf.push(0); // root
+            self.buf.extend_from_slice(&41u16.to_be_bytes());
+            self.buf.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+            // Extended RCODE (upper 8 bits), version 0, no flags.
+            self.buf.push((rcode >> 4) as u8);
+            self.buf.extend_from_slice(&[0, 0, 0]);
+            self.buf.extend_from_slice(&0u16.to_be_bytes());
+        }
+        let buf = &mut *self.buf;
+        if self.truncated {
+            buf[2] |= (TC >> 8) as u8;
+        }
+        buf[3] = (buf[3] & 0xf0) | (rcode & 0x0f) as u8;
+        buf[6..8].copy_from_slice(&self.counts[0].to_be_bytes());
+        buf[8..10].copy_from_slice(&self.counts[1].to_be_bytes());
+        buf[10..12].copy_from_slice(&additional.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_at_the_limit_and_sets_tc() {
+        let mut buf = Vec::new();
+        let q = b"\x03web\x00\x00\x01\x00\x01";
+        let mut r = Response::new(&mut buf, 7, AA | RD, q, 12 + q.len() + 2 * 16, false);
+        assert!(r.answer(1, 5, &[10, 0, 0, 1]).is_some());
+        assert!(r.answer(1, 5, &[10, 0, 0, 2]).is_some());
+        assert!(r.answer(1, 5, &[10, 0, 0, 3]).is_none());
+        assert!(r.is_truncated());
+        r.finish(NOERROR as u16);
+        assert_eq!(buf.len(), 12 + q.len() + 32);
+        assert_eq!(&buf[..4], &[0, 7, 0x87, 0x00]); // QR AA TC RD
+        assert_eq!(&buf[4..12], &[0, 1, 0, 2, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn additional_trims_without_tc_and_opt_is_reserved() {
+        let mut buf = Vec::new();
+        let q = b"\x03web\x00\x00\x21\x00\x01";
+        let limit = 12 + q.len() + 16 + 16 + OPT_LEN;
+        let mut r = Response::new(&mut buf, 1, 0, q, limit, true);
+        assert!(r.answer(1, 5, &[1, 2, 3, 4]).is_some());
+        assert!(r.additional(Owner::Pointer(12), 1, 5, &[1, 2, 3, 4]));
+        assert!(!r.additional(Owner::Pointer(12), 1, 5, &[1, 2, 3, 5]));
+        assert!(!r.is_truncated());
+        r.finish(BADVERS);
+        assert_eq!(buf.len(), limit);
+        assert_eq!(buf[3] & 0x0f, 0);
+        assert_eq!(&buf[10..12], &[0, 2]); // one glue + OPT
+        assert_eq!(buf[buf.len() - 6], 1); // extended RCODE 16 >> 4
+    }
+}

@@ -1,0 +1,204 @@
+//! Protocol policy in one place: from a query's bytes to a response's bytes.
+//!
+//! FORMERR for what does not parse, NOTIMP for other opcodes, REFUSED outside every zone and
+//! for zone transfers, NXDOMAIN vs NODATA with the zone's SOA, AA on authoritative answers,
+//! the size limit of the transport and the client's EDNS payload, rotation and
+//! `dns.max_answers`. Transports only move bytes.
+
+use hickory_proto::op::Message;
+
+use super::answer::{
+    AA, BADVERS, CD, FORMERR, MAX_UDP_PAYLOAD, NOERROR, NOTIMP, NXDOMAIN, RD, REFUSED, Response,
+};
+use super::names::{self, MAX_NAME};
+use super::table::{CNAME, Lookup, RRSet, SOA, SRV, Table, Zone};
+
+/// How the query arrived, which sets the size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+const ANY: u16 = 255;
+const AXFR: u16 = 252;
+const IXFR: u16 = 251;
+const MAILB: u16 = 253;
+const MAILA: u16 = 254;
+const OPT: u16 = 41;
+const CLASS_IN: u16 = 1;
+const CLASS_ANY: u16 = 255;
+
+/// The result of handling one query, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing sent: too short to answer, or a response rather than a query.
+    Dropped,
+    Answered(u16),
+}
+
+/// Writes the response to `packet` into `out`; `Dropped` when none should be sent.
+pub fn handle(table: &Table, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> Outcome {
+    if packet.len() < 12 || packet[2] & 0x80 != 0 {
+        // No header to answer with, or a response: answering could loop between servers.
+        return Outcome::Dropped;
+    }
+    let id = u16::from_be_bytes([packet[0], packet[1]]);
+    let opcode_bits = u16::from(packet[2] & 0x78) << 8;
+    let echo = opcode_bits | (u16::from_be_bytes([packet[2], packet[3]]) & (RD | CD));
+    let bare = |out: &mut Vec<u8>, rcode: u8| {
+        Response::new(out, id, echo, &[], 512, false).finish(u16::from(rcode));
+        Outcome::Answered(u16::from(rcode))
+    };
+    if opcode_bits != 0 {
+        return bare(out, NOTIMP);
+    }
+    let qdcount = u16::from_be_bytes([packet[4], packet[5]]);
+    if qdcount != 1 {
+        return bare(out, FORMERR);
+    }
+    let mut key = [0u8; MAX_NAME];
+    let Some(qlen) = names::key_of_question(packet, &mut key) else {
+        return bare(out, FORMERR);
+    };
+    let qend = 12 + qlen + 4;
+    let Some(tail) = packet.get(12 + qlen..qend) else {
+        return bare(out, FORMERR);
+    };
+    let qtype = u16::from_be_bytes([tail[0], tail[1]]);
+    let qclass = u16::from_be_bytes([tail[2], tail[3]]);
+    // hickory validates the whole message (every record, the OPT) and reads EDNS.
+    let Ok(msg) = Message::from_vec(packet) else {
+        return bare(out, FORMERR);
+    };
+    let question = &packet[12..qend];
+    let edns = msg.edns.as_ref();
+    let limit = match transport {
+        Transport::Tcp => usize::from(u16::MAX),
+        // RFC 6891 §6.2.5: a payload below 512 is treated as 512.
+        Transport::Udp => usize::from(
+            edns.map_or(512, |e| e.max_payload().clamp(512, MAX_UDP_PAYLOAD)),
+        ),
+    };
+    let mut r = Response::new(out, id, echo, question, limit, edns.is_some());
+    if edns.is_some_and(|e| e.version() != 0) {
+        r.finish(BADVERS);
+        return Outcome::Answered(BADVERS);
+    }
+    let rcode = if qtype == OPT || qtype == 250 {
+        FORMERR // OPT and TSIG are not questions
+    } else if qclass != CLASS_IN && qclass != CLASS_ANY {
+        REFUSED
+    } else if qtype == AXFR || qtype == IXFR {
+        REFUSED // zone transfers are not offered
+    } else if qtype == MAILA || qtype == MAILB {
+        NOTIMP
+    } else {
+        answer(table, &key[..qlen], qtype, &mut r)
+    };
+    r.finish(u16::from(rcode));
+    Outcome::Answered(u16::from(rcode))
+}
+
+/// Answers a well-formed IN query; returns the RCODE. Sets AA inside our zones.
+fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> u8 {
+    match table.lookup(key) {
+        Lookup::Outside => REFUSED,
+        Lookup::NxDomain(zone) => {
+            r.set_flags(AA);
+            negative(r, key, zone);
+            NXDOMAIN
+        }
+        Lookup::Found(node, zone) => {
+            r.set_flags(AA);
+            let wrote = if qtype == ANY {
+                let mut any = false;
+                for set in &node.rrsets {
+                    any |= write_set(table, set, r);
+                }
+                any
+            } else if let Some(set) = node.get(qtype) {
+                write_set(table, set, r)
+            } else if let Some(cname) = node.get(CNAME) {
+                write_set(table, cname, r)
+            } else {
+                false
+            };
+            if !wrote && !r.is_truncated() {
+                negative(r, key, zone);
+            }
+            NOERROR
+        }
+    }
+}
+
+/// Writes the zone's SOA into the authority section, owned by the apex (a pointer into the
+/// question, of which the apex is a suffix). Its TTL is the negative TTL (RFC 2308).
+fn negative(r: &mut Response<'_>, key: &[u8], zone: &Zone) {
+    let at = 12 + key.len() - zone.apex.len();
+    r.authority(Response::owner_at(at, &zone.apex), SOA, zone.negative_ttl, &zone.soa);
+}
+
+/// Writes one record set from its round-robin start (capped by `dns.max_answers` for service
+/// sets), then the SRV targets' addresses as additional records. True if a record was written
+/// or had to be left out for size.
+fn write_set(table: &Table, set: &RRSet, r: &mut Response<'_>) -> bool {
+    let n = set.records.len();
+    if n == 0 {
+        return false;
+    }
+    let max = table.settings.max_answers;
+    let take = if set.rotation.is_some() && max > 0 { n.min(max) } else { n };
+    let start = set.start();
+    // Offsets of the SRV targets written, for glue owners; at most `take` of them.
+    let mut targets: smallvec_lite::Offsets = smallvec_lite::Offsets::default();
+    for k in 0..take {
+        let rec = &set.records[(start + k) % n];
+        match r.answer(set.rtype, set.ttl, &rec.rdata) {
+            Some(at) => {
+                if set.rtype == SRV {
+                    targets.push((start + k) % n, at + 6);
+                }
+            }
+            None => return true,
+        }
+    }
+    for (i, at) in targets.iter() {
+        let rec = &set.records[i];
+        if let Some((gtype, addr)) = &rec.glue {
+            if !r.additional(Response::owner_at(at, &rec.rdata[6..]), *gtype, set.ttl, addr) {
+                break;
+            }
+        }
+    }
+    true
+}
+
+/// A tiny list of (record index, target offset) that avoids a heap allocation for the common
+/// small SRV answer.
+mod smallvec_lite {
+    const INLINE: usize = 16;
+
+    #[derive(Default)]
+    pub struct Offsets {
+        inline: [(usize, usize); INLINE],
+        len: usize,
+        spill: Vec<(usize, usize)>,
+    }
+
+    impl Offsets {
+        pub fn push(&mut self, i: usize, at: usize) {
+            if self.len < INLINE {
+                self.inline[self.len] = (i, at);
+                self.len += 1;
+            } else {
+                self.spill.push((i, at));
+            }
+        }
+
+        pub fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+            self.inline[..self.len].iter().chain(self.spill.iter()).copied()
+        }
+    }
+}
+

@@ -1,0 +1,133 @@
+//! The DNS interface: the name table built from registry snapshots (`table`, `names`), static
+//! zones (`zonefile`), protocol policy (`handler`), the response writer (`answer`) and the
+//! UDP and TCP transports.
+//!
+//! Only this module imports hickory.
+
+pub mod answer;
+pub mod handler;
+pub mod names;
+pub mod table;
+mod tcp;
+mod udp;
+pub mod zonefile;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::registry::{Snapshot, View};
+use table::{Settings, Statics, Table};
+use zonefile::ZoneError;
+
+/// The DNS side of the registry: rebuilds the name table from every snapshot and hands the
+/// latest to queries without locks.
+pub struct DnsView {
+    statics: Statics,
+    /// The table queries read. Stored by the registry writer (via `publish`), loaded by every
+    /// query; readers never wait for writers.
+    table: ArcSwap<Table>,
+}
+
+impl DnsView {
+    /// Loads the zone files of `config` and prepares the static part of the table.
+    pub fn new(config: &Config) -> Result<Arc<Self>, ZoneError> {
+        let zones = zonefile::load_dir(&config.dns.zones_dir)?;
+        let settings = Settings {
+            domain: names::from_dotted(&config.dns.domain).ok_or_else(|| ZoneError {
+                path: config.dns.zones_dir.clone(),
+                message: format!("dns.domain {:?} is not a name", config.dns.domain),
+            })?,
+            ttl: config.dns.ttl,
+            negative_ttl: config.dns.negative_ttl,
+            include_warning: config.dns.include_warning,
+            max_answers: config.dns.max_answers,
+        };
+        let serial = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        let statics = Statics::new(settings, &zones, serial);
+        let table = ArcSwap::from_pointee(statics.build(&Snapshot::default()));
+        Ok(Arc::new(Self { statics, table }))
+    }
+
+    /// The current table.
+    pub fn table(&self) -> arc_swap::Guard<Arc<Table>> {
+        self.table.load()
+    }
+}
+
+impl View for DnsView {
+    fn publish(&self, snapshot: &Snapshot) {
+        self.table.store(Arc::new(self.statics.build(snapshot)));
+    }
+}
+
+/// A DNS address bound for both UDP and TCP.
+pub struct Bound {
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+}
+
+impl Bound {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.udp
+            .local_addr()
+            .expect("a bound socket has a local address")
+    }
+}
+
+/// Binds UDP and TCP on `addr`. With port 0 both get the same free port.
+pub fn bind(addr: SocketAddr) -> Result<Bound, String> {
+    let fail = |proto: &str, a: SocketAddr, e: std::io::Error| {
+        format!("cannot bind DNS {proto} {a}: {e}")
+    };
+    let tries = if addr.port() == 0 { 50 } else { 1 };
+    let mut last = String::new();
+    for _ in 0..tries {
+        let udp = std::net::UdpSocket::bind(addr).map_err(|e| fail("UDP", addr, e))?;
+        let at = udp.local_addr().map_err(|e| fail("UDP", addr, e))?;
+        match std::net::TcpListener::bind(at) {
+            Ok(tcp) => {
+                udp.set_nonblocking(true).map_err(|e| fail("UDP", at, e))?;
+                tcp.set_nonblocking(true).map_err(|e| fail("TCP", at, e))?;
+                return Ok(Bound { udp, tcp });
+            }
+            Err(e) => last = fail("TCP", at, e),
+        }
+    }
+    Err(last)
+}
+
+/// Limits of the TCP side.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+}
+
+/// Serves DNS on every bound address until `shutdown`; tasks join `tracker`.
+pub fn serve(
+    bound: Vec<Bound>,
+    view: Arc<DnsView>,
+    limits: TcpLimits,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> std::io::Result<()> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    for b in bound {
+        let udp = Arc::new(tokio::net::UdpSocket::from_std(b.udp)?);
+        for _ in 0..workers {
+            tracker.spawn(udp::run(udp.clone(), view.clone(), shutdown.clone()));
+        }
+        let tcp = tokio::net::TcpListener::from_std(b.tcp)?;
+        tracker.spawn(tcp::run(tcp, view.clone(), limits, shutdown.clone(), tracker.clone()));
+    }
+    Ok(())
+}

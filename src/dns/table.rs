@@ -1,0 +1,461 @@
+//! The name table: every owner name signpost answers for, mapped to its pre-encoded record
+//! sets, rebuilt from each registry `Snapshot` and read lock-free by the query path.
+//!
+//! Static zones are parsed once into a shared map; the registry's names (service, tag,
+//! RFC 2782, instance, reverse) go into a map rebuilt on every change. A query is one hash
+//! lookup in each; a miss walks the name's suffixes against the few zone apexes to choose
+//! NXDOMAIN or REFUSED, so a miss costs no more than a hit whatever the registry's size.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hickory_proto::rr::RecordType;
+
+use super::names;
+use super::zonefile::StaticZone;
+use crate::registry::{Entry, Snapshot};
+
+pub const A: u16 = 1;
+pub const NS: u16 = 2;
+pub const CNAME: u16 = 5;
+pub const SOA: u16 = 6;
+pub const PTR: u16 = 12;
+pub const TXT: u16 = 16;
+pub const AAAA: u16 = 28;
+pub const SRV: u16 = 33;
+
+/// One record's RDATA, and for an SRV record the address of its target (the glue).
+#[derive(Debug)]
+pub struct Rec {
+    pub rdata: Box<[u8]>,
+    /// `(A or AAAA, address bytes)` of the SRV target, which is `rdata[6..]`.
+    pub glue: Option<(u16, Box<[u8]>)>,
+}
+
+/// All records of one type at one name.
+#[derive(Debug)]
+pub struct RRSet {
+    pub rtype: u16,
+    pub ttl: u32,
+    pub records: Vec<Rec>,
+    /// Round-robin position for service answers (A, AAAA, SRV); `None`: fixed order.
+    /// Incremented by every query that reads the set; wraps harmlessly.
+    pub rotation: Option<AtomicUsize>,
+}
+
+impl RRSet {
+    fn fixed(rtype: u16, ttl: u32, records: Vec<Rec>) -> Self {
+        Self {
+            rtype,
+            ttl,
+            records,
+            rotation: None,
+        }
+    }
+
+    fn rotating(rtype: u16, ttl: u32, records: Vec<Rec>) -> Self {
+        Self {
+            rtype,
+            ttl,
+            records,
+            rotation: Some(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The index of the first record of this answer: the next round-robin position.
+    pub fn start(&self) -> usize {
+        match &self.rotation {
+            Some(r) if !self.records.is_empty() => {
+                r.fetch_add(1, Ordering::Relaxed) % self.records.len()
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// What a name holds; no record sets means an empty non-terminal (NODATA, not NXDOMAIN).
+#[derive(Debug, Default)]
+pub struct Node {
+    /// Index into `Table::zones`.
+    pub zone: usize,
+    pub rrsets: Vec<RRSet>,
+}
+
+impl Node {
+    pub fn get(&self, rtype: u16) -> Option<&RRSet> {
+        self.rrsets.iter().find(|s| s.rtype == rtype)
+    }
+}
+
+/// A zone signpost is authoritative for.
+#[derive(Debug)]
+pub struct Zone {
+    /// Lowercase wire format.
+    pub apex: Box<[u8]>,
+    /// SOA RDATA, minimum already the negative TTL for the base domain.
+    pub soa: Box<[u8]>,
+    /// TTL of the SOA in negative answers (RFC 2308: the lesser of its TTL and minimum).
+    pub negative_ttl: u32,
+}
+
+/// Answer settings from `[dns]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `dns.domain` in lowercase wire format.
+    pub domain: Box<[u8]>,
+    pub ttl: u32,
+    pub negative_ttl: u32,
+    pub include_warning: bool,
+    pub max_answers: usize,
+}
+
+/// The parts of a table that do not change with the registry.
+#[derive(Debug)]
+pub struct Statics {
+    pub settings: Settings,
+    pub zones: Arc<Vec<Zone>>,
+    /// Apex → zone index.
+    apexes: HashMap<Box<[u8]>, usize>,
+    names: Arc<HashMap<Box<[u8]>, Node>>,
+}
+
+/// Where a query name falls.
+pub enum Lookup<'a> {
+    Found(&'a Node, &'a Zone),
+    /// Inside a zone, but no such name.
+    NxDomain(&'a Zone),
+    /// Outside every zone signpost serves.
+    Outside,
+}
+
+/// One immutable table, answering for one snapshot.
+#[derive(Debug)]
+pub struct Table {
+    pub settings: Settings,
+    zones: Arc<Vec<Zone>>,
+    apexes: HashMap<Box<[u8]>, usize>,
+    statics: Arc<HashMap<Box<[u8]>, Node>>,
+    dynamic: HashMap<Box<[u8]>, Node>,
+}
+
+impl Table {
+    pub fn lookup(&self, key: &[u8]) -> Lookup<'_> {
+        if let Some(n) = self.dynamic.get(key).or_else(|| self.statics.get(key)) {
+            return Lookup::Found(n, &self.zones[n.zone]);
+        }
+        for s in names::suffixes(key) {
+            if let Some(&z) = self.apexes.get(s) {
+                return Lookup::NxDomain(&self.zones[z]);
+            }
+        }
+        Lookup::Outside
+    }
+
+    /// Number of names, for logs.
+    pub fn len(&self) -> usize {
+        self.dynamic.len() + self.statics.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The SOA RDATA signpost makes up for the base domain when no zone file provides one.
+fn synthesized_soa(domain: &[u8], serial: u32, minimum: u32) -> Box<[u8]> {
+    let mut r = Vec::new();
+    r.extend_from_slice(&names::wire(&["ns"], domain));
+    r.extend_from_slice(&names::wire(&["hostmaster"], domain));
+    for v in [serial, 3600, 600, 86400, minimum] {
+        r.extend_from_slice(&v.to_be_bytes());
+    }
+    r.into_boxed_slice()
+}
+
+fn soa_minimum(rdata: &[u8]) -> u32 {
+    let n = rdata.len();
+    u32::from_be_bytes([rdata[n - 4], rdata[n - 3], rdata[n - 2], rdata[n - 1]])
+}
+
+impl Statics {
+    /// Builds the static part: the base domain's zone (from its zone file, or made up) and
+    /// every other zone file. `serial` is the made-up SOA's serial.
+    pub fn new(settings: Settings, files: &[StaticZone], serial: u32) -> Self {
+        let mut zones = Vec::new();
+        let mut apexes = HashMap::new();
+        let mut names: HashMap<Box<[u8]>, Node> = HashMap::new();
+        // Zone 0 is always the base domain.
+        let own = files.iter().find(|z| z.apex == settings.domain);
+        let (soa, soa_ttl) = match own {
+            Some(z) => {
+                let s = z.soa();
+                let mut rdata = s.rdata.to_vec();
+                let n = rdata.len();
+                rdata[n - 4..].copy_from_slice(&settings.negative_ttl.to_be_bytes());
+                (rdata.into_boxed_slice(), s.ttl)
+            }
+            None => (
+                synthesized_soa(&settings.domain, serial, settings.negative_ttl),
+                settings.ttl,
+            ),
+        };
+        zones.push(Zone {
+            apex: settings.domain.clone(),
+            soa: soa.clone(),
+            negative_ttl: settings.negative_ttl,
+        });
+        apexes.insert(settings.domain.clone(), 0);
+        let mut records: Vec<(usize, Box<[u8]>, u16, u32, Box<[u8]>)> = Vec::new();
+        if own.is_none() {
+            let d = settings.domain.clone();
+            records.push((0, d.clone(), SOA, soa_ttl, soa));
+            records.push((0, d.clone(), NS, soa_ttl, names::wire(&["ns"], &d)));
+        }
+        for z in files {
+            let zi = if z.apex == settings.domain {
+                0
+            } else {
+                let s = z.soa();
+                zones.push(Zone {
+                    apex: z.apex.clone(),
+                    soa: s.rdata.clone(),
+                    negative_ttl: s.ttl.min(soa_minimum(&s.rdata)),
+                });
+                apexes.insert(z.apex.clone(), zones.len() - 1);
+                zones.len() - 1
+            };
+            for r in &z.records {
+                let rdata = if zi == 0 && r.rtype == SOA {
+                    zones[0].soa.clone()
+                } else {
+                    r.rdata.clone()
+                };
+                records.push((zi, r.name.clone(), r.rtype, r.ttl, rdata));
+            }
+        }
+        // Group into record sets, in file order within a set.
+        let mut grouped: BTreeMap<(Box<[u8]>, u16), (usize, u32, Vec<Rec>)> = BTreeMap::new();
+        for (zi, name, rtype, ttl, rdata) in records {
+            let e = grouped
+                .entry((name, rtype))
+                .or_insert_with(|| (zi, ttl, Vec::new()));
+            e.1 = e.1.min(ttl);
+            e.2.push(Rec { rdata, glue: None });
+        }
+        for ((name, rtype), (zi, ttl, recs)) in grouped {
+            names
+                .entry(name)
+                .or_insert_with(|| Node {
+                    zone: zi,
+                    rrsets: Vec::new(),
+                })
+                .rrsets
+                .push(RRSet::fixed(rtype, ttl, recs));
+        }
+        let keys: Vec<(Box<[u8]>, usize)> = names.iter().map(|(k, n)| (k.clone(), n.zone)).collect();
+        for (k, zi) in keys {
+            add_ancestors(&mut names, &k, &zones[zi].apex, zi, None);
+        }
+        Self {
+            settings,
+            zones: Arc::new(zones),
+            apexes,
+            names: Arc::new(names),
+        }
+    }
+
+    /// Builds the table for `snap`.
+    pub fn build(&self, snap: &Snapshot) -> Table {
+        let s = &self.settings;
+        let d = &s.domain[..];
+        let mut map: HashMap<Box<[u8]>, Node> = HashMap::with_capacity(snap.services.len() * 4);
+        let mut reverse: BTreeMap<IpAddr, Vec<Box<[u8]>>> = BTreeMap::new();
+        for (svc, instances) in &snap.services {
+            let svc = svc.as_str();
+            let ttl = instances
+                .values()
+                .filter_map(|e| e.instance.ttl)
+                .min()
+                .unwrap_or(s.ttl);
+            for e in instances.values() {
+                let i = &e.instance;
+                let target = names::instance(i.key.id.as_str(), svc, d);
+                let mut rrsets = vec![RRSet::fixed(addr_type(i.address), ttl, vec![addr_rec(i.address)])];
+                if !i.meta.is_empty() {
+                    let recs = i
+                        .meta
+                        .iter()
+                        .map(|(k, v)| {
+                            let kv = format!("{k}={v}");
+                            let mut r = Vec::with_capacity(kv.len() + 1);
+                            r.push(kv.len() as u8); // validated to fit 255 bytes
+                            r.extend_from_slice(kv.as_bytes());
+                            Rec {
+                                rdata: r.into_boxed_slice(),
+                                glue: None,
+                            }
+                        })
+                        .collect();
+                    rrsets.push(RRSet::fixed(TXT, ttl, recs));
+                }
+                reverse.entry(i.address).or_default().push(target.clone());
+                map.insert(target, Node { zone: 0, rrsets });
+            }
+            let healthy: Vec<&Entry> = instances
+                .values()
+                .map(|e| &**e)
+                .filter(|e| e.in_service(s.include_warning))
+                .collect();
+            if healthy.is_empty() {
+                continue;
+            }
+            map.insert(names::service(svc, d), service_node(svc, d, &healthy, ttl, true));
+            for proto in ["tcp", "udp"] {
+                map.insert(names::rfc2782(svc, proto, d), service_node(svc, d, &healthy, ttl, false));
+            }
+            let tags: BTreeSet<&str> = healthy
+                .iter()
+                .flat_map(|e| e.instance.tags.iter().map(|t| t.as_str()))
+                .collect();
+            for tag in tags {
+                let subset: Vec<&Entry> = healthy
+                    .iter()
+                    .copied()
+                    .filter(|e| e.instance.tags.iter().any(|t| t.as_str() == tag))
+                    .collect();
+                map.insert(
+                    names::tagged_service(tag, svc, d),
+                    service_node(svc, d, &subset, ttl, true),
+                );
+                // `_svc._tcp` and `_svc._udp` are the protocol forms, never a tag filter.
+                if tag != "tcp" && tag != "udp" {
+                    map.insert(names::rfc2782(svc, tag, d), service_node(svc, d, &subset, ttl, false));
+                }
+            }
+        }
+        for (addr, mut targets) in reverse {
+            targets.sort();
+            let ttl = s.ttl;
+            let recs = targets
+                .into_iter()
+                .map(|t| Rec {
+                    rdata: t,
+                    glue: None,
+                })
+                .collect();
+            map.insert(
+                names::reverse(addr),
+                Node {
+                    zone: 0,
+                    rrsets: vec![RRSet::fixed(PTR, ttl, recs)],
+                },
+            );
+        }
+        // The structural names exist even with an empty registry.
+        for fixed in [names::wire(&["service"], d), names::wire(&["instance"], d)] {
+            if !self.names.contains_key(&fixed) {
+                map.entry(fixed).or_default();
+            }
+        }
+        let keys: Vec<Box<[u8]>> = map.keys().filter(|k| names::is_within(k, d)).cloned().collect();
+        for k in keys {
+            add_ancestors(&mut map, &k, d, 0, Some(&self.names));
+        }
+        Table {
+            settings: self.settings.clone(),
+            zones: self.zones.clone(),
+            apexes: self.apexes.clone(),
+            statics: self.names.clone(),
+            dynamic: map,
+        }
+    }
+}
+
+/// Inserts an empty node for every name strictly between `key` and `apex` that is missing
+/// (and not present in `shadow`), so those names answer NODATA rather than NXDOMAIN.
+fn add_ancestors(
+    map: &mut HashMap<Box<[u8]>, Node>,
+    key: &[u8],
+    apex: &[u8],
+    zone: usize,
+    shadow: Option<&HashMap<Box<[u8]>, Node>>,
+) {
+    for s in names::suffixes(key).skip(1) {
+        if s.len() <= apex.len() {
+            break;
+        }
+        if map.contains_key(s) || shadow.is_some_and(|m| m.contains_key(s)) {
+            continue;
+        }
+        map.insert(
+            s.into(),
+            Node {
+                zone,
+                rrsets: Vec::new(),
+            },
+        );
+    }
+}
+
+fn addr_type(a: IpAddr) -> u16 {
+    match a {
+        IpAddr::V4(_) => A,
+        IpAddr::V6(_) => AAAA,
+    }
+}
+
+fn addr_rec(a: IpAddr) -> Rec {
+    let rdata: Box<[u8]> = match a {
+        IpAddr::V4(v) => Box::new(v.octets()),
+        IpAddr::V6(v) => Box::new(v.octets()),
+    };
+    Rec { rdata, glue: None }
+}
+
+/// The record sets of a service name: SRV always, A and AAAA when `with_addresses`.
+/// Duplicate addresses (two instances on one host) appear once in A/AAAA.
+fn service_node(svc: &str, d: &[u8], healthy: &[&Entry], ttl: u32, with_addresses: bool) -> Node {
+    let mut rrsets = Vec::with_capacity(3);
+    if with_addresses {
+        for rtype in [A, AAAA] {
+            let mut seen = BTreeSet::new();
+            let recs: Vec<Rec> = healthy
+                .iter()
+                .map(|e| e.instance.address)
+                .filter(|a| addr_type(*a) == rtype && seen.insert(*a))
+                .map(addr_rec)
+                .collect();
+            if !recs.is_empty() {
+                rrsets.push(RRSet::rotating(rtype, ttl, recs));
+            }
+        }
+    }
+    let srv = healthy
+        .iter()
+        .map(|e| {
+            let i = &e.instance;
+            let mut r = Vec::with_capacity(6 + 64);
+            r.extend_from_slice(&i.priority.to_be_bytes());
+            r.extend_from_slice(&i.weight.to_be_bytes());
+            r.extend_from_slice(&i.port.to_be_bytes());
+            r.extend_from_slice(&names::instance(i.key.id.as_str(), svc, d));
+            let glue = addr_rec(i.address);
+            Rec {
+                rdata: r.into_boxed_slice(),
+                glue: Some((addr_type(i.address), glue.rdata)),
+            }
+        })
+        .collect();
+    rrsets.push(RRSet::rotating(SRV, ttl, srv));
+    Node { zone: 0, rrsets }
+}
+
+/// Whether `rtype` may be answered at all (meta types are refused by the handler).
+pub fn is_meta_type(rtype: u16) -> bool {
+    matches!(
+        RecordType::from(rtype),
+        RecordType::OPT | RecordType::AXFR | RecordType::IXFR | RecordType::TSIG
+    )
+}

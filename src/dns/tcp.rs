@@ -1,0 +1,88 @@
+//! DNS over TCP: length-prefixed messages, several per connection, answered in order.
+//!
+//! A semaphore permit is taken *before* `accept`, so at most `max_connections` are served and
+//! the rest wait in the kernel's backlog; an idle connection is closed after `idle_timeout`.
+//! On shutdown the listener stops and each connection closes after its current answer.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::handler::{Outcome, Transport, handle};
+use super::{DnsView, TcpLimits};
+
+pub async fn run(
+    listener: TcpListener,
+    view: Arc<DnsView>,
+    limits: TcpLimits,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors and the like: back off briefly rather than spin.
+                    tracing::warn!(error = %e, "tcp accept");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let view = view.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = connection(stream, view, limits, shutdown).await {
+                tracing::debug!(%peer, error = %e, "tcp connection");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    view: Arc<DnsView>,
+    limits: TcpLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut buf = vec![0u8; 65_535];
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        let mut len = [0u8; 2];
+        let read = async {
+            stream.read_exact(&mut len).await?;
+            let n = usize::from(u16::from_be_bytes(len));
+            stream.read_exact(&mut buf[..n]).await?;
+            Ok::<usize, std::io::Error>(n)
+        };
+        let n = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = tokio::time::timeout(limits.idle_timeout, read) => match r {
+                Err(_) => return Ok(()), // idle
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(r) => r?,
+            },
+        };
+        if let Outcome::Answered(_) = handle(&view.table(), &buf[..n], Transport::Tcp, &mut out) {
+            let mut framed = Vec::with_capacity(out.len() + 2);
+            framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&out);
+            tokio::time::timeout(limits.idle_timeout, stream.write_all(&framed))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))??;
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! `ApiError`: every HTTP error as `{"error": "..."}` with a 4xx/5xx status. Messages name
+//! the field at fault.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::model::InvalidField;
+use crate::registry::RegistryError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<InvalidField> for ApiError {
+    fn from(e: InvalidField) -> Self {
+        Self::bad_request(e.to_string())
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let status = match &e {
+            RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
+            RegistryError::NoTtlCheck(..) => StatusCode::CONFLICT,
+            RegistryError::Store(err) => {
+                tracing::error!(error = %err, "store write failed; the change was not applied");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,103 @@
+//! The HTTP API (CONTRACT §3): the axum router, its limits and the `X-Signpost-Index`
+//! header. Handlers live in `instances` and `services`; JSON shapes in `wire`.
+//!
+//! Only this module imports axum.
+
+mod body;
+mod error;
+mod instances;
+mod services;
+mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use tokio_util::sync::CancellationToken;
+use tower::limit::ConcurrencyLimitLayer;
+
+use crate::registry::Registry;
+use error::ApiError;
+
+pub const INDEX_HEADER: &str = "x-signpost-index";
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    /// Longest long-poll `wait`, seconds.
+    pub max_wait: u64,
+    /// Cancelled at shutdown: long-polls return early so the server can drain.
+    pub shutdown: CancellationToken,
+}
+
+/// The header carrying `index`.
+pub fn index_header(index: u64) -> [(HeaderName, HeaderValue); 1] {
+    [(HeaderName::from_static(INDEX_HEADER), HeaderValue::from(index))]
+}
+
+/// Adds `X-Signpost-Index` (the current index) to a `/v1` response that has none yet:
+/// errors and anything a handler did not stamp with the index of its own content.
+async fn stamp_index(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if !resp.headers().contains_key(INDEX_HEADER) {
+        let index = st.registry.snapshot().index;
+        resp.headers_mut()
+            .insert(HeaderName::from_static(INDEX_HEADER), HeaderValue::from(index));
+    }
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path")
+}
+
+async fn healthz() -> impl IntoResponse {
+    "ok\n"
+}
+
+/// The whole API.
+pub fn router(state: AppState, max_body: usize, max_concurrent: usize) -> Router {
+    let v1 = Router::new()
+        .route("/services", get(services::list))
+        .route("/services/{service}", get(services::get))
+        .route(
+            "/services/{service}/instances/{id}",
+            put(instances::register)
+                .delete(instances::deregister)
+                .get(instances::get),
+        )
+        .route("/services/{service}/instances/{id}/health", put(instances::health))
+        .route(
+            "/services/{service}/instances/{id}/maintenance",
+            put(instances::maintenance),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), stamp_index));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(ConcurrencyLimitLayer::new(max_concurrent))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown`; in-flight requests finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

@@ -1,0 +1,94 @@
+//! Handlers of services: the list, and one service's instances with filters and long-poll.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::wire::{InstanceOut, ServiceList, ServiceOut, ServiceSummary};
+use super::{AppState, index_header};
+use crate::model::{ServiceName, Status, Tag, parse_duration};
+
+/// A long-poll's `wait` when `index` is given without one.
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+
+pub async fn list(State(st): State<AppState>) -> Response {
+    let snap = st.registry.snapshot();
+    let services = snap
+        .services
+        .iter()
+        .map(|(name, insts)| ServiceSummary {
+            name: name.to_string(),
+            instances: insts.len(),
+            passing: insts
+                .values()
+                .filter(|e| e.health.status == Status::Passing && e.instance.maintenance.is_none())
+                .count(),
+        })
+        .collect();
+    (index_header(snap.index), Json(ServiceList { services })).into_response()
+}
+
+/// `GET /v1/services/{service}?status=&tag=&index=&wait=`. An unknown service is an empty
+/// list, so a client can long-poll for a service to appear.
+pub async fn get(
+    State(st): State<AppState>,
+    Path(service): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let service = ServiceName::parse(&service)?;
+    let mut status = None;
+    let mut tag = None;
+    let mut index = None;
+    let mut wait = None;
+    for (k, v) in &q {
+        match k.as_str() {
+            "status" => status = Some(Status::parse("status", v)?),
+            "tag" => tag = Some(Tag::parse(v)?),
+            "index" => {
+                index = Some(v.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("index: {v:?} is not a non-negative integer"))
+                })?)
+            }
+            "wait" => wait = Some(parse_duration("wait", v)?),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "{other}: unknown query parameter (status, tag, index, wait)"
+                )));
+            }
+        }
+    }
+    if let Some(n) = index {
+        let max = Duration::from_secs(st.max_wait);
+        let wait = wait.unwrap_or(DEFAULT_WAIT).min(max);
+        let mut rx = st.registry.subscribe();
+        // Waits only while the index is exactly `n`. A smaller one means there is news
+        // already; a larger one means the server restarted below it (health changes are not
+        // stored), so, as with Consul, the client gets the current state and starts over.
+        tokio::select! {
+            _ = tokio::time::timeout(wait, rx.wait_for(|i| *i != n)) => {}
+            _ = st.shutdown.cancelled() => {}
+        }
+    }
+    let snap = st.registry.snapshot();
+    let instances = snap
+        .services
+        .get(&service)
+        .map(|insts| {
+            insts
+                .values()
+                .filter(|e| status.is_none_or(|s| e.health.status == s))
+                .filter(|e| tag.as_ref().is_none_or(|t| e.instance.has_tag(t)))
+                .map(|e| InstanceOut::from(&**e))
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = ServiceOut {
+        name: service.to_string(),
+        instances,
+    };
+    Ok((index_header(snap.index), Json(body)).into_response())
+}

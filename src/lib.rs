@@ -1,0 +1,162 @@
+//! signpost: service discovery with a DNS interface.
+//!
+//! Instances register over HTTP; signpost keeps them durably, tracks their health, and
+//! answers DNS questions about the healthy ones from an immutable snapshot.
+//!
+//! # Layout
+//!
+//! - `model`: validated names, `Instance`, `Health`, `CheckSpec`; no I/O.
+//! - `config`: the TOML configuration and its validation.
+//! - `store`: the `Backend` trait and the embedded redb backend.
+//! - `registry`: the one writer; publishes `Snapshot`s and rebuilds `View`s.
+//! - `health`: TTL check expiry.
+//! - `dns`: the name table, protocol policy, response writer, UDP/TCP transports.
+//! - `http`: the axum API.
+//! - `lifecycle`: signals and ordered shutdown.
+//!
+//! `start` wires them; `check_config` validates a config and its zone files.
+
+pub mod config;
+pub mod dns;
+pub mod health;
+pub mod http;
+pub mod lifecycle;
+pub mod model;
+pub mod registry;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use config::{Config, ConfigError};
+use dns::zonefile::ZoneError;
+use registry::Registry;
+use store::StoreError;
+
+/// Why signpost could not start or stopped badly. One line each, naming what is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Bind(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Validates a config file and every zone file it points at.
+pub fn check_config(path: &Path) -> Result<Config, Error> {
+    let cfg = Config::load(path)?;
+    dns::DnsView::new(&cfg)?;
+    Ok(cfg)
+}
+
+/// A started server: its bound addresses and the handle to stop and await it.
+pub struct Running {
+    /// The DNS addresses bound, UDP and TCP each (port 0 resolved).
+    pub dns_addrs: Vec<SocketAddr>,
+    pub http_addr: SocketAddr,
+    pub registry: Arc<Registry>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// The token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits for shutdown to be requested, then stops in order: listeners stop accepting,
+    /// in-flight DNS and HTTP work finishes, the TTL task stops, the store is flushed.
+    pub async fn wait(self) -> Result<(), Error> {
+        self.shutdown.cancelled().await;
+        self.tracker.close();
+        let http = self.http.await;
+        self.tracker.wait().await;
+        self.registry.flush().await?;
+        match http {
+            Ok(r) => r?,
+            Err(e) => return Err(Error::Io(std::io::Error::other(e))),
+        }
+        Ok(())
+    }
+}
+
+/// Opens the store, binds every listener and starts serving. Returns once everything is
+/// bound, so callers (tests, the binary) can read the addresses.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
+    let view = dns::DnsView::new(&config)?;
+    let backend = {
+        let dir = config.registry.data_dir.clone();
+        tokio::task::spawn_blocking(move || store::Embedded::open(&dir))
+            .await
+            .map_err(std::io::Error::other)??
+    };
+    let registry = Registry::open(Arc::new(backend), vec![view.clone()])?;
+
+    let mut bound = Vec::new();
+    for addr in &config.dns.listen {
+        bound.push(dns::bind(*addr).map_err(Error::Bind)?);
+    }
+    let dns_addrs: Vec<SocketAddr> = bound.iter().map(dns::Bound::local_addr).collect();
+    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|e| Error::Bind(format!("cannot bind HTTP {}: {e}", config.http.listen)))?;
+    let http_addr = http_listener.local_addr()?;
+
+    let tracker = TaskTracker::new();
+    dns::serve(
+        bound,
+        view,
+        dns::TcpLimits {
+            max_connections: config.dns.max_tcp_connections,
+            idle_timeout: config.tcp_idle_timeout(),
+        },
+        shutdown.clone(),
+        &tracker,
+    )?;
+    tracker.spawn(health::ttl::run(registry.clone(), shutdown.clone()));
+    let app = http::router(
+        http::AppState {
+            registry: registry.clone(),
+            max_wait: config.http.max_wait,
+            shutdown: shutdown.clone(),
+        },
+        config.http.max_body_bytes,
+        config.http.max_concurrent_requests,
+    );
+    let http = tokio::spawn(http::serve(http_listener, app, shutdown.clone()));
+
+    let snap = registry.snapshot();
+    let dns_list = dns_addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    tracing::info!(
+        dns = %dns_list,
+        http = %http_addr,
+        domain = %config.dns.domain,
+        instances = snap.entries().count(),
+        index = snap.index,
+        "signpost ready"
+    );
+    Ok(Running {
+        dns_addrs,
+        http_addr,
+        registry,
+        shutdown,
+        tracker,
+        http,
+    })
+}

@@ -1,0 +1,152 @@
+//! The `signpost` binary: CLI parsing, logging setup and exit codes over the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use signpost::config::{self, Config};
+
+#[derive(Parser)]
+#[command(name = "signpost", version, about = "Service discovery with a DNS interface")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (DNS and HTTP) on the embedded store.
+    Serve {
+        /// Config file [default: config/signpost.toml, built-in defaults if it is absent]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// DNS address, UDP and TCP (repeatable); replaces dns.listen
+        #[arg(long = "dns-listen", value_name = "ADDR:PORT")]
+        dns_listen: Vec<SocketAddr>,
+        /// HTTP API address; replaces http.listen
+        #[arg(long = "http-listen", value_name = "ADDR:PORT")]
+        http_listen: Option<SocketAddr>,
+        /// Folder of the embedded store; replaces registry.data_dir
+        #[arg(long = "data-dir", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Log format on stderr; replaces log.format
+        #[arg(long = "log-format", value_enum)]
+        log_format: Option<LogFormat>,
+    },
+    /// Validate a config file and its zone files, then exit.
+    CheckConfig {
+        /// The config file to check
+        file: PathBuf,
+    },
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("signpost: error: {e}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match signpost::check_config(&file) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok (domain {}, zones from {})",
+                    file.display(),
+                    cfg.dns.domain,
+                    cfg.dns.zones_dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Serve {
+            config,
+            dns_listen,
+            http_listen,
+            data_dir,
+            log_format,
+        } => {
+            let mut cfg = match &config {
+                Some(p) => match Config::load(p) {
+                    Ok(c) => c,
+                    Err(e) => return fail(e),
+                },
+                None => {
+                    let p = std::path::Path::new(config::DEFAULT_PATH);
+                    if p.exists() {
+                        match Config::load(p) {
+                            Ok(c) => c,
+                            Err(e) => return fail(e),
+                        }
+                    } else {
+                        Config::default()
+                    }
+                }
+            };
+            if !dns_listen.is_empty() {
+                cfg.dns.listen = dns_listen;
+            }
+            if let Some(a) = http_listen {
+                cfg.http.listen = a;
+            }
+            if let Some(d) = data_dir {
+                cfg.registry.data_dir = d;
+            }
+            if let Some(f) = log_format {
+                cfg.log.format = match f {
+                    LogFormat::Human => "human",
+                    LogFormat::Json => "json",
+                }
+                .into();
+            }
+            if let Err(e) = cfg.validate() {
+                return fail(e);
+            }
+            init_logs(cfg.log.format == "json");
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => return fail(e),
+            };
+            rt.block_on(async move {
+                let token = CancellationToken::new();
+                if let Err(e) = signpost::lifecycle::cancel_on_signals(token.clone()) {
+                    return fail(e);
+                }
+                let running = match signpost::start(cfg, token).await {
+                    Ok(r) => r,
+                    Err(e) => return fail(e),
+                };
+                match running.wait().await {
+                    Ok(()) => {
+                        tracing::info!("stopped");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(e),
+                }
+            })
+        }
+    }
+}
