@@ -146,8 +146,7 @@ impl Config {
         let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.message().to_string()
-                + &e
-                    .span()
+                + &e.span()
                     .map(|s| format!(" (at byte {})", s.start))
                     .unwrap_or_default(),
         })?;
@@ -201,12 +200,18 @@ impl Config {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
         if self.http.max_concurrent_requests == 0 {
-            return Err(invalid("http.max_concurrent_requests", "must be at least 1"));
+            return Err(invalid(
+                "http.max_concurrent_requests",
+                "must be at least 1",
+            ));
         }
         if self.registry.backend != "embedded" {
             return Err(invalid(
                 "registry.backend",
-                &format!("{:?} is not a known backend (embedded)", self.registry.backend),
+                &format!(
+                    "{:?} is not a known backend (embedded)",
+                    self.registry.backend
+                ),
             ));
         }
         if self.log.format != "human" && self.log.format != "json" {
@@ -230,7 +235,10 @@ mod tests {
         assert_eq!(c.dns.listen, vec!["127.0.0.1:8600".parse().unwrap()]);
         assert_eq!(c.http.listen, "127.0.0.1:8500".parse().unwrap());
         assert_eq!(c.dns.domain, "internal.");
-        assert_eq!((c.dns.ttl, c.dns.negative_ttl, c.dns.max_answers), (5, 5, 0));
+        assert_eq!(
+            (c.dns.ttl, c.dns.negative_ttl, c.dns.max_answers),
+            (5, 5, 0)
+        );
         assert!(!c.dns.include_warning);
         assert_eq!(c.registry.data_dir, PathBuf::from("data"));
     }

@@ -10,7 +10,11 @@ use tokio_util::sync::CancellationToken;
 use signpost::config::{self, Config};
 
 #[derive(Parser)]
-#[command(name = "signpost", version, about = "Service discovery with a DNS interface")]
+#[command(
+    name = "signpost",
+    version,
+    about = "Service discovery with a DNS interface"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -261,7 +261,10 @@ pub fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), InvalidField
             ));
         }
         if v.chars().any(char::is_control) {
-            return Err(InvalidField::new(field, "value may not hold control characters"));
+            return Err(InvalidField::new(
+                field,
+                "value may not hold control characters",
+            ));
         }
     }
     Ok(())
@@ -269,8 +272,9 @@ pub fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), InvalidField
 
 /// Parses a duration written like `5s`, `1m30s`, `250ms`, naming `field` on error.
 pub fn parse_duration(field: &str, raw: &str) -> Result<Duration, InvalidField> {
-    humantime::parse_duration(raw)
-        .map_err(|e| InvalidField::new(field, format!("{raw:?} is not a duration like \"5s\": {e}")))
+    humantime::parse_duration(raw).map_err(|e| {
+        InvalidField::new(field, format!("{raw:?} is not a duration like \"5s\": {e}"))
+    })
 }
 
 #[cfg(test)]
@@ -286,7 +290,10 @@ mod tests {
             let e = ServiceName::parse(bad).unwrap_err();
             assert_eq!(e.field, "service", "{bad}");
         }
-        assert_eq!(ServiceName::parse("UpperCase").unwrap().as_str(), "uppercase");
+        assert_eq!(
+            ServiceName::parse("UpperCase").unwrap().as_str(),
+            "uppercase"
+        );
         assert_eq!(Tag::parse_at("-x", 2).unwrap_err().field, "tags[2]");
     }
 
@@ -313,8 +320,17 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("x", "1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("x", "250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("interval", "soon").unwrap_err().field, "interval");
+        assert_eq!(
+            parse_duration("x", "1m30s").unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            parse_duration("x", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_duration("interval", "soon").unwrap_err().field,
+            "interval"
+        );
     }
 }

@@ -86,13 +86,16 @@ impl<'b> Response<'b> {
 
     fn put(&mut self, owner: &Owner<'_>, rtype: u16, ttl: u32, rdata: &[u8]) -> usize {
         match owner {
-            Owner::Pointer(at) => self.buf.extend_from_slice(&(0xc000 | *at as u16).to_be_bytes()),
+            Owner::Pointer(at) => self
+                .buf
+                .extend_from_slice(&(0xc000 | *at as u16).to_be_bytes()),
             Owner::Name(n) => self.buf.extend_from_slice(n),
         }
         self.buf.extend_from_slice(&rtype.to_be_bytes());
         self.buf.extend_from_slice(&1u16.to_be_bytes()); // class IN
         self.buf.extend_from_slice(&ttl.to_be_bytes());
-        self.buf.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        self.buf
+            .extend_from_slice(&(rdata.len() as u16).to_be_bytes());
         let at = self.buf.len();
         self.buf.extend_from_slice(rdata);
         at

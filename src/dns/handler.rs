@@ -76,9 +76,9 @@ pub fn handle(table: &Table, packet: &[u8], transport: Transport, out: &mut Vec<
     let limit = match transport {
         Transport::Tcp => usize::from(u16::MAX),
         // RFC 6891 §6.2.5: a payload below 512 is treated as 512.
-        Transport::Udp => usize::from(
-            edns.map_or(512, |e| e.max_payload().clamp(512, MAX_UDP_PAYLOAD)),
-        ),
+        Transport::Udp => {
+            usize::from(edns.map_or(512, |e| e.max_payload().clamp(512, MAX_UDP_PAYLOAD)))
+        }
     };
     let mut r = Response::new(out, id, echo, question, limit, edns.is_some());
     if edns.is_some_and(|e| e.version() != 0) {
@@ -87,10 +87,8 @@ pub fn handle(table: &Table, packet: &[u8], transport: Transport, out: &mut Vec<
     }
     let rcode = if qtype == OPT || qtype == 250 {
         FORMERR // OPT and TSIG are not questions
-    } else if qclass != CLASS_IN && qclass != CLASS_ANY {
-        REFUSED
-    } else if qtype == AXFR || qtype == IXFR {
-        REFUSED // zone transfers are not offered
+    } else if (qclass != CLASS_IN && qclass != CLASS_ANY) || qtype == AXFR || qtype == IXFR {
+        REFUSED // other classes are not served; zone transfers are not offered
     } else if qtype == MAILA || qtype == MAILB {
         NOTIMP
     } else {
@@ -136,7 +134,12 @@ fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> u8 {
 /// question, of which the apex is a suffix). Its TTL is the negative TTL (RFC 2308).
 fn negative(r: &mut Response<'_>, key: &[u8], zone: &Zone) {
     let at = 12 + key.len() - zone.apex.len();
-    r.authority(Response::owner_at(at, &zone.apex), SOA, zone.negative_ttl, &zone.soa);
+    r.authority(
+        Response::owner_at(at, &zone.apex),
+        SOA,
+        zone.negative_ttl,
+        &zone.soa,
+    );
 }
 
 /// Writes one record set from its round-robin start (capped by `dns.max_answers` for service
@@ -148,7 +151,11 @@ fn write_set(table: &Table, set: &RRSet, r: &mut Response<'_>) -> bool {
         return false;
     }
     let max = table.settings.max_answers;
-    let take = if set.rotation.is_some() && max > 0 { n.min(max) } else { n };
+    let take = if set.rotation.is_some() && max > 0 {
+        n.min(max)
+    } else {
+        n
+    };
     let start = set.start();
     // Offsets of the SRV targets written, for glue owners; at most `take` of them.
     let mut targets: smallvec_lite::Offsets = smallvec_lite::Offsets::default();
@@ -165,10 +172,15 @@ fn write_set(table: &Table, set: &RRSet, r: &mut Response<'_>) -> bool {
     }
     for (i, at) in targets.iter() {
         let rec = &set.records[i];
-        if let Some((gtype, addr)) = &rec.glue {
-            if !r.additional(Response::owner_at(at, &rec.rdata[6..]), *gtype, set.ttl, addr) {
-                break;
-            }
+        if let Some((gtype, addr)) = &rec.glue
+            && !r.additional(
+                Response::owner_at(at, &rec.rdata[6..]),
+                *gtype,
+                set.ttl,
+                addr,
+            )
+        {
+            break;
         }
     }
     true
@@ -197,8 +209,10 @@ mod smallvec_lite {
         }
 
         pub fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-            self.inline[..self.len].iter().chain(self.spill.iter()).copied()
+            self.inline[..self.len]
+                .iter()
+                .chain(self.spill.iter())
+                .copied()
         }
     }
 }
-

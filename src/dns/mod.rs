@@ -85,9 +85,8 @@ impl Bound {
 
 /// Binds UDP and TCP on `addr`. With port 0 both get the same free port.
 pub fn bind(addr: SocketAddr) -> Result<Bound, String> {
-    let fail = |proto: &str, a: SocketAddr, e: std::io::Error| {
-        format!("cannot bind DNS {proto} {a}: {e}")
-    };
+    let fail =
+        |proto: &str, a: SocketAddr, e: std::io::Error| format!("cannot bind DNS {proto} {a}: {e}");
     let tries = if addr.port() == 0 { 50 } else { 1 };
     let mut last = String::new();
     for _ in 0..tries {
@@ -127,7 +126,13 @@ pub fn serve(
             tracker.spawn(udp::run(udp.clone(), view.clone(), shutdown.clone()));
         }
         let tcp = tokio::net::TcpListener::from_std(b.tcp)?;
-        tracker.spawn(tcp::run(tcp, view.clone(), limits, shutdown.clone(), tracker.clone()));
+        tracker.spawn(tcp::run(
+            tcp,
+            view.clone(),
+            limits,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
     }
     Ok(())
 }

@@ -11,7 +11,8 @@ pub const MAX_NAME: usize = 255;
 
 /// Wire format of `labels` followed by the wire-format `suffix` (which ends in the root).
 pub fn wire(labels: &[&str], suffix: &[u8]) -> Box<[u8]> {
-    let mut out = Vec::with_capacity(suffix.len() + labels.iter().map(|l| l.len() + 1).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(suffix.len() + labels.iter().map(|l| l.len() + 1).sum::<usize>());
     for l in labels {
         debug_assert!(!l.is_empty() && l.len() <= 63);
         out.push(l.len() as u8);
@@ -83,7 +84,10 @@ pub fn tagged_service(tag: &str, svc: &str, domain: &[u8]) -> Box<[u8]> {
 
 /// `_<service>._<second>.service.D`: `second` is `tcp`, `udp` or a tag.
 pub fn rfc2782(svc: &str, second: &str, domain: &[u8]) -> Box<[u8]> {
-    wire(&[&format!("_{svc}"), &format!("_{second}"), "service"], domain)
+    wire(
+        &[&format!("_{svc}"), &format!("_{second}"), "service"],
+        domain,
+    )
 }
 
 /// `<id>.<service>.instance.D`
@@ -147,9 +151,18 @@ mod tests {
     #[test]
     fn rows_of_the_names_table() {
         assert_eq!(to_dotted(&service("web", &d())), "web.service.internal.");
-        assert_eq!(to_dotted(&tagged_service("v2", "web", &d())), "v2.web.service.internal.");
-        assert_eq!(to_dotted(&rfc2782("web", "tcp", &d())), "_web._tcp.service.internal.");
-        assert_eq!(to_dotted(&instance("w1", "web", &d())), "w1.web.instance.internal.");
+        assert_eq!(
+            to_dotted(&tagged_service("v2", "web", &d())),
+            "v2.web.service.internal."
+        );
+        assert_eq!(
+            to_dotted(&rfc2782("web", "tcp", &d())),
+            "_web._tcp.service.internal."
+        );
+        assert_eq!(
+            to_dotted(&instance("w1", "web", &d())),
+            "w1.web.instance.internal."
+        );
         assert_eq!(
             to_dotted(&reverse("10.77.0.5".parse().unwrap())),
             "5.0.77.10.in-addr.arpa."
@@ -177,7 +190,15 @@ mod tests {
     fn suffix_walk() {
         let n = service("web", &d());
         let all: Vec<String> = suffixes(&n).map(to_dotted).collect();
-        assert_eq!(all, ["web.service.internal.", "service.internal.", "internal.", "."]);
+        assert_eq!(
+            all,
+            [
+                "web.service.internal.",
+                "service.internal.",
+                "internal.",
+                "."
+            ]
+        );
         assert!(is_within(&n, &d()));
         assert!(!is_within(&d(), &n));
         assert!(!is_within(&from_dotted("evilinternal.").unwrap(), &d()));

@@ -163,6 +163,11 @@ impl Table {
     }
 }
 
+/// A static record before grouping: zone index, owner, type, TTL, RDATA.
+type Loose = (usize, Box<[u8]>, u16, u32, Box<[u8]>);
+/// A static record set being grouped: zone index, TTL, records.
+type Grouped = (usize, u32, Vec<Rec>);
+
 /// The SOA RDATA signpost makes up for the base domain when no zone file provides one.
 fn synthesized_soa(domain: &[u8], serial: u32, minimum: u32) -> Box<[u8]> {
     let mut r = Vec::new();
@@ -207,7 +212,7 @@ impl Statics {
             negative_ttl: settings.negative_ttl,
         });
         apexes.insert(settings.domain.clone(), 0);
-        let mut records: Vec<(usize, Box<[u8]>, u16, u32, Box<[u8]>)> = Vec::new();
+        let mut records: Vec<Loose> = Vec::new();
         if own.is_none() {
             let d = settings.domain.clone();
             records.push((0, d.clone(), SOA, soa_ttl, soa));
@@ -236,7 +241,7 @@ impl Statics {
             }
         }
         // Group into record sets, in file order within a set.
-        let mut grouped: BTreeMap<(Box<[u8]>, u16), (usize, u32, Vec<Rec>)> = BTreeMap::new();
+        let mut grouped: BTreeMap<(Box<[u8]>, u16), Grouped> = BTreeMap::new();
         for (zi, name, rtype, ttl, rdata) in records {
             let e = grouped
                 .entry((name, rtype))
@@ -254,7 +259,8 @@ impl Statics {
                 .rrsets
                 .push(RRSet::fixed(rtype, ttl, recs));
         }
-        let keys: Vec<(Box<[u8]>, usize)> = names.iter().map(|(k, n)| (k.clone(), n.zone)).collect();
+        let keys: Vec<(Box<[u8]>, usize)> =
+            names.iter().map(|(k, n)| (k.clone(), n.zone)).collect();
         for (k, zi) in keys {
             add_ancestors(&mut names, &k, &zones[zi].apex, zi, None);
         }
@@ -282,7 +288,11 @@ impl Statics {
             for e in instances.values() {
                 let i = &e.instance;
                 let target = names::instance(i.key.id.as_str(), svc, d);
-                let mut rrsets = vec![RRSet::fixed(addr_type(i.address), ttl, vec![addr_rec(i.address)])];
+                let mut rrsets = vec![RRSet::fixed(
+                    addr_type(i.address),
+                    ttl,
+                    vec![addr_rec(i.address)],
+                )];
                 if !i.meta.is_empty() {
                     let recs = i
                         .meta
@@ -311,9 +321,15 @@ impl Statics {
             if healthy.is_empty() {
                 continue;
             }
-            map.insert(names::service(svc, d), service_node(svc, d, &healthy, ttl, true));
+            map.insert(
+                names::service(svc, d),
+                service_node(svc, d, &healthy, ttl, true),
+            );
             for proto in ["tcp", "udp"] {
-                map.insert(names::rfc2782(svc, proto, d), service_node(svc, d, &healthy, ttl, false));
+                map.insert(
+                    names::rfc2782(svc, proto, d),
+                    service_node(svc, d, &healthy, ttl, false),
+                );
             }
             let tags: BTreeSet<&str> = healthy
                 .iter()
@@ -331,7 +347,10 @@ impl Statics {
                 );
                 // `_svc._tcp` and `_svc._udp` are the protocol forms, never a tag filter.
                 if tag != "tcp" && tag != "udp" {
-                    map.insert(names::rfc2782(svc, tag, d), service_node(svc, d, &subset, ttl, false));
+                    map.insert(
+                        names::rfc2782(svc, tag, d),
+                        service_node(svc, d, &subset, ttl, false),
+                    );
                 }
             }
         }
@@ -359,7 +378,11 @@ impl Statics {
                 map.entry(fixed).or_default();
             }
         }
-        let keys: Vec<Box<[u8]>> = map.keys().filter(|k| names::is_within(k, d)).cloned().collect();
+        let keys: Vec<Box<[u8]>> = map
+            .keys()
+            .filter(|k| names::is_within(k, d))
+            .cloned()
+            .collect();
         for k in keys {
             add_ancestors(&mut map, &k, d, 0, Some(&self.names));
         }

@@ -82,7 +82,9 @@ async fn connection(
             framed.extend_from_slice(&out);
             tokio::time::timeout(limits.idle_timeout, stream.write_all(&framed))
                 .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))??;
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")
+                })??;
         }
     }
 }

@@ -28,10 +28,10 @@ pub async fn run(socket: Arc<UdpSocket>, view: Arc<DnsView>, shutdown: Cancellat
             },
         };
         let outcome = handle(&view.table(), &buf[..n], Transport::Udp, &mut out);
-        if let Outcome::Answered(_) = outcome {
-            if let Err(e) = socket.send_to(&out, peer).await {
-                tracing::debug!(%peer, error = %e, "udp send");
-            }
+        if let Outcome::Answered(_) = outcome
+            && let Err(e) = socket.send_to(&out, peer).await
+        {
+            tracing::debug!(%peer, error = %e, "udp send");
         }
     }
 }

@@ -93,7 +93,8 @@ pub fn load_file(path: &Path) -> Result<StaticZone, ZoneError> {
                     apex_name
                 )));
             }
-            let rdata = encode_rdata(&r.data).map_err(|e| err(format!("{} {}: {e}", r.name, r.record_type())))?;
+            let rdata = encode_rdata(&r.data)
+                .map_err(|e| err(format!("{} {}: {e}", r.name, r.record_type())))?;
             records.push(StaticRecord {
                 name,
                 rtype: u16::from(r.record_type()),
@@ -107,7 +108,9 @@ pub fn load_file(path: &Path) -> Result<StaticZone, ZoneError> {
         .filter(|r| r.rtype == u16::from(RecordType::SOA))
         .collect::<Vec<_>>();
     if soas.len() != 1 || soas[0].name != apex {
-        return Err(err(format!("needs exactly one SOA, at the apex {apex_name}")));
+        return Err(err(format!(
+            "needs exactly one SOA, at the apex {apex_name}"
+        )));
     }
     Ok(StaticZone {
         path: path.to_path_buf(),
@@ -182,7 +185,10 @@ mod tests {
         let p = dir.path().join("bad.test.zone");
         std::fs::write(&p, "www IN A 192.0.2.1\n").unwrap();
         let e = load_dir(dir.path()).unwrap_err();
-        assert!(e.to_string().contains("bad.test.zone") && e.to_string().contains("SOA"), "{e}");
+        assert!(
+            e.to_string().contains("bad.test.zone") && e.to_string().contains("SOA"),
+            "{e}"
+        );
         std::fs::write(&p, "@ IN SOA ns. h. 1 2 3 4 5\nwww IN BOGUS x\n").unwrap();
         assert!(load_dir(dir.path()).is_err());
     }

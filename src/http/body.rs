@@ -25,7 +25,9 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 /// Parses `bytes` as JSON into `T`, naming the field path on error.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("body: expected a JSON object, got nothing"));
+        return Err(ApiError::bad_request(
+            "body: expected a JSON object, got nothing",
+        ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {

@@ -41,7 +41,11 @@ pub async fn deregister(
 ) -> Result<Response, ApiError> {
     let key = key(&service, &id)?;
     st.registry.deregister(&key).await?;
-    Ok((index_header(st.registry.snapshot().index), StatusCode::NO_CONTENT).into_response())
+    Ok((
+        index_header(st.registry.snapshot().index),
+        StatusCode::NO_CONTENT,
+    )
+        .into_response())
 }
 
 pub async fn get(
@@ -50,9 +54,12 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let key = key(&service, &id)?;
     let snap = st.registry.snapshot();
-    let entry = snap
-        .get(&key)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("instance {key} is not registered")))?;
+    let entry = snap.get(&key).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("instance {key} is not registered"),
+        )
+    })?;
     Ok(reply(entry, snap.index))
 }
 

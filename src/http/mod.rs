@@ -36,7 +36,10 @@ pub struct AppState {
 
 /// The header carrying `index`.
 pub fn index_header(index: u64) -> [(HeaderName, HeaderValue); 1] {
-    [(HeaderName::from_static(INDEX_HEADER), HeaderValue::from(index))]
+    [(
+        HeaderName::from_static(INDEX_HEADER),
+        HeaderValue::from(index),
+    )]
 }
 
 /// Adds `X-Signpost-Index` (the current index) to a `/v1` response that has none yet:
@@ -45,8 +48,10 @@ async fn stamp_index(State(st): State<AppState>, req: Request, next: Next) -> Re
     let mut resp = next.run(req).await;
     if !resp.headers().contains_key(INDEX_HEADER) {
         let index = st.registry.snapshot().index;
-        resp.headers_mut()
-            .insert(HeaderName::from_static(INDEX_HEADER), HeaderValue::from(index));
+        resp.headers_mut().insert(
+            HeaderName::from_static(INDEX_HEADER),
+            HeaderValue::from(index),
+        );
     }
     resp
 }
@@ -56,7 +61,10 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this path",
+    )
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -74,7 +82,10 @@ pub fn router(state: AppState, max_body: usize, max_concurrent: usize) -> Router
                 .delete(instances::deregister)
                 .get(instances::get),
         )
-        .route("/services/{service}/instances/{id}/health", put(instances::health))
+        .route(
+            "/services/{service}/instances/{id}/health",
+            put(instances::health),
+        )
         .route(
             "/services/{service}/instances/{id}/maintenance",
             put(instances::maintenance),

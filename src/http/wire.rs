@@ -74,11 +74,19 @@ impl CheckBody {
             }
         };
         let interval = match self.interval {
-            Some(s) => at_least("check.interval", parse_duration("check.interval", &s)?, MIN_INTERVAL)?,
+            Some(s) => at_least(
+                "check.interval",
+                parse_duration("check.interval", &s)?,
+                MIN_INTERVAL,
+            )?,
             None => DEFAULT_CHECK_INTERVAL,
         };
         let timeout = match self.timeout {
-            Some(s) => at_least("check.timeout", parse_duration("check.timeout", &s)?, Duration::from_millis(10))?,
+            Some(s) => at_least(
+                "check.timeout",
+                parse_duration("check.timeout", &s)?,
+                Duration::from_millis(10),
+            )?,
             None => DEFAULT_CHECK_TIMEOUT.min(interval),
         };
         let count = |field: &str, v: Option<u32>| match v {
@@ -91,7 +99,10 @@ impl CheckBody {
             kind,
             interval,
             timeout,
-            success_before_passing: count("check.success_before_passing", self.success_before_passing)?,
+            success_before_passing: count(
+                "check.success_before_passing",
+                self.success_before_passing,
+            )?,
             failures_before_critical: count(
                 "check.failures_before_critical",
                 self.failures_before_critical,
@@ -132,13 +143,19 @@ impl RegisterBody {
     /// Validates every field and builds the instance for `key`.
     pub fn into_instance(self, key: InstanceKey) -> Result<Instance, InvalidField> {
         let address = self.address.parse().map_err(|_| {
-            InvalidField::new("address", format!("{:?} is not an IPv4 or IPv6 address", self.address))
+            InvalidField::new(
+                "address",
+                format!("{:?} is not an IPv4 or IPv6 address", self.address),
+            )
         })?;
         if self.port == 0 {
             return Err(InvalidField::new("port", "must be 1 to 65535"));
         }
         if self.tags.len() > MAX_TAGS {
-            return Err(InvalidField::new("tags", format!("at most {MAX_TAGS} tags")));
+            return Err(InvalidField::new(
+                "tags",
+                format!("at most {MAX_TAGS} tags"),
+            ));
         }
         let mut tags: Vec<Tag> = Vec::with_capacity(self.tags.len());
         for (i, t) in self.tags.iter().enumerate() {
@@ -148,10 +165,13 @@ impl RegisterBody {
             }
         }
         validate_meta(&self.meta)?;
-        if let Some(t) = self.ttl {
-            if t > MAX_TTL {
-                return Err(InvalidField::new("ttl", format!("at most {MAX_TTL} seconds")));
-            }
+        if let Some(t) = self.ttl
+            && t > MAX_TTL
+        {
+            return Err(InvalidField::new(
+                "ttl",
+                format!("at most {MAX_TTL} seconds"),
+            ));
         }
         let check = self.check.map(CheckBody::into_spec).transpose()?;
         let deregister_after = match self.deregister_after {
@@ -193,7 +213,10 @@ impl HealthBody {
             Some(s) => Status::parse("status", &s)?,
         };
         if self.output.len() > MAX_OUTPUT {
-            return Err(InvalidField::new("output", format!("at most {MAX_OUTPUT} bytes")));
+            return Err(InvalidField::new(
+                "output",
+                format!("at most {MAX_OUTPUT} bytes"),
+            ));
         }
         Ok((status, self.output))
     }
@@ -211,7 +234,10 @@ impl MaintenanceBody {
     /// `Some(reason)` to enable, `None` to disable.
     pub fn validate(self) -> Result<Option<String>, InvalidField> {
         if self.reason.len() > MAX_REASON {
-            return Err(InvalidField::new("reason", format!("at most {MAX_REASON} bytes")));
+            return Err(InvalidField::new(
+                "reason",
+                format!("at most {MAX_REASON} bytes"),
+            ));
         }
         Ok(self.enabled.then_some(self.reason))
     }

@@ -85,7 +85,10 @@ fn ttl_of(inst: &Instance) -> Option<std::time::Duration> {
 impl Registry {
     /// Loads every registration from `backend` and publishes the first snapshot.
     /// Health is not stored: instances with a check start critical until it passes.
-    pub fn open(backend: Arc<dyn Backend>, views: Vec<Arc<dyn View>>) -> Result<Arc<Self>, StoreError> {
+    pub fn open(
+        backend: Arc<dyn Backend>,
+        views: Vec<Arc<dyn View>>,
+    ) -> Result<Arc<Self>, StoreError> {
         let loaded = backend.load()?;
         let mut snapshot = Snapshot {
             index: loaded.index,
@@ -99,7 +102,13 @@ impl Registry {
             }
             let health = initial_health(&inst);
             let key = inst.key.clone();
-            snapshot.set(&key, Some(Arc::new(Entry { instance: inst, health })));
+            snapshot.set(
+                &key,
+                Some(Arc::new(Entry {
+                    instance: inst,
+                    health,
+                })),
+            );
         }
         for v in &views {
             v.publish(&snapshot);
@@ -160,7 +169,7 @@ impl Registry {
             _ => initial_health(&inst),
         };
         let index = w.snapshot.index + 1;
-        Self::persist(&w, Change::Put(inst.clone()), index).await?;
+        Self::persist(&w, Change::Put(Box::new(inst.clone())), index).await?;
         let check_changed = old.as_ref().is_none_or(|o| o.instance.check != inst.check);
         if check_changed {
             match ttl_of(&inst) {
@@ -225,7 +234,13 @@ impl Registry {
 
     /// Applies a health result to `old` in memory (health is not stored). Only a change of
     /// status or output bumps the index and publishes.
-    fn set_health(&self, w: &mut Writer, old: &Arc<Entry>, status: Status, output: String) -> Arc<Entry> {
+    fn set_health(
+        &self,
+        w: &mut Writer,
+        old: &Arc<Entry>,
+        status: Status,
+        output: String,
+    ) -> Arc<Entry> {
         if old.health.status == status && old.health.output == output {
             return old.clone();
         }
@@ -260,26 +275,23 @@ impl Registry {
             .get(key)
             .cloned()
             .ok_or_else(|| RegistryError::NotFound(key.clone()))?;
-        let maintenance = match reason {
-            None => None,
-            // Turning it on again keeps the original start time.
-            Some(reason) => Some(Maintenance {
-                since: old
-                    .instance
-                    .maintenance
-                    .as_ref()
-                    .map(|m| m.since)
-                    .unwrap_or_else(now),
-                reason,
-            }),
-        };
+        // Turning it on again keeps the original start time.
+        let maintenance = reason.map(|reason| Maintenance {
+            since: old
+                .instance
+                .maintenance
+                .as_ref()
+                .map(|m| m.since)
+                .unwrap_or_else(now),
+            reason,
+        });
         if old.instance.maintenance == maintenance {
             return Ok(old);
         }
         let mut inst = old.instance.clone();
         inst.maintenance = maintenance;
         let index = w.snapshot.index + 1;
-        Self::persist(&w, Change::Put(inst.clone()), index).await?;
+        Self::persist(&w, Change::Put(Box::new(inst.clone())), index).await?;
         let entry = Arc::new(Entry {
             instance: inst,
             health: old.health.clone(),
@@ -299,7 +311,10 @@ impl Registry {
                 continue;
             };
             let ttl = ttl_of(&old.instance).unwrap_or_default();
-            let output = format!("ttl expired: no report within {}", humantime::format_duration(ttl));
+            let output = format!(
+                "ttl expired: no report within {}",
+                humantime::format_duration(ttl)
+            );
             self.set_health(&mut w, &old, Status::Critical, output);
         }
         w.ttl.next()

@@ -57,7 +57,9 @@ impl Backend for Embedded {
             message,
         };
         let tx = self.db.begin_read().map_err(|e| read_err(e.to_string()))?;
-        let table = tx.open_table(INSTANCES).map_err(|e| read_err(e.to_string()))?;
+        let table = tx
+            .open_table(INSTANCES)
+            .map_err(|e| read_err(e.to_string()))?;
         let mut instances = Vec::new();
         for row in table.iter().map_err(|e| read_err(e.to_string()))? {
             let (k, v) = row.map_err(|e| read_err(e.to_string()))?;
@@ -92,7 +94,8 @@ impl Backend for Embedded {
             for c in changes {
                 match c {
                     Change::Put(inst) => {
-                        let bytes = serde_json::to_vec(&Record::from(inst)).map_err(|e| w(&e))?;
+                        let bytes =
+                            serde_json::to_vec(&Record::from(&**inst)).map_err(|e| w(&e))?;
                         table
                             .insert(key_of(&inst.key).as_str(), bytes.as_slice())
                             .map_err(|e| w(&e))?;
@@ -150,8 +153,14 @@ mod tests {
         {
             let s = Embedded::open(dir.path()).unwrap();
             assert_eq!(s.load().unwrap().instances.len(), 0);
-            s.apply(&[Change::Put(inst("a")), Change::Put(inst("b"))], 2)
-                .unwrap();
+            s.apply(
+                &[
+                    Change::Put(Box::new(inst("a"))),
+                    Change::Put(Box::new(inst("b"))),
+                ],
+                2,
+            )
+            .unwrap();
             s.apply(&[Change::Delete(inst("a").key)], 3).unwrap();
         }
         let s = Embedded::open(dir.path()).unwrap();

@@ -32,7 +32,7 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub enum Change {
     /// Register or replace this instance (with its maintenance mode).
-    Put(Instance),
+    Put(Box<Instance>),
     /// Remove this instance.
     Delete(InstanceKey),
 }

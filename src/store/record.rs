@@ -152,4 +152,3 @@ impl Record {
 pub fn key_of(k: &InstanceKey) -> String {
     format!("{}/{}", k.service, k.id)
 }
-
