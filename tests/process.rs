@@ -1,0 +1,627 @@
+//! The `signpost` binary as an operator runs it (CONTRACT §1 and §4): `serve` started as a
+//! child process on `127.0.0.1:0`, its addresses read from the `signpost ready` log line;
+//! SIGTERM and SIGINT end it with status 0 after draining; a `kill -9` in the middle of a
+//! burst of registrations loses none that were answered 200; a corrupt store or a taken port
+//! stops it at once with one clear line; and `check-config` accepts the shipped config and
+//! names what is wrong in a bad one. Every child is killed when its test fails.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_signpost");
+
+/// A child process, killed (SIGKILL) and reaped when dropped, so a failing test leaves
+/// nothing running. Its stdout and stderr are drained by threads into buffers; stderr lines
+/// are also sent on `lines` as they come.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn signpost");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut out = child.stdout.take().unwrap();
+        let buf = stdout.clone();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            buf.lock().unwrap().push_str(&s);
+        });
+        let (tx, lines) = mpsc::channel();
+        let err = BufReader::new(child.stderr.take().unwrap());
+        let buf = stderr.clone();
+        std::thread::spawn(move || {
+            for line in err.lines() {
+                let Ok(line) = line else { break };
+                buf.lock().unwrap().push_str(&line);
+                buf.lock().unwrap().push('\n');
+                let _ = tx.send(line);
+            }
+        });
+        Proc {
+            child,
+            lines,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Sends a signal with the `kill` command (`TERM`, `INT`, `KILL`).
+    fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([format!("-{sig}"), self.pid()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{sig} failed");
+    }
+
+    /// The exit status, waiting at most `limit` (blocking the thread).
+    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < until,
+                "still running after {limit:?}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Like `wait_exit`, without blocking the async runtime.
+    async fn exited(&mut self, limit: Duration) -> ExitStatus {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < until,
+                "still running after {limit:?}; stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything written to stderr so far (all of it once the process exited and the
+    /// reader caught up).
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Stderr after exit: waits briefly for the reader threads to reach end of file.
+    fn final_output(&self) -> (String, String) {
+        let until = Instant::now() + Duration::from_secs(2);
+        // The reader threads hold the channel's sender until EOF.
+        while Instant::now() < until {
+            match self.lines.recv_timeout(Duration::from_millis(50)) {
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                _ => continue,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        (self.stdout(), self.stderr())
+    }
+
+    /// Waits for the `signpost ready` line; returns the DNS and HTTP addresses.
+    fn ready(&mut self) -> (SocketAddr, SocketAddr) {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addrs) = parse_ready(&line) {
+                        return addrs;
+                    }
+                }
+                Err(e) => panic!(
+                    "no `signpost ready` line ({e:?}); exit {:?}; stderr:\n{}",
+                    self.child.try_wait(),
+                    self.stderr()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The DNS (first of the list) and HTTP addresses of a ready line, human or JSON.
+fn parse_ready(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let line = strip_ansi(line);
+    if !line.contains("signpost ready") {
+        return None;
+    }
+    let (dns, http) = if line.trim_start().starts_with('{') {
+        let v: Value = serde_json::from_str(&line).expect("a JSON log line");
+        let f = &v["fields"];
+        (
+            f["dns"].as_str().expect("dns field").to_string(),
+            f["http"].as_str().expect("http field").to_string(),
+        )
+    } else {
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+                .to_string()
+        };
+        (field("dns="), field("http="))
+    };
+    let dns = dns.split(',').next().unwrap().parse().expect("dns address");
+    Some((dns, http.parse().expect("http address")))
+}
+
+/// `signpost serve` on ephemeral ports with `data` as its store, run from `cwd` (so that
+/// no `config/` is found and the defaults apply).
+fn serve(cwd: &Path, data: &Path, extra: &[&str]) -> Proc {
+    Proc::spawn(
+        Command::new(BIN)
+            .current_dir(cwd)
+            .args([
+                "serve",
+                "--dns-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra),
+    )
+}
+
+/// A server started and ready.
+struct Server {
+    proc: Proc,
+    dns: SocketAddr,
+    http: SocketAddr,
+}
+
+fn start(cwd: &Path, data: &Path, extra: &[&str]) -> Server {
+    let mut proc = serve(cwd, data, extra);
+    let (dns, http) = proc.ready();
+    assert!(dns.ip().is_loopback() && http.ip().is_loopback());
+    Server { proc, dns, http }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn register(c: &reqwest::Client, http: SocketAddr, svc: &str, id: &str, addr: &str) {
+    let r = c
+        .put(format!("http://{http}/v1/services/{svc}/instances/{id}"))
+        .json(&json!({"address": addr, "port": 80}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// `id` → address of every instance of `svc`.
+async fn instances(c: &reqwest::Client, http: SocketAddr, svc: &str) -> HashMap<String, String> {
+    let r = c
+        .get(format!("http://{http}/v1/services/{svc}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_string(),
+                i["address"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The A records answering `name`, over UDP; panics on no reply or a non-NOERROR code.
+fn resolve_a(dns: SocketAddr, name: &str) -> Vec<IpAddr> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.send_to(&common::query(name, RecordType::A, Some(1232)), dns)
+        .unwrap();
+    let mut buf = vec![0u8; 65535];
+    let n = sock.recv(&mut buf).expect("a DNS reply within 2 s");
+    let m = Message::from_vec(&buf[..n]).expect("reply parses");
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Registers, stops the server with `sig`, expects exit 0, and finds the registration
+/// again after a restart on the same data dir.
+async fn stops_cleanly_on(sig: &str, log_args: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut s = start(tmp.path(), &data, log_args);
+    let c = client();
+    register(&c, s.http, "web", "web-1", "10.0.0.1").await;
+
+    // A long-poll in flight when the signal arrives is answered, not cut off.
+    let r = c
+        .get(format!("http://{}/v1/services/web", s.http))
+        .send()
+        .await
+        .unwrap();
+    let index = r.headers()["x-signpost-index"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let poll = tokio::spawn(
+        c.get(format!(
+            "http://{}/v1/services/web?index={index}&wait=60s",
+            s.http
+        ))
+        .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "the long-poll should still be waiting");
+
+    let signalled = Instant::now();
+    s.proc.signal(sig);
+    let st = s.proc.exited(Duration::from_secs(10)).await;
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "SIG{sig}: {st:?}; stderr:\n{}",
+        s.proc.stderr()
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        signalled.elapsed()
+    );
+    let r = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("the long-poll got its answer")
+        .unwrap()
+        .expect("the long-poll was answered before exit");
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["instances"][0]["id"], "web-1");
+    drop(s);
+
+    let s = start(tmp.path(), &data, &[]);
+    let got = instances(&c, s.http, "web").await;
+    assert_eq!(got.get("web-1").map(String::as_str), Some("10.0.0.1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero() {
+    stops_cleanly_on("TERM", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drains_and_exits_zero_with_json_logs() {
+    stops_cleanly_on("INT", &["--log-format", "json"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_burst_loses_no_acknowledged_write() {
+    const TASKS: usize = 8;
+    const PER_TASK: usize = 250;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut s = start(tmp.path(), &data, &[]);
+    let c = client();
+
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (c, acked, interrupted, http) = (c.clone(), acked.clone(), interrupted.clone(), s.http);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..PER_TASK {
+                if Instant::now() > deadline {
+                    return;
+                }
+                let id = format!("t{t}-{i}");
+                let addr = format!("10.{}.{}.{}", t + 1, i / 200, i % 200 + 1);
+                let r = c
+                    .put(format!("http://{http}/v1/services/burst/instances/{id}"))
+                    .json(&json!({"address": addr, "port": 80}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 200 => acked.lock().unwrap().push((id, addr)),
+                    Ok(r) => panic!("{id}: {}", r.status()),
+                    Err(_) => {
+                        interrupted.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+
+    // Kill once a good share of the writes were answered, while the rest are in flight.
+    let until = Instant::now() + Duration::from_secs(2);
+    while acked.lock().unwrap().len() < 600 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    s.proc.signal("KILL");
+    let st = s.proc.exited(Duration::from_secs(10)).await;
+    assert_eq!(st.signal(), Some(9), "{st:?}");
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(15), t)
+            .await
+            .expect("burst task ends")
+            .unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        !acked.is_empty(),
+        "no registration was answered before the kill"
+    );
+    assert!(
+        interrupted.load(Ordering::SeqCst),
+        "the kill came after the burst ended ({} acked): not mid-burst",
+        acked.len()
+    );
+    drop(s);
+
+    let s = start(tmp.path(), &data, &[]);
+    let got = instances(&c, s.http, "burst").await;
+    let lost: Vec<&(String, String)> = acked
+        .iter()
+        .filter(|(id, addr)| got.get(id) != Some(addr))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged registrations lost, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let step = (acked.len() / 20).max(1);
+    for (id, addr) in acked.iter().step_by(step) {
+        let name = format!("{id}.burst.instance.internal.");
+        let a = resolve_a(s.dns, &name);
+        assert_eq!(a, vec![addr.parse::<IpAddr>().unwrap()], "{name}");
+    }
+}
+
+#[test]
+fn corrupt_data_dir_fails_with_one_line_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let file = data.join("signpost.redb");
+    let garbage: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&file, &garbage).unwrap();
+
+    let mut p = serve(tmp.path(), &data, &[]);
+    let st = p.wait_exit(Duration::from_secs(15));
+    let (_, stderr) = p.final_output();
+    assert!(
+        !st.success(),
+        "started on a corrupt store; stderr:\n{stderr}"
+    );
+    assert!(st.code().is_some(), "died of a signal: {st:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains("error"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line:\n{stderr}");
+    assert!(
+        errors[0].contains(&file.display().to_string()),
+        "the error names {}: {}",
+        file.display(),
+        errors[0]
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        garbage,
+        "the corrupt file was modified"
+    );
+}
+
+#[test]
+fn http_port_in_use_fails_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = Proc::spawn(
+        Command::new(BIN)
+            .current_dir(tmp.path())
+            .args(["serve", "--dns-listen", "127.0.0.1:0", "--http-listen"])
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(tmp.path().join("data")),
+    );
+    let st = p.wait_exit(Duration::from_secs(15));
+    let (_, stderr) = p.final_output();
+    assert!(!st.success(), "started on a taken port; stderr:\n{stderr}");
+    assert!(st.code().is_some(), "died of a signal: {st:?}");
+    assert!(
+        stderr.contains(&addr.to_string()),
+        "stderr names {addr}:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    drop(taken);
+}
+
+#[test]
+fn dns_port_in_use_fails_naming_the_address() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = Proc::spawn(
+        Command::new(BIN)
+            .current_dir(tmp.path())
+            .args(["serve", "--http-listen", "127.0.0.1:0", "--dns-listen"])
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(tmp.path().join("data")),
+    );
+    let st = p.wait_exit(Duration::from_secs(15));
+    let (_, stderr) = p.final_output();
+    assert!(!st.success(), "started on a taken port; stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&addr.to_string()),
+        "stderr names {addr}:\n{stderr}"
+    );
+    drop(taken);
+}
+
+/// Runs `signpost check-config FILE` from `cwd`; its status, stdout and stderr.
+fn check_config(cwd: &Path, file: &Path) -> (ExitStatus, String, String) {
+    let mut p = Proc::spawn(
+        Command::new(BIN)
+            .current_dir(cwd)
+            .arg("check-config")
+            .arg(file),
+    );
+    let st = p.wait_exit(Duration::from_secs(15));
+    let (out, err) = p.final_output();
+    (st, out, err)
+}
+
+#[test]
+fn check_config_accepts_the_shipped_config() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (st, out, err) = check_config(repo, Path::new("config/signpost.toml"));
+    assert!(st.success(), "{st:?}\nstdout: {out}\nstderr: {err}");
+}
+
+#[test]
+fn check_config_names_the_broken_zone_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let zones = tmp.path().join("zones");
+    std::fs::create_dir_all(&zones).unwrap();
+    std::fs::copy(common::project_zone(), zones.join("internal.zone")).unwrap();
+    let cfg = tmp.path().join("signpost.toml");
+    std::fs::write(
+        &cfg,
+        format!("[dns]\nzones_dir = {:?}\n", zones.display().to_string()),
+    )
+    .unwrap();
+    let (st, out, err) = check_config(tmp.path(), &cfg);
+    assert!(
+        st.success(),
+        "a good zone dir: {st:?}\nstdout: {out}\nstderr: {err}"
+    );
+
+    std::fs::write(
+        zones.join("broken.zone"),
+        "$ORIGIN broken.test.\n@ IN SOA ns.broken.test. (\nwww IN A not-an-address\n",
+    )
+    .unwrap();
+    let (st, out, err) = check_config(tmp.path(), &cfg);
+    assert!(
+        !st.success(),
+        "a broken zone passed\nstdout: {out}\nstderr: {err}"
+    );
+    assert_eq!(st.code(), Some(1), "{st:?}");
+    assert!(
+        err.contains("broken.zone"),
+        "stderr names the zone file:\n{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line:\n{err}");
+}
+
+#[test]
+fn check_config_names_the_bad_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("signpost.toml");
+    for (text, key) in [
+        ("[dns]\nttl = 100000\n", "dns.ttl"),
+        ("[dns]\nbogus = 1\n", "bogus"),
+        ("[registry]\nbackend = \"x\"\n", "registry.backend"),
+        ("[http]\nmax_body_bytes = 10\n", "http.max_body_bytes"),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let (st, out, err) = check_config(tmp.path(), &cfg);
+        assert!(
+            !st.success(),
+            "{text:?} passed\nstdout: {out}\nstderr: {err}"
+        );
+        assert!(
+            err.contains(key),
+            "{text:?}: stderr should name {key}:\n{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line:\n{err}");
+    }
+    let (st, _, err) = check_config(tmp.path(), &tmp.path().join("missing.toml"));
+    assert!(!st.success());
+    assert!(err.contains("missing.toml"), "{err}");
+}
