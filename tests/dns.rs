@@ -1,0 +1,1437 @@
+//! The DNS interface against CONTRACT.md §2, over real UDP and TCP sockets to an in-process
+//! server: every row of the names table (service A/AAAA/SRV with glue, tag filters, the
+//! RFC 2782 `_tcp`/`_udp`/tag forms, instance A/AAAA/TXT whatever the health, PTR of v4 and v6
+//! addresses, static zone files, the apex SOA/NS, REFUSED outside every zone) and the rules
+//! every answer keeps: health filtering (warning only when configured), maintenance,
+//! round-robin rotation of A and SRV, TTLs (default, per service, configured), NXDOMAIN vs
+//! NODATA with one SOA carrying `dns.negative_ttl`, UDP size limits with TC and EDNS(0),
+//! `dns.max_answers`, 0x20 case echo, the AA/RA flags, FORMERR/NOTIMP/BADVERS/REFUSED for
+//! what is malformed or unsupported, and registry changes visible in the very next answer.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv6Addr};
+
+use common::TestServer;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use serde_json::json;
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+/// A name as lowercase text with its trailing dot.
+fn lower(n: &Name) -> String {
+    let mut s = n.to_ascii().to_ascii_lowercase();
+    if !s.ends_with('.') {
+        s.push('.');
+    }
+    s
+}
+
+/// The data of each record as text; a TXT record yields one entry per string.
+fn values(records: &[Record]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in records {
+        match &r.data {
+            RData::A(a) => out.push(a.0.to_string()),
+            RData::AAAA(a) => out.push(a.0.to_string()),
+            RData::SRV(s) => out.push(format!(
+                "{} {} {} {}",
+                s.priority,
+                s.weight,
+                s.port,
+                lower(&s.target)
+            )),
+            RData::PTR(p) => out.push(lower(&p.0)),
+            RData::NS(n) => out.push(lower(&n.0)),
+            RData::MX(m) => out.push(format!("{} {}", m.preference, lower(&m.exchange))),
+            RData::TXT(t) => out.extend(
+                t.txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned()),
+            ),
+            RData::SOA(s) => out.push(format!(
+                "{} {} {} {} {} {} {}",
+                lower(&s.mname),
+                lower(&s.rname),
+                s.serial,
+                s.refresh,
+                s.retry,
+                s.expire,
+                s.minimum
+            )),
+            other => out.push(format!("{other:?}")),
+        }
+    }
+    out
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    sorted(v.iter().map(|s| s.to_string()).collect())
+}
+
+/// The first answer's data, for rotation checks.
+fn first(m: &Message) -> String {
+    values(&m.answers[..1]).remove(0)
+}
+
+/// An authoritative, complete, positive answer: NOERROR, AA, no TC, no RA.
+fn assert_positive(m: &Message, what: &str) {
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NoError,
+        "{what}: {m}"
+    );
+    assert!(m.metadata.authoritative, "{what}: AA");
+    assert!(!m.metadata.truncation, "{what}: TC");
+    assert!(!m.metadata.recursion_available, "{what}: RA");
+}
+
+/// A negative answer in `internal.`: `rcode`, AA, no answers, exactly one SOA of `internal.`
+/// in authority whose TTL and minimum are `negative_ttl`.
+fn assert_negative(m: &Message, rcode: ResponseCode, negative_ttl: u32, what: &str) {
+    assert_negative_in(m, rcode, "internal.", what);
+    let soa = &m.authorities[0];
+    assert_eq!(soa.ttl, negative_ttl, "{what}: SOA TTL");
+    let RData::SOA(s) = &soa.data else {
+        unreachable!()
+    };
+    assert_eq!(s.minimum, negative_ttl, "{what}: SOA minimum");
+}
+
+/// A negative answer: `rcode`, AA, no RA, no answers, exactly one SOA owned by `apex`.
+fn assert_negative_in(m: &Message, rcode: ResponseCode, apex: &str, what: &str) {
+    assert_eq!(m.metadata.response_code, rcode, "{what}: {m}");
+    assert!(m.metadata.authoritative, "{what}: AA");
+    assert!(!m.metadata.recursion_available, "{what}: RA");
+    assert!(!m.metadata.truncation, "{what}: TC");
+    assert!(m.answers.is_empty(), "{what}: answers {:?}", m.answers);
+    assert_eq!(
+        m.authorities.len(),
+        1,
+        "{what}: authority {:?}",
+        m.authorities
+    );
+    let soa = &m.authorities[0];
+    assert_eq!(soa.record_type(), RecordType::SOA, "{what}");
+    assert_eq!(lower(&soa.name), apex, "{what}: SOA owner");
+}
+
+/// REFUSED, no AA, no RA, nothing in any section.
+fn assert_refused(m: &Message, what: &str) {
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::Refused,
+        "{what}: {m}"
+    );
+    assert!(!m.metadata.authoritative, "{what}: AA");
+    assert!(!m.metadata.recursion_available, "{what}: RA");
+    assert!(
+        m.answers.is_empty() && m.authorities.is_empty() && m.additionals.is_empty(),
+        "{what}"
+    );
+}
+
+/// Asks over UDP (EDNS 4096, so nothing is truncated) and over TCP; both must be a positive
+/// answer whose records are all owned by `name`, of type `rtype`, with TTL `ttl`; returns the
+/// sorted data (checked equal on both transports).
+async fn ask(s: &TestServer, name: &str, rtype: RecordType, ttl: u32) -> Vec<String> {
+    let (u, _) = s.udp(name, rtype, Some(4096)).await;
+    let t = s.tcp(name, rtype).await;
+    let mut got = Vec::new();
+    for (m, via) in [(&u, "udp"), (&t, "tcp")] {
+        let what = format!("{name} {rtype} over {via}");
+        assert_positive(m, &what);
+        for r in &m.answers {
+            assert_eq!(lower(&r.name), name.to_ascii_lowercase(), "{what}: owner");
+            assert_eq!(r.record_type(), rtype, "{what}: type");
+            assert_eq!(r.ttl, ttl, "{what}: TTL of {r}");
+        }
+        got.push(sorted(values(&m.answers)));
+    }
+    assert_eq!(got[0], got[1], "{name} {rtype}: UDP and TCP differ");
+    got.remove(0)
+}
+
+/// The addresses a service name answers with (A over UDP with EDNS), sorted; empty on
+/// NXDOMAIN/NODATA (checked to be a proper negative answer).
+async fn addresses(s: &TestServer, name: &str) -> Vec<String> {
+    let (m, _) = s.udp(name, RecordType::A, Some(4096)).await;
+    if m.answers.is_empty() {
+        assert!(m.metadata.authoritative, "{name}: AA on {m}");
+        assert_eq!(m.authorities.len(), 1, "{name}: SOA in {m}");
+    } else {
+        assert_positive(&m, name);
+    }
+    sorted(values(&m.answers))
+}
+
+/// The reverse name of an address.
+fn reverse(a: IpAddr) -> String {
+    match a {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(v) => {
+            let mut s = String::new();
+            for b in v.octets().iter().rev() {
+                s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
+            }
+            s + "ip6.arpa."
+        }
+    }
+}
+
+/// A query with an OPT record advertising `payload` and EDNS `version`, patched into the wire
+/// bytes (hickory's encoder raises payloads below 512 to 512).
+fn query_edns(name: &str, rtype: RecordType, payload: u16, version: u8) -> Vec<u8> {
+    let mut wire = common::query(name, rtype, Some(512));
+    let n = wire.len();
+    // The OPT is last: root, type, CLASS = payload, TTL = ext-rcode, version, flags; RDLEN 0.
+    assert_eq!(&wire[n - 11..n - 8], &[0, 0, 41], "OPT at the end");
+    wire[n - 8..n - 6].copy_from_slice(&payload.to_be_bytes());
+    wire[n - 5] = version;
+    wire
+}
+
+/// Sends `wire` over UDP; the parsed reply and its size.
+async fn udp_wire(s: &TestServer, wire: &[u8]) -> (Message, usize) {
+    let reply = s.udp_raw(wire).await.expect("a UDP reply");
+    (
+        Message::from_vec(&reply).expect("reply parses"),
+        reply.len(),
+    )
+}
+
+/// RCODE (low 4 bits) of a raw reply.
+fn rcode_of(reply: &[u8]) -> u8 {
+    reply[3] & 0x0f
+}
+
+async fn set_maintenance(s: &TestServer, service: &str, id: &str, enabled: bool) {
+    let r = s
+        .client
+        .put(s.url(&format!(
+            "/v1/services/{service}/instances/{id}/maintenance"
+        )))
+        .json(&json!({"enabled": enabled, "reason": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "maintenance {service}/{id}");
+}
+
+/// The `web` service of the names-table tests: two IPv4 instances and one IPv6 one, with tags,
+/// meta, weights and priorities; plus `db-1`, critical behind a TTL check.
+async fn names_fixture(s: &TestServer) {
+    s.register(
+        "web",
+        "web-1",
+        json!({"address": "10.0.0.1", "port": 8080, "tags": ["v2", "canary"],
+               "meta": {"version": "2.1.0", "zone": "a"}, "weight": 10, "priority": 1}),
+    )
+    .await;
+    s.register(
+        "web",
+        "web-2",
+        json!({"address": "10.0.0.2", "port": 8081, "tags": ["v1"], "weight": 20}),
+    )
+    .await;
+    s.register(
+        "web",
+        "web-3",
+        json!({"address": "fd00::3", "port": 8082, "tags": ["v2"]}),
+    )
+    .await;
+    s.register(
+        "db",
+        "db-1",
+        json!({"address": "10.0.9.1", "port": 5432, "meta": {"role": "primary"},
+               "check": {"ttl": "60s"}}),
+    )
+    .await;
+}
+
+const SRV1: &str = "1 10 8080 web-1.web.instance.internal.";
+const SRV2: &str = "0 20 8081 web-2.web.instance.internal.";
+const SRV3: &str = "0 1 8082 web-3.web.instance.internal.";
+
+// ---------------------------------------------------------------------------------------------
+// the names table
+
+#[tokio::test]
+async fn names_table_rows() {
+    use RecordType::{A, AAAA, PTR, SRV, TXT};
+    let s = TestServer::start().await;
+    names_fixture(&s).await;
+    let ptr4 = reverse("10.0.0.1".parse().unwrap());
+    let ptr6 = reverse("fd00::3".parse().unwrap());
+    let ptr_db = reverse("10.0.9.1".parse().unwrap());
+    let rows: Vec<(&str, RecordType, Vec<&str>)> = vec![
+        // <service>.service.D: only v4 in A, only v6 in AAAA
+        ("web.service.internal.", A, vec!["10.0.0.1", "10.0.0.2"]),
+        ("web.service.internal.", AAAA, vec!["fd00::3"]),
+        ("web.service.internal.", SRV, vec![SRV1, SRV2, SRV3]),
+        // <tag>.<service>.service.D
+        ("v2.web.service.internal.", A, vec!["10.0.0.1"]),
+        ("v2.web.service.internal.", AAAA, vec!["fd00::3"]),
+        ("v2.web.service.internal.", SRV, vec![SRV1, SRV3]),
+        ("v1.web.service.internal.", A, vec!["10.0.0.2"]),
+        ("v1.web.service.internal.", SRV, vec![SRV2]),
+        ("canary.web.service.internal.", SRV, vec![SRV1]),
+        // RFC 2782 forms
+        ("_web._tcp.service.internal.", SRV, vec![SRV1, SRV2, SRV3]),
+        ("_web._udp.service.internal.", SRV, vec![SRV1, SRV2, SRV3]),
+        ("_web._v2.service.internal.", SRV, vec![SRV1, SRV3]),
+        ("_web._v1.service.internal.", SRV, vec![SRV2]),
+        ("_web._canary.service.internal.", SRV, vec![SRV1]),
+        // <id>.<service>.instance.D, whatever the health (db-1 is critical)
+        ("web-1.web.instance.internal.", A, vec!["10.0.0.1"]),
+        (
+            "web-1.web.instance.internal.",
+            TXT,
+            vec!["version=2.1.0", "zone=a"],
+        ),
+        ("web-3.web.instance.internal.", AAAA, vec!["fd00::3"]),
+        ("db-1.db.instance.internal.", A, vec!["10.0.9.1"]),
+        ("db-1.db.instance.internal.", TXT, vec!["role=primary"]),
+        // reverse names of registered addresses
+        (&ptr4, PTR, vec!["web-1.web.instance.internal."]),
+        (&ptr6, PTR, vec!["web-3.web.instance.internal."]),
+        (&ptr_db, PTR, vec!["db-1.db.instance.internal."]),
+    ];
+    for (name, rtype, want) in rows {
+        let got = ask(&s, name, rtype, 5).await;
+        assert_eq!(got, strs(&want), "{name} {rtype}");
+    }
+    // The critical instance is in no service answer.
+    let (m, _) = s.udp("db.service.internal.", A, None).await;
+    assert_negative(&m, ResponseCode::NXDomain, 5, "db.service.internal. A");
+}
+
+#[tokio::test]
+async fn srv_answers_carry_the_targets_addresses_as_glue() {
+    let s = TestServer::start().await;
+    names_fixture(&s).await;
+    let addr: BTreeMap<&str, (&str, RecordType)> = [
+        ("web-1.web.instance.internal.", ("10.0.0.1", RecordType::A)),
+        ("web-2.web.instance.internal.", ("10.0.0.2", RecordType::A)),
+        (
+            "web-3.web.instance.internal.",
+            ("fd00::3", RecordType::AAAA),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    for name in [
+        "web.service.internal.",
+        "v2.web.service.internal.",
+        "_web._tcp.service.internal.",
+        "_web._udp.service.internal.",
+        "_web._v2.service.internal.",
+        "_web._v1.service.internal.",
+    ] {
+        let (u, _) = s.udp(name, RecordType::SRV, Some(1232)).await;
+        let t = s.tcp(name, RecordType::SRV).await;
+        for (m, via) in [(&u, "udp"), (&t, "tcp")] {
+            assert_positive(m, name);
+            let targets: BTreeSet<String> = m
+                .answers
+                .iter()
+                .map(|r| match &r.data {
+                    RData::SRV(srv) => lower(&srv.target),
+                    other => panic!("{name}: not SRV: {other:?}"),
+                })
+                .collect();
+            assert_eq!(targets.len(), m.answers.len(), "{name}: targets distinct");
+            let glue: BTreeMap<String, (String, RecordType, u32)> = m
+                .additionals
+                .iter()
+                .map(|r| {
+                    (
+                        lower(&r.name),
+                        (
+                            values(std::slice::from_ref(r)).remove(0),
+                            r.record_type(),
+                            r.ttl,
+                        ),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                glue.len(),
+                m.additionals.len(),
+                "{name} {via}: one glue per target"
+            );
+            assert_eq!(
+                glue.keys().cloned().collect::<BTreeSet<_>>(),
+                targets,
+                "{name} {via}: glue owners are the SRV targets"
+            );
+            for (owner, (a, rtype, ttl)) in &glue {
+                let (want, want_type) = addr[owner.as_str()];
+                assert_eq!(
+                    (a.as_str(), *rtype, *ttl),
+                    (want, want_type, 5),
+                    "{name} {via}: glue of {owner}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn instance_names_answer_whatever_the_health_and_nodata_for_missing_types() {
+    let s = TestServer::start().await;
+    names_fixture(&s).await;
+    // db-1 is critical: its service name is NXDOMAIN, its instance name answers.
+    assert_eq!(
+        addresses(&s, "db.service.internal.").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ask(&s, "db-1.db.instance.internal.", RecordType::A, 5).await,
+        strs(&["10.0.9.1"])
+    );
+    s.report("db", "db-1", "critical").await;
+    assert_eq!(
+        ask(&s, "db-1.db.instance.internal.", RecordType::A, 5).await,
+        strs(&["10.0.9.1"])
+    );
+    // In maintenance too.
+    set_maintenance(&s, "db", "db-1", true).await;
+    assert_eq!(
+        ask(&s, "db-1.db.instance.internal.", RecordType::TXT, 5).await,
+        strs(&["role=primary"])
+    );
+    // An IPv4 instance has no AAAA; an instance without meta has no TXT: NODATA.
+    let (m, _) = s
+        .udp("web-1.web.instance.internal.", RecordType::AAAA, None)
+        .await;
+    assert_negative(&m, ResponseCode::NoError, 5, "web-1 AAAA");
+    let (m, _) = s
+        .udp("web-2.web.instance.internal.", RecordType::TXT, None)
+        .await;
+    assert_negative(&m, ResponseCode::NoError, 5, "web-2 TXT");
+    // An unknown instance is NXDOMAIN.
+    let (m, _) = s
+        .udp("web-9.web.instance.internal.", RecordType::A, None)
+        .await;
+    assert_negative(&m, ResponseCode::NXDomain, 5, "web-9");
+}
+
+#[tokio::test]
+async fn names_match_case_insensitively() {
+    let s = TestServer::start().await;
+    names_fixture(&s).await;
+    let rows: Vec<(&str, RecordType, Vec<&str>)> = vec![
+        (
+            "WEB.SERVICE.INTERNAL.",
+            RecordType::A,
+            vec!["10.0.0.1", "10.0.0.2"],
+        ),
+        (
+            "V2.Web.Service.Internal.",
+            RecordType::AAAA,
+            vec!["fd00::3"],
+        ),
+        (
+            "_WEB._TCP.service.internal.",
+            RecordType::SRV,
+            vec![SRV1, SRV2, SRV3],
+        ),
+        ("_Web._V1.Service.Internal.", RecordType::SRV, vec![SRV2]),
+        (
+            "Web-1.Web.Instance.Internal.",
+            RecordType::TXT,
+            vec!["version=2.1.0", "zone=a"],
+        ),
+    ];
+    for (name, rtype, want) in rows {
+        assert_eq!(ask(&s, name, rtype, 5).await, strs(&want), "{name} {rtype}");
+    }
+}
+
+#[tokio::test]
+async fn static_zone_file_records() {
+    let s = TestServer::start_with(|cfg| {
+        std::fs::write(
+            cfg.dns.zones_dir.join("example.test.zone"),
+            "$ORIGIN example.test.\n\
+             $TTL 3600\n\
+             @     IN SOA ns1.example.test. admin.example.test. 2024010101 7200 900 1209600 300\n\
+             @     IN NS  ns1.example.test.\n\
+             @     IN MX  10 mail.example.test.\n\
+             @     IN TXT \"hello world\" \"second\"\n\
+             ns1   IN A   192.0.2.1\n\
+             mail  IN A   192.0.2.25\n\
+             www 120 IN A 192.0.2.10\n\
+             www   IN A   192.0.2.11\n",
+        )
+        .unwrap();
+    })
+    .await;
+    let soa = "ns1.example.test. admin.example.test. 2024010101 7200 900 1209600 300";
+    let rows: Vec<(&str, RecordType, u32, Vec<&str>)> = vec![
+        ("example.test.", RecordType::SOA, 3600, vec![soa]),
+        (
+            "example.test.",
+            RecordType::NS,
+            3600,
+            vec!["ns1.example.test."],
+        ),
+        (
+            "example.test.",
+            RecordType::MX,
+            3600,
+            vec!["10 mail.example.test."],
+        ),
+        (
+            "example.test.",
+            RecordType::TXT,
+            3600,
+            vec!["hello world", "second"],
+        ),
+        ("ns1.example.test.", RecordType::A, 3600, vec!["192.0.2.1"]),
+        (
+            "mail.example.test.",
+            RecordType::A,
+            3600,
+            vec!["192.0.2.25"],
+        ),
+        // A set's TTL is the least of its records' (RFC 2181 §5.2).
+        (
+            "www.example.test.",
+            RecordType::A,
+            120,
+            vec!["192.0.2.10", "192.0.2.11"],
+        ),
+        (
+            "WWW.Example.Test.",
+            RecordType::A,
+            120,
+            vec!["192.0.2.10", "192.0.2.11"],
+        ),
+    ];
+    for (name, rtype, ttl, want) in rows {
+        assert_eq!(
+            ask(&s, name, rtype, ttl).await,
+            strs(&want),
+            "{name} {rtype}"
+        );
+    }
+    // Negative answers inside the static zone carry its own SOA.
+    let (m, _) = s.udp("nope.example.test.", RecordType::A, None).await;
+    assert_negative_in(
+        &m,
+        ResponseCode::NXDomain,
+        "example.test.",
+        "nope.example.test.",
+    );
+    let (m, _) = s.udp("www.example.test.", RecordType::AAAA, None).await;
+    assert_negative_in(&m, ResponseCode::NoError, "example.test.", "www AAAA");
+    assert_eq!(values(&m.authorities), vec![soa.to_string()]);
+    // The base domain is still served next to it.
+    let (m, _) = s.udp("internal.", RecordType::SOA, None).await;
+    assert_positive(&m, "internal. SOA");
+    assert_eq!(m.answers.len(), 1);
+}
+
+#[tokio::test]
+async fn apex_soa_and_ns_of_the_base_domain() {
+    let s = TestServer::start().await;
+    for apex in ["internal.", "INTERNAL."] {
+        let (m, _) = s.udp(apex, RecordType::SOA, None).await;
+        assert_positive(&m, "SOA");
+        assert_eq!(m.answers.len(), 1, "{m}");
+        let soa = &m.answers[0];
+        assert_eq!(lower(&soa.name), "internal.");
+        let RData::SOA(d) = &soa.data else {
+            panic!("not SOA: {soa}")
+        };
+        assert_eq!(d.minimum, 5, "SOA minimum is dns.negative_ttl");
+        let (m, _) = s.udp(apex, RecordType::NS, None).await;
+        assert_positive(&m, "NS");
+        assert!(!m.answers.is_empty(), "{m}");
+        assert!(
+            m.answers
+                .iter()
+                .all(|r| r.record_type() == RecordType::NS && lower(&r.name) == "internal.")
+        );
+        // No A at the apex: NODATA.
+        let (m, _) = s.udp(apex, RecordType::A, None).await;
+        assert_negative(&m, ResponseCode::NoError, 5, "internal. A");
+    }
+}
+
+#[tokio::test]
+async fn base_domain_zone_file_adds_static_records_and_keeps_negative_ttl() {
+    let s = TestServer::start_with(|cfg| {
+        std::fs::copy(
+            common::project_zone(),
+            cfg.dns.zones_dir.join("internal.zone"),
+        )
+        .unwrap();
+        cfg.dns.negative_ttl = 42;
+    })
+    .await;
+    s.register("web", "web-1", json!({"address": "10.0.0.7", "port": 80}))
+        .await;
+    assert_eq!(
+        ask(&s, "gateway.internal.", RecordType::A, 300).await,
+        strs(&["10.0.0.1"])
+    );
+    assert_eq!(
+        ask(&s, "internal.", RecordType::NS, 300).await,
+        strs(&["ns.internal."])
+    );
+    let soa = ask(&s, "internal.", RecordType::SOA, 300).await;
+    assert_eq!(
+        soa,
+        strs(&["ns.internal. hostmaster.internal. 2026112301 3600 600 86400 42"])
+    );
+    assert_eq!(
+        ask(&s, "web.service.internal.", RecordType::A, 5).await,
+        strs(&["10.0.0.7"])
+    );
+    let (m, _) = s.udp("nope.internal.", RecordType::A, None).await;
+    assert_negative(&m, ResponseCode::NXDomain, 42, "nope.internal.");
+    let (m, _) = s.udp("web.service.internal.", RecordType::AAAA, None).await;
+    assert_negative(&m, ResponseCode::NoError, 42, "web AAAA");
+}
+
+#[tokio::test]
+async fn names_outside_every_zone_are_refused_without_aa() {
+    let s = TestServer::start().await;
+    s.register("web", "web-1", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    for name in [
+        "example.com.",
+        "evilinternal.",
+        "web.service.evilinternal.",
+        "internal.example.com.",
+        "arpa.",
+        "9.9.9.9.in-addr.arpa.",
+        ".",
+    ] {
+        for rtype in [RecordType::A, RecordType::PTR, RecordType::SOA] {
+            let (m, _) = s.udp(name, rtype, None).await;
+            assert_refused(&m, &format!("{name} {rtype} udp"));
+            let m = s.tcp(name, rtype).await;
+            assert_refused(&m, &format!("{name} {rtype} tcp"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// health and maintenance
+
+#[tokio::test]
+async fn only_passing_instances_are_in_service_answers() {
+    let s = TestServer::start().await;
+    s.register("web", "a", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    s.register(
+        "web",
+        "b",
+        json!({"address": "10.0.0.2", "port": 80, "check": {"ttl": "60s"}}),
+    )
+    .await;
+    let name = "web.service.internal.";
+    let one = strs(&["10.0.0.1"]);
+    let both = strs(&["10.0.0.1", "10.0.0.2"]);
+    // A new instance with a check is critical until it first passes.
+    assert_eq!(addresses(&s, name).await, one);
+    s.report("web", "b", "passing").await;
+    assert_eq!(addresses(&s, name).await, both);
+    let (m, _) = s.udp(name, RecordType::SRV, Some(1232)).await;
+    assert_eq!(m.answers.len(), 2);
+    s.report("web", "b", "critical").await;
+    assert_eq!(addresses(&s, name).await, one);
+    let (m, _) = s.udp(name, RecordType::SRV, Some(1232)).await;
+    assert_eq!(
+        values(&m.answers),
+        vec!["0 1 80 a.web.instance.internal.".to_string()]
+    );
+    s.report("web", "b", "warning").await;
+    assert_eq!(
+        addresses(&s, name).await,
+        one,
+        "warning is left out by default"
+    );
+    s.report("web", "b", "passing").await;
+    assert_eq!(addresses(&s, name).await, both);
+
+    // A service whose only instance is critical has no records at all: NXDOMAIN.
+    s.register(
+        "solo",
+        "x",
+        json!({"address": "10.0.1.1", "port": 80, "check": {"ttl": "60s"}}),
+    )
+    .await;
+    let (m, _) = s.udp("solo.service.internal.", RecordType::A, None).await;
+    assert_negative(&m, ResponseCode::NXDomain, 5, "solo critical");
+    s.report("solo", "x", "passing").await;
+    assert_eq!(
+        addresses(&s, "solo.service.internal.").await,
+        strs(&["10.0.1.1"])
+    );
+    s.report("solo", "x", "critical").await;
+    let (m, _) = s.udp("solo.service.internal.", RecordType::A, None).await;
+    assert_negative(&m, ResponseCode::NXDomain, 5, "solo critical again");
+}
+
+#[tokio::test]
+async fn warning_instances_are_included_when_configured() {
+    let s = TestServer::start_with(|cfg| cfg.dns.include_warning = true).await;
+    s.register("web", "a", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    s.register(
+        "web",
+        "b",
+        json!({"address": "10.0.0.2", "port": 80, "check": {"ttl": "60s"}}),
+    )
+    .await;
+    let name = "web.service.internal.";
+    assert_eq!(addresses(&s, name).await, strs(&["10.0.0.1"]));
+    s.report("web", "b", "warning").await;
+    assert_eq!(addresses(&s, name).await, strs(&["10.0.0.1", "10.0.0.2"]));
+    s.report("web", "b", "critical").await;
+    assert_eq!(addresses(&s, name).await, strs(&["10.0.0.1"]));
+}
+
+#[tokio::test]
+async fn maintenance_drains_from_service_answers_at_once() {
+    let s = TestServer::start().await;
+    s.register(
+        "web",
+        "a",
+        json!({"address": "10.0.0.1", "port": 80, "tags": ["t"]}),
+    )
+    .await;
+    s.register(
+        "web",
+        "b",
+        json!({"address": "10.0.0.2", "port": 81, "tags": ["t"]}),
+    )
+    .await;
+    set_maintenance(&s, "web", "b", true).await;
+    assert_eq!(
+        addresses(&s, "web.service.internal.").await,
+        strs(&["10.0.0.1"])
+    );
+    assert_eq!(
+        addresses(&s, "t.web.service.internal.").await,
+        strs(&["10.0.0.1"])
+    );
+    for name in [
+        "web.service.internal.",
+        "_web._tcp.service.internal.",
+        "_web._t.service.internal.",
+    ] {
+        let (m, _) = s.udp(name, RecordType::SRV, Some(1232)).await;
+        assert_positive(&m, name);
+        assert_eq!(
+            values(&m.answers),
+            vec!["0 1 80 a.web.instance.internal.".to_string()],
+            "{name}"
+        );
+    }
+    // The instance name still answers.
+    assert_eq!(
+        ask(&s, "b.web.instance.internal.", RecordType::A, 5).await,
+        strs(&["10.0.0.2"])
+    );
+    set_maintenance(&s, "web", "b", false).await;
+    assert_eq!(
+        addresses(&s, "web.service.internal.").await,
+        strs(&["10.0.0.1", "10.0.0.2"])
+    );
+    // Both in maintenance: no healthy instance, no service name.
+    set_maintenance(&s, "web", "a", true).await;
+    set_maintenance(&s, "web", "b", true).await;
+    let (m, _) = s.udp("web.service.internal.", RecordType::A, None).await;
+    assert_negative(&m, ResponseCode::NXDomain, 5, "all in maintenance");
+}
+
+// ---------------------------------------------------------------------------------------------
+// rotation
+
+#[tokio::test]
+async fn rotation_is_round_robin_for_a_aaaa_and_srv() {
+    const N: usize = 5;
+    let s = TestServer::start().await;
+    for i in 1..=N {
+        s.register(
+            "web",
+            &format!("w{i}"),
+            json!({"address": format!("10.0.0.{i}"), "port": 8000 + i}),
+        )
+        .await;
+        s.register(
+            "six",
+            &format!("s{i}"),
+            json!({"address": format!("fd00::{i}"), "port": 9000 + i}),
+        )
+        .await;
+    }
+    let cases = [
+        ("web.service.internal.", RecordType::A, None),
+        ("six.service.internal.", RecordType::AAAA, None),
+        ("web.service.internal.", RecordType::SRV, Some(1232)),
+        ("_web._tcp.service.internal.", RecordType::SRV, Some(1232)),
+    ];
+    for (name, rtype, edns) in cases {
+        let mut all = BTreeSet::new();
+        let mut firsts: BTreeMap<String, usize> = BTreeMap::new();
+        for q in 0..3 * N {
+            let (m, _) = s.udp(name, rtype, edns).await;
+            assert_positive(&m, name);
+            assert_eq!(
+                m.answers.len(),
+                N,
+                "{name} {rtype}: every instance in every answer"
+            );
+            all.extend(values(&m.answers));
+            *firsts.entry(first(&m)).or_default() += 1;
+            if q == N - 1 {
+                assert_eq!(
+                    firsts.len(),
+                    N,
+                    "{name} {rtype}: N queries, N different firsts: {firsts:?}"
+                );
+                assert!(
+                    firsts.values().all(|&c| c == 1),
+                    "{name} {rtype}: {firsts:?}"
+                );
+            }
+        }
+        assert_eq!(all.len(), N, "{name} {rtype}");
+        assert_eq!(firsts.len(), N, "{name} {rtype}: {firsts:?}");
+        assert!(
+            firsts.values().all(|&c| c == 3),
+            "{name} {rtype}: 3N queries: {firsts:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TTLs and negative answers
+
+/// Registers `web` (v4 + v6, meta, tag) with `ttl` per registration when given, and checks
+/// every service and instance answer carries `want`.
+async fn check_ttls(s: &TestServer, per_service: Option<u32>, want: u32) {
+    let body = |addr: &str| {
+        let mut b = json!({"address": addr, "port": 80, "tags": ["t"], "meta": {"k": "v"}});
+        if let Some(t) = per_service {
+            b["ttl"] = json!(t);
+        }
+        b
+    };
+    s.register("web", "a", body("10.0.0.1")).await;
+    s.register("web", "b", body("fd00::2")).await;
+    for (name, rtype) in [
+        ("web.service.internal.", RecordType::A),
+        ("web.service.internal.", RecordType::AAAA),
+        ("web.service.internal.", RecordType::SRV),
+        ("t.web.service.internal.", RecordType::A),
+        ("_web._tcp.service.internal.", RecordType::SRV),
+        ("_web._t.service.internal.", RecordType::SRV),
+        ("a.web.instance.internal.", RecordType::A),
+        ("a.web.instance.internal.", RecordType::TXT),
+        ("b.web.instance.internal.", RecordType::AAAA),
+    ] {
+        // `ask` checks the TTL of every answer record on UDP and TCP.
+        assert!(
+            !ask(s, name, rtype, want).await.is_empty(),
+            "{name} {rtype}"
+        );
+    }
+    let (m, _) = s
+        .udp("web.service.internal.", RecordType::SRV, Some(1232))
+        .await;
+    assert_eq!(m.additionals.len(), 2, "{m}");
+    assert!(m.additionals.iter().all(|r| r.ttl == want), "glue TTL: {m}");
+}
+
+#[tokio::test]
+async fn ttl_defaults_to_five() {
+    let s = TestServer::start().await;
+    check_ttls(&s, None, 5).await;
+    let ptr = reverse("10.0.0.1".parse().unwrap());
+    assert_eq!(
+        ask(&s, &ptr, RecordType::PTR, 5).await,
+        strs(&["a.web.instance.internal."])
+    );
+}
+
+#[tokio::test]
+async fn ttl_per_service_from_registrations() {
+    let s = TestServer::start().await;
+    check_ttls(&s, Some(17), 17).await;
+    // Another service keeps the default.
+    s.register("api", "x", json!({"address": "10.0.5.1", "port": 80}))
+        .await;
+    assert_eq!(
+        ask(&s, "api.service.internal.", RecordType::A, 5).await,
+        strs(&["10.0.5.1"])
+    );
+}
+
+#[tokio::test]
+async fn ttl_from_config_and_per_service_over_it() {
+    let s = TestServer::start_with(|cfg| cfg.dns.ttl = 30).await;
+    check_ttls(&s, None, 30).await;
+    s.register(
+        "api",
+        "x",
+        json!({"address": "10.0.5.1", "port": 80, "ttl": 17}),
+    )
+    .await;
+    assert_eq!(
+        ask(&s, "api.service.internal.", RecordType::A, 17).await,
+        strs(&["10.0.5.1"])
+    );
+    assert_eq!(
+        ask(&s, "x.api.instance.internal.", RecordType::A, 17).await,
+        strs(&["10.0.5.1"])
+    );
+}
+
+/// NXDOMAIN and NODATA cases, each with one SOA of `internal.` carrying `negative_ttl`.
+async fn check_negative(s: &TestServer, negative_ttl: u32) {
+    s.register(
+        "web",
+        "web-1",
+        json!({"address": "10.0.0.1", "port": 80, "tags": ["t"]}),
+    )
+    .await;
+    let nodata = [
+        ("web.service.internal.", RecordType::AAAA), // IPv4-only service
+        ("web.service.internal.", RecordType::TXT),
+        ("t.web.service.internal.", RecordType::AAAA),
+        ("service.internal.", RecordType::A), // empty non-terminals
+        ("service.internal.", RecordType::SRV),
+        ("instance.internal.", RecordType::A),
+        ("web.instance.internal.", RecordType::A),
+        ("_web._tcp.service.internal.", RecordType::A),
+        ("SERVICE.Internal.", RecordType::A),
+    ];
+    for (name, rtype) in nodata {
+        let (m, _) = s.udp(name, rtype, None).await;
+        assert_negative(
+            &m,
+            ResponseCode::NoError,
+            negative_ttl,
+            &format!("{name} {rtype} udp"),
+        );
+        let m = s.tcp(name, rtype).await;
+        assert_negative(
+            &m,
+            ResponseCode::NoError,
+            negative_ttl,
+            &format!("{name} {rtype} tcp"),
+        );
+    }
+    let nxdomain = [
+        ("nope.service.internal.", RecordType::A),
+        ("nope.service.internal.", RecordType::SRV),
+        ("x.web.service.internal.", RecordType::A), // unknown tag
+        ("_web._x.service.internal.", RecordType::SRV),
+        ("_nope._tcp.service.internal.", RecordType::SRV),
+        ("web-2.web.instance.internal.", RecordType::A),
+        ("nope.internal.", RecordType::A),
+        ("a.b.c.nope.internal.", RecordType::AAAA),
+    ];
+    for (name, rtype) in nxdomain {
+        let (m, _) = s.udp(name, rtype, Some(1232)).await;
+        assert_negative(
+            &m,
+            ResponseCode::NXDomain,
+            negative_ttl,
+            &format!("{name} {rtype} udp"),
+        );
+        let m = s.tcp(name, rtype).await;
+        assert_negative(
+            &m,
+            ResponseCode::NXDomain,
+            negative_ttl,
+            &format!("{name} {rtype} tcp"),
+        );
+    }
+}
+
+#[tokio::test]
+async fn negative_answers_carry_one_soa_with_the_default_negative_ttl() {
+    let s = TestServer::start().await;
+    check_negative(&s, 5).await;
+}
+
+#[tokio::test]
+async fn negative_ttl_override() {
+    let s = TestServer::start_with(|cfg| {
+        cfg.dns.negative_ttl = 42;
+        cfg.dns.ttl = 7;
+    })
+    .await;
+    check_negative(&s, 42).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// size
+
+const BIG: usize = 60;
+
+async fn big_service(s: &TestServer) -> Vec<String> {
+    let mut all = Vec::new();
+    for i in 0..BIG {
+        let a = format!("10.1.0.{}", i + 1);
+        s.register(
+            "big",
+            &format!("n-{i:02}"),
+            json!({"address": a, "port": 80}),
+        )
+        .await;
+        all.push(a);
+    }
+    sorted(all)
+}
+
+/// Whether `part` appears in `full` as a run, wrapping around.
+fn is_cyclic_run(part: &[String], full: &[String]) -> bool {
+    let Some(p) = full.iter().position(|x| *x == part[0]) else {
+        return false;
+    };
+    part.iter()
+        .enumerate()
+        .all(|(i, x)| *x == full[(p + i) % full.len()])
+}
+
+#[tokio::test]
+async fn udp_without_edns_truncates_at_512_and_tcp_returns_everything() {
+    let s = TestServer::start().await;
+    let all = big_service(&s).await;
+    let name = "big.service.internal.";
+    let (u, size) = s.udp(name, RecordType::A, None).await;
+    assert!(size <= 512, "{size} bytes");
+    assert!(u.metadata.truncation, "TC");
+    assert_eq!(u.metadata.response_code, ResponseCode::NoError);
+    assert!(u.metadata.authoritative);
+    assert!(
+        !u.answers.is_empty() && u.answers.len() < BIG,
+        "{}",
+        u.answers.len()
+    );
+    // As many as fit: one more 16-byte A record would not have.
+    assert!(
+        size + 16 > 512,
+        "{size} bytes with {} answers",
+        u.answers.len()
+    );
+    let t = s.tcp(name, RecordType::A).await;
+    assert_positive(&t, "tcp");
+    assert_eq!(sorted(values(&t.answers)), all);
+    // What UDP carried is a run of the rotated full set.
+    let udp = values(&u.answers);
+    let tcp = values(&t.answers);
+    assert!(
+        is_cyclic_run(&udp, &tcp),
+        "udp {udp:?} is not a run of {tcp:?}"
+    );
+    assert_eq!(udp.iter().collect::<BTreeSet<_>>().len(), udp.len());
+    // SRV too.
+    let (u, size) = s.udp(name, RecordType::SRV, None).await;
+    assert!(size <= 512 && u.metadata.truncation, "SRV: {size} bytes");
+    let t = s.tcp(name, RecordType::SRV).await;
+    assert_positive(&t, "tcp SRV");
+    assert_eq!(t.answers.len(), BIG);
+}
+
+#[tokio::test]
+async fn udp_with_edns_honours_the_clients_payload_size() {
+    let s = TestServer::start().await;
+    let all = big_service(&s).await;
+    let name = "big.service.internal.";
+    let (m, size) = s.udp(name, RecordType::A, Some(4096)).await;
+    assert_positive(&m, "EDNS 4096");
+    assert_eq!(sorted(values(&m.answers)), all);
+    assert!(size <= 4096);
+    assert!(m.edns.is_some(), "an EDNS query gets an OPT back");
+    for payload in [512u16, 700, 1000] {
+        let (m, size) = s.udp(name, RecordType::A, Some(payload)).await;
+        assert!(
+            size <= usize::from(payload),
+            "payload {payload}: {size} bytes"
+        );
+        assert!(m.metadata.truncation, "payload {payload}: TC");
+        assert!(
+            size + 16 > usize::from(payload),
+            "payload {payload}: {size} bytes, room left"
+        );
+    }
+    // A payload below 512 is treated as 512.
+    let (m512, size512) = udp_wire(&s, &query_edns(name, RecordType::A, 512, 0)).await;
+    assert!(size512 <= 512 && m512.metadata.truncation);
+    for payload in [0u16, 100, 511] {
+        let (m, size) = udp_wire(&s, &query_edns(name, RecordType::A, payload, 0)).await;
+        assert_eq!(size, size512, "payload {payload}");
+        assert_eq!(m.answers.len(), m512.answers.len(), "payload {payload}");
+        assert!(m.metadata.truncation, "payload {payload}");
+    }
+    // SRV with its glue fits in 4096.
+    let (m, size) = s.udp(name, RecordType::SRV, Some(4096)).await;
+    assert_positive(&m, "SRV 4096");
+    assert_eq!(m.answers.len(), BIG);
+    assert!(size <= 4096);
+}
+
+#[tokio::test]
+async fn max_answers_caps_service_answers() {
+    let s = TestServer::start_with(|cfg| cfg.dns.max_answers = 3).await;
+    for i in 1..=6 {
+        s.register(
+            "web",
+            &format!("w{i}"),
+            json!({"address": format!("10.0.0.{i}"), "port": 80, "tags": ["t"]}),
+        )
+        .await;
+    }
+    for (name, rtype) in [
+        ("web.service.internal.", RecordType::A),
+        ("web.service.internal.", RecordType::SRV),
+        ("t.web.service.internal.", RecordType::A),
+        ("_web._tcp.service.internal.", RecordType::SRV),
+    ] {
+        let (u, _) = s.udp(name, rtype, Some(4096)).await;
+        let t = s.tcp(name, rtype).await;
+        for m in [&u, &t] {
+            assert_positive(m, name);
+            assert_eq!(m.answers.len(), 3, "{name} {rtype}: {m}");
+            assert_eq!(values(&m.answers).iter().collect::<BTreeSet<_>>().len(), 3);
+        }
+        if rtype == RecordType::SRV {
+            assert_eq!(u.additionals.len(), 3, "glue for the 3 targets only");
+        }
+    }
+    // The cap still rotates through every instance.
+    let mut firsts = BTreeSet::new();
+    for _ in 0..6 {
+        let (m, _) = s.udp("web.service.internal.", RecordType::A, None).await;
+        firsts.insert(first(&m));
+    }
+    assert_eq!(firsts.len(), 6, "{firsts:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// wire-level behaviour
+
+#[tokio::test]
+async fn question_case_is_echoed_byte_for_byte() {
+    let s = TestServer::start().await;
+    s.register("web", "w1", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    for name in [
+        "WeB.SeRvIcE.InTeRnAl.",
+        "nOpE.SeRvIcE.InTeRnAl.",
+        "W1.wEb.InStAnCe.InTeRnAl.",
+    ] {
+        let sent = common::query(name, RecordType::A, None);
+        let qlen = sent.len() - 12;
+        for (via, reply) in [
+            ("udp", s.udp_raw(&sent).await.expect("udp reply")),
+            ("tcp", s.tcp_raw(&sent).await.expect("tcp reply")),
+        ] {
+            assert_eq!(&reply[..2], &sent[..2], "{name} {via}: id");
+            assert_eq!(
+                &reply[12..12 + qlen],
+                &sent[12..],
+                "{name} {via}: question bytes"
+            );
+            let m = Message::from_vec(&reply).unwrap();
+            assert!(m.metadata.authoritative, "{name} {via}");
+            let q = Name::from_ascii(name).unwrap();
+            assert!(m.queries[0].name().eq_case(&q), "{name} {via}");
+            for r in &m.answers {
+                assert!(r.name.eq_case(&q), "{name} {via}: owner {}", r.name);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn aa_on_authoritative_answers_and_ra_never() {
+    let s = TestServer::start().await;
+    s.register("web", "w1", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    let cases = [
+        (
+            "web.service.internal.",
+            RecordType::A,
+            ResponseCode::NoError,
+            true,
+        ),
+        (
+            "web.service.internal.",
+            RecordType::AAAA,
+            ResponseCode::NoError,
+            true,
+        ),
+        (
+            "nope.service.internal.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            true,
+        ),
+        ("internal.", RecordType::SOA, ResponseCode::NoError, true),
+        ("example.com.", RecordType::A, ResponseCode::Refused, false),
+        ("evilinternal.", RecordType::A, ResponseCode::Refused, false),
+    ];
+    for (name, rtype, rcode, aa) in cases {
+        // Ask with RD set too: recursion is still not available.
+        for rd in [false, true] {
+            let mut wire = common::query(name, rtype, None);
+            if rd {
+                wire[2] |= 0x01;
+            }
+            let reply = s.udp_raw(&wire).await.unwrap();
+            let m = Message::from_vec(&reply).unwrap();
+            assert_eq!(m.metadata.response_code, rcode, "{name} {rtype}");
+            assert_eq!(m.metadata.authoritative, aa, "{name} {rtype}: AA");
+            assert!(!m.metadata.recursion_available, "{name} {rtype}: RA");
+            assert_eq!(
+                m.metadata.recursion_desired, rd,
+                "{name} {rtype}: RD echoed"
+            );
+            assert_eq!(m.metadata.id, u16::from_be_bytes([wire[0], wire[1]]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_queries_get_formerr_with_the_same_id() {
+    let s = TestServer::start().await;
+    let mut packets: Vec<Vec<u8>> = vec![
+        // A header claiming one question, and nothing after it.
+        vec![0xbe, 0xef, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0],
+        // A header claiming one question, with a truncated name.
+        vec![
+            0xbe, 0xf0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'e', b'x',
+        ],
+        // A whole name but no type and class.
+        vec![
+            0xbe, 0xf1, 0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'w', b'e', b'b', 0,
+        ],
+        // Two questions.
+        {
+            let mut p = common::query("web.service.internal.", RecordType::A, None);
+            p[5] = 2;
+            let q = p[12..].to_vec();
+            p.extend_from_slice(&q);
+            p
+        },
+        // No question.
+        vec![0xbe, 0xf2, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0],
+        // An answer count with nothing behind it.
+        {
+            let mut p = common::query("web.service.internal.", RecordType::A, None);
+            p[7] = 1;
+            p
+        },
+    ];
+    // 20 bytes of pseudo-random garbage with QR=0 and opcode 0 (QUERY).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..8 {
+        let mut g = Vec::with_capacity(20);
+        for _ in 0..20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            g.push((x >> 24) as u8);
+        }
+        g[2] &= 0x07;
+        packets.push(g);
+    }
+    for p in &packets {
+        for (via, reply) in [("udp", s.udp_raw(p).await), ("tcp", s.tcp_raw(p).await)] {
+            let reply = reply.unwrap_or_else(|| panic!("{via}: no reply to {p:02x?}"));
+            assert!(reply.len() >= 12, "{via}: {reply:02x?}");
+            assert_eq!(&reply[..2], &p[..2], "{via}: id echoed for {p:02x?}");
+            assert_eq!(reply[2] & 0x80, 0x80, "{via}: QR");
+            assert_eq!(
+                rcode_of(&reply),
+                1,
+                "{via}: FORMERR for {p:02x?}, got {reply:02x?}"
+            );
+            assert_eq!(reply[3] & 0x80, 0, "{via}: RA");
+        }
+    }
+    // Still serving.
+    let (m, _) = s.udp("internal.", RecordType::SOA, None).await;
+    assert_positive(&m, "after garbage");
+}
+
+#[tokio::test]
+async fn unsupported_opcodes_get_notimp() {
+    let s = TestServer::start().await;
+    s.register("web", "w1", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    for opcode in [1u8, 2, 4, 5, 15] {
+        let mut p = common::query("web.service.internal.", RecordType::A, None);
+        p[2] = (p[2] & 0x87) | (opcode << 3);
+        for (via, reply) in [("udp", s.udp_raw(&p).await), ("tcp", s.tcp_raw(&p).await)] {
+            let reply = reply.unwrap_or_else(|| panic!("{via}: no reply to opcode {opcode}"));
+            assert_eq!(&reply[..2], &p[..2], "{via}: id");
+            assert_eq!(reply[2] & 0x80, 0x80, "{via}: QR");
+            assert_eq!((reply[2] >> 3) & 0x0f, opcode, "{via}: opcode echoed");
+            assert_eq!(
+                rcode_of(&reply),
+                4,
+                "opcode {opcode} {via}: NOTIMP, got {reply:02x?}"
+            );
+            assert_eq!(&reply[6..8], &[0, 0], "{via}: no answers");
+        }
+    }
+}
+
+#[tokio::test]
+async fn packets_shorter_than_a_header_get_no_reply() {
+    let s = TestServer::start().await;
+    s.register("web", "w1", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    // Waiting out the client's 2 s timeout is the point here.
+    assert_eq!(s.udp_raw(&[0x12, 0x34, 0x01, 0x00, 0x00, 0x01]).await, None);
+    assert_eq!(
+        addresses(&s, "web.service.internal.").await,
+        strs(&["10.0.0.1"])
+    );
+    // A response (QR=1) is not answered either: that could loop between servers.
+    let mut p = common::query("web.service.internal.", RecordType::A, None);
+    p[2] |= 0x80;
+    assert_eq!(s.udp_raw(&p).await, None);
+    assert_eq!(
+        addresses(&s, "web.service.internal.").await,
+        strs(&["10.0.0.1"])
+    );
+}
+
+#[tokio::test]
+async fn zone_transfers_are_refused() {
+    let s = TestServer::start().await;
+    s.register("web", "w1", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    for rtype in [RecordType::AXFR, RecordType::IXFR] {
+        for name in ["internal.", "service.internal."] {
+            let (u, _) = s.udp(name, rtype, None).await;
+            let t = s.tcp(name, rtype).await;
+            for (m, via) in [(&u, "udp"), (&t, "tcp")] {
+                assert_eq!(
+                    m.metadata.response_code,
+                    ResponseCode::Refused,
+                    "{name} {rtype} {via}"
+                );
+                assert!(m.answers.is_empty(), "{name} {rtype} {via}");
+                assert!(!m.metadata.recursion_available);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn edns_version_above_zero_gets_badvers() {
+    let s = TestServer::start().await;
+    s.register("web", "w1", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    let mut wire = query_edns("web.service.internal.", RecordType::A, 1232, 1);
+    wire[..2].copy_from_slice(&[0x51, 0x50]);
+    for (via, reply) in [
+        ("udp", s.udp_raw(&wire).await),
+        ("tcp", s.tcp_raw(&wire).await),
+    ] {
+        let reply = reply.expect("a reply");
+        assert_eq!(&reply[..2], &[0x51, 0x50], "{via}: id");
+        // The header carries the low 4 bits (0), the OPT the upper 8 (1): 16 = BADVERS.
+        assert_eq!(rcode_of(&reply), 0, "{via}");
+        let m = Message::from_vec(&reply).unwrap();
+        let opt = m.edns.as_ref().expect("BADVERS comes with an OPT record");
+        assert_eq!(opt.rcode_high(), 1, "{via}: extended RCODE");
+        assert_eq!(opt.version(), 0, "{via}: the version the server speaks");
+        // hickory merges the OPT's upper bits; 16 decodes as BADVERS/BADSIG alike.
+        assert_eq!(u16::from(m.metadata.response_code), 16, "{via}");
+        assert!(m.answers.is_empty(), "{via}");
+    }
+    // Version 0 answers normally.
+    let (m, _) = s
+        .udp("web.service.internal.", RecordType::A, Some(1232))
+        .await;
+    assert_positive(&m, "EDNS 0");
+    assert_eq!(m.edns.as_ref().map(|e| e.version()), Some(0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// changes
+
+#[tokio::test]
+async fn registry_changes_show_in_the_very_next_answer() {
+    let s = TestServer::start().await;
+    let name = "web.service.internal.";
+    let (m, _) = s.udp(name, RecordType::A, None).await;
+    assert_negative(&m, ResponseCode::NXDomain, 5, "before");
+    for round in 0..3 {
+        s.register("web", "a", json!({"address": "10.0.0.1", "port": 80}))
+            .await;
+        assert_eq!(
+            addresses(&s, name).await,
+            strs(&["10.0.0.1"]),
+            "round {round}"
+        );
+        s.register("web", "b", json!({"address": "10.0.0.2", "port": 80}))
+            .await;
+        assert_eq!(addresses(&s, name).await, strs(&["10.0.0.1", "10.0.0.2"]));
+        // Re-registering with a new address replaces the old one everywhere.
+        s.register(
+            "web",
+            "b",
+            json!({"address": "10.0.0.3", "port": 80, "tags": ["n"]}),
+        )
+        .await;
+        assert_eq!(addresses(&s, name).await, strs(&["10.0.0.1", "10.0.0.3"]));
+        assert_eq!(
+            addresses(&s, "n.web.service.internal.").await,
+            strs(&["10.0.0.3"])
+        );
+        let ptr = reverse("10.0.0.3".parse().unwrap());
+        assert_eq!(
+            ask(&s, &ptr, RecordType::PTR, 5).await,
+            strs(&["b.web.instance.internal."])
+        );
+        let old = reverse("10.0.0.2".parse().unwrap());
+        let (m, _) = s.udp(&old, RecordType::PTR, None).await;
+        assert_refused(&m, "the old address's reverse name is gone");
+        assert_eq!(s.deregister("web", "a").await, 204);
+        assert_eq!(addresses(&s, name).await, strs(&["10.0.0.3"]));
+        let (m, _) = s.udp("a.web.instance.internal.", RecordType::A, None).await;
+        assert_negative(&m, ResponseCode::NXDomain, 5, "deregistered instance");
+        assert_eq!(s.deregister("web", "b").await, 204);
+        let (m, _) = s.udp(name, RecordType::A, None).await;
+        assert_negative(&m, ResponseCode::NXDomain, 5, "all gone");
+        let (m, _) = s.udp(name, RecordType::SRV, None).await;
+        assert_negative(&m, ResponseCode::NXDomain, 5, "all gone SRV");
+    }
+    // An IPv6 address shows as AAAA right away, and its reverse name too.
+    s.register("web", "c", json!({"address": "fd00::c", "port": 80}))
+        .await;
+    assert_eq!(ask(&s, name, RecordType::AAAA, 5).await, strs(&["fd00::c"]));
+    let v6: Ipv6Addr = "fd00::c".parse().unwrap();
+    assert_eq!(
+        ask(&s, &reverse(IpAddr::V6(v6)), RecordType::PTR, 5).await,
+        strs(&["c.web.instance.internal."])
+    );
+}
