@@ -59,7 +59,9 @@ impl TestServer {
     /// Starts a server on `cfg` keeping `dir` alive (a restart reuses the same dir).
     pub async fn start_in(dir: tempfile::TempDir, cfg: Config) -> Self {
         let token = CancellationToken::new();
-        let running = signpost::start(cfg, token.clone()).await.expect("server starts");
+        let running = signpost::start(cfg, token.clone())
+            .await
+            .expect("server starts");
         let dns = running.dns_addrs[0];
         let http = running.http_addr;
         let done = tokio::spawn(running.wait());
@@ -97,7 +99,12 @@ impl TestServer {
             .await
             .unwrap();
         let status = r.status();
-        assert_eq!(status, 200, "register {service}/{id}: {}", r.text().await.unwrap());
+        assert_eq!(
+            status,
+            200,
+            "register {service}/{id}: {}",
+            r.text().await.unwrap()
+        );
     }
 
     /// Reports health for a TTL check and asserts 200.
@@ -127,12 +134,18 @@ impl TestServer {
     pub async fn udp(&self, name: &str, rtype: RecordType, edns: Option<u16>) -> (Message, usize) {
         let wire = query(name, rtype, edns);
         let bytes = self.udp_raw(&wire).await.expect("a UDP reply");
-        (Message::from_vec(&bytes).expect("reply parses"), bytes.len())
+        (
+            Message::from_vec(&bytes).expect("reply parses"),
+            bytes.len(),
+        )
     }
 
     /// One query over TCP.
     pub async fn tcp(&self, name: &str, rtype: RecordType) -> Message {
-        let bytes = self.tcp_raw(&query(name, rtype, None)).await.expect("a TCP reply");
+        let bytes = self
+            .tcp_raw(&query(name, rtype, None))
+            .await
+            .expect("a TCP reply");
         Message::from_vec(&bytes).expect("reply parses")
     }
 
