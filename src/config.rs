@@ -29,7 +29,23 @@ pub struct Config {
     pub dns: DnsConfig,
     pub http: HttpConfig,
     pub registry: RegistryConfig,
+    pub health: HealthConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Most HTTP/TCP probes in flight at once; further probes wait for a slot.
+    pub max_concurrent_checks: usize,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_checks: 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,12 +159,22 @@ impl Config {
 
     /// Parses and validates TOML text; `path` only names the source in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.message().to_string()
-                + &e.span()
-                    .map(|s| format!(" (at byte {})", s.start))
-                    .unwrap_or_default(),
+        // serde_path_to_error names the key (`dns.ttl: invalid type ...`).
+        let de = toml::de::Deserializer::new(text);
+        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let mut message = inner.message().to_string();
+            if key != "." && key != "?" && !key.is_empty() {
+                message = format!("{key}: {message}");
+            }
+            if let Some(s) = inner.span() {
+                message.push_str(&format!(" (at byte {})", s.start));
+            }
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            }
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -205,6 +231,12 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.health.max_concurrent_checks == 0 {
+            return Err(invalid(
+                "health.max_concurrent_checks",
+                "must be at least 1",
+            ));
+        }
         if self.registry.backend != "embedded" {
             return Err(invalid(
                 "registry.backend",
@@ -252,7 +284,10 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let e = Config::parse("[dns]\nttl = \"x\"", Path::new("f.toml")).unwrap_err();
-        assert!(e.to_string().contains("f.toml"), "{e}");
+        assert!(
+            e.to_string().contains("f.toml") && e.to_string().contains("dns.ttl"),
+            "{e}"
+        );
         let e = Config::parse("[dns]\nbogus = 1", Path::new("f.toml")).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = Config::parse("[dns]\ndomain = \"a..b\"", Path::new("f")).unwrap_err();

@@ -9,7 +9,7 @@
 //! - `config`: the TOML configuration and its validation.
 //! - `store`: the `Backend` trait and the embedded redb backend.
 //! - `registry`: the one writer; publishes `Snapshot`s and rebuilds `View`s.
-//! - `health`: TTL check expiry.
+//! - `health`: the checker (HTTP, TCP), TTL and `deregister_after` deadlines.
 //! - `dns`: the name table, protocol policy, response writer, UDP/TCP transports.
 //! - `http`: the axum API.
 //! - `lifecycle`: signals and ordered shutdown.
@@ -102,7 +102,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .await
             .map_err(std::io::Error::other)??
     };
-    let registry = Registry::open(Arc::new(backend), vec![view.clone()])?;
+    let checker = Arc::new(health::checker::Supervisor::default());
+    let registry = Registry::open(Arc::new(backend), vec![view.clone(), checker.clone()])?;
 
     let mut bound = Vec::new();
     for addr in &config.dns.listen {
@@ -125,7 +126,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown.clone(),
         &tracker,
     )?;
-    tracker.spawn(health::ttl::run(registry.clone(), shutdown.clone()));
+    tracker.spawn(health::timers::run(registry.clone(), shutdown.clone()));
+    tracker.spawn(checker.clone().run(
+        registry.clone(),
+        config.health.max_concurrent_checks,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
     let app = http::router(
         http::AppState {
             registry: registry.clone(),

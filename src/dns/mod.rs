@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::registry::{Snapshot, View};
+use crate::registry::{Changed, Snapshot, View};
 use table::{Settings, Statics, Table};
 use zonefile::ZoneError;
 
@@ -64,7 +64,7 @@ impl DnsView {
 }
 
 impl View for DnsView {
-    fn publish(&self, snapshot: &Snapshot) {
+    fn publish(&self, snapshot: &Snapshot, _changed: Changed<'_>) {
         self.table.store(Arc::new(self.statics.build(snapshot)));
     }
 }

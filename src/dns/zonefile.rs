@@ -183,7 +183,7 @@ mod tests {
     fn errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bad.test.zone");
-        std::fs::write(&p, "www IN A 192.0.2.1\n").unwrap();
+        std::fs::write(&p, "$TTL 60\nwww IN A 192.0.2.1\n").unwrap();
         let e = load_dir(dir.path()).unwrap_err();
         assert!(
             e.to_string().contains("bad.test.zone") && e.to_string().contains("SOA"),

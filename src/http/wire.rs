@@ -111,13 +111,19 @@ impl CheckBody {
     }
 }
 
-/// An `http://` or `https://` URL with a host.
+/// An `http://` URL with a host.
 fn validate_url(raw: &str) -> Result<String, InvalidField> {
     let bad = |why: &str| InvalidField::new("check.http", format!("{raw:?} {why}"));
     let uri: axum::http::Uri = raw.parse().map_err(|_| bad("is not a URL"))?;
     match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        _ => return Err(bad("must start with http:// or https://")),
+        Some("http") => {}
+        // The checker carries no TLS stack; a tcp check covers a TLS port's liveness.
+        Some("https") => {
+            return Err(bad(
+                "is https, which checks do not support: use http:// or a tcp check",
+            ));
+        }
+        _ => return Err(bad("must start with http://")),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(bad("has no host"));

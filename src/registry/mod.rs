@@ -9,14 +9,14 @@
 mod snapshot;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::{Mutex, Notify, watch};
 use tokio::time::Instant;
 
-use crate::health::ttl::Deadlines;
-use crate::model::{CheckKind, Health, Instance, InstanceKey, Maintenance, Status};
+use crate::health::timers::Deadlines;
+use crate::model::{CheckKind, CheckSpec, Health, Instance, InstanceKey, Maintenance, Status};
 use crate::store::{Backend, Change, StoreError};
 
 pub use snapshot::{Entry, ServiceInstances, Snapshot};
@@ -32,10 +32,19 @@ pub enum RegistryError {
     Store(#[from] StoreError),
 }
 
-/// Something rebuilt from every new snapshot before it is published (the DNS name table).
-/// `publish` runs on the writer's path, so it must not block for long.
+/// What a published snapshot changed.
+#[derive(Debug, Clone, Copy)]
+pub enum Changed<'a> {
+    /// Everything (the first snapshot, loaded from the store).
+    All,
+    /// One instance: registered, replaced, deregistered, or its health or maintenance.
+    One(&'a InstanceKey),
+}
+
+/// Something rebuilt from every new snapshot before it is published (the DNS name table,
+/// the checker). `publish` runs on the writer's path, so it must not block.
 pub trait View: Send + Sync + 'static {
-    fn publish(&self, snapshot: &Snapshot);
+    fn publish(&self, snapshot: &Snapshot, changed: Changed<'_>);
 }
 
 /// State only the writer touches, behind the writer lock.
@@ -45,6 +54,8 @@ struct Writer {
     snapshot: Snapshot,
     /// When each TTL-checked instance goes critical unless it reports.
     ttl: Deadlines,
+    /// When each critical instance with `deregister_after` is removed.
+    reap: Deadlines,
 }
 
 pub struct Registry {
@@ -56,8 +67,8 @@ pub struct Registry {
     index: watch::Sender<u64>,
     /// Rebuilt from each snapshot before it is published.
     views: Vec<Arc<dyn View>>,
-    /// Woken when the earliest TTL deadline may have moved earlier (the TTL task sleeps on it).
-    ttl_changed: Notify,
+    /// Woken when the earliest deadline may have moved earlier (the timers task sleeps on it).
+    deadlines_changed: Notify,
 }
 
 fn now() -> SystemTime {
@@ -75,10 +86,35 @@ fn initial_health(inst: &Instance) -> Health {
     }
 }
 
-fn ttl_of(inst: &Instance) -> Option<std::time::Duration> {
+fn ttl_of(inst: &Instance) -> Option<Duration> {
     match inst.check.as_ref()?.kind {
         CheckKind::Ttl(d) => Some(d),
         _ => None,
+    }
+}
+
+/// Keeps `reap` in step with `entry`: a critical instance with `deregister_after`, not in
+/// maintenance, is removed that long after it went critical. A deadline already set stays
+/// put while the instance stays critical. Returns whether a deadline is set.
+fn sync_reap(reap: &mut Deadlines, entry: &Entry) -> bool {
+    let key = &entry.instance.key;
+    let rule = entry.instance.deregister_after.filter(|_| {
+        entry.health.status == Status::Critical && entry.instance.maintenance.is_none()
+    });
+    match rule {
+        Some(_) if reap.contains(key) => true,
+        Some(after) => {
+            let critical_for = now().duration_since(entry.health.since).unwrap_or_default();
+            reap.set(
+                key.clone(),
+                Instant::now() + after.saturating_sub(critical_for),
+            );
+            true
+        }
+        _ => {
+            reap.remove(key);
+            false
+        }
     }
 }
 
@@ -95,6 +131,7 @@ impl Registry {
             ..Snapshot::default()
         };
         let mut ttl = Deadlines::default();
+        let mut reap = Deadlines::default();
         let start = Instant::now();
         for inst in loaded.instances {
             if let Some(d) = ttl_of(&inst) {
@@ -102,16 +139,15 @@ impl Registry {
             }
             let health = initial_health(&inst);
             let key = inst.key.clone();
-            snapshot.set(
-                &key,
-                Some(Arc::new(Entry {
-                    instance: inst,
-                    health,
-                })),
-            );
+            let entry = Entry {
+                instance: inst,
+                health,
+            };
+            sync_reap(&mut reap, &entry);
+            snapshot.set(&key, Some(Arc::new(entry)));
         }
         for v in &views {
-            v.publish(&snapshot);
+            v.publish(&snapshot, Changed::All);
         }
         let (index, _) = watch::channel(snapshot.index);
         Ok(Arc::new(Self {
@@ -120,10 +156,11 @@ impl Registry {
                 backend,
                 snapshot,
                 ttl,
+                reap,
             }),
             index,
             views,
-            ttl_changed: Notify::new(),
+            deadlines_changed: Notify::new(),
         }))
     }
 
@@ -137,20 +174,34 @@ impl Registry {
         self.index.subscribe()
     }
 
-    /// Bumps the index, rebuilds views and publishes `w.snapshot`. Caller holds the lock.
-    fn publish(&self, w: &mut Writer) {
+    /// Rebuilds views and publishes `w.snapshot` (its index already bumped) after a change of
+    /// `key`. Caller holds the lock.
+    fn publish(&self, w: &mut Writer, key: &InstanceKey) {
         for v in &self.views {
-            v.publish(&w.snapshot);
+            v.publish(&w.snapshot, Changed::One(key));
         }
         let index = w.snapshot.index;
         self.current.store(Arc::new(w.snapshot.clone()));
         self.index.send_replace(index);
     }
 
+    /// Stores `entry` at the next index (already persisted, or health which is not stored),
+    /// keeps its deadlines in step, and publishes.
+    fn apply(&self, w: &mut Writer, entry: Arc<Entry>) {
+        if sync_reap(&mut w.reap, &entry) {
+            self.deadlines_changed.notify_one();
+        }
+        w.snapshot.index += 1;
+        let key = entry.instance.key.clone();
+        w.snapshot.set(&key, Some(entry));
+        self.publish(w, &key);
+    }
+
     /// Persists `change` at the next index. Blocking I/O runs on the blocking pool so the
     /// async workers keep serving DNS and HTTP.
-    async fn persist(w: &Writer, change: Change, index: u64) -> Result<(), StoreError> {
+    async fn persist(w: &Writer, change: Change) -> Result<(), StoreError> {
         let backend = w.backend.clone();
+        let index = w.snapshot.index + 1;
         tokio::task::spawn_blocking(move || backend.apply(&[change], index))
             .await
             .map_err(|e| StoreError::Write(format!("store task failed: {e}")))?
@@ -164,18 +215,17 @@ impl Registry {
         if let Some(old) = &old {
             inst.maintenance = old.instance.maintenance.clone();
         }
+        let check_changed = old.as_ref().is_none_or(|o| o.instance.check != inst.check);
         let health = match &old {
-            Some(o) if o.instance.check == inst.check => o.health.clone(),
+            Some(o) if !check_changed => o.health.clone(),
             _ => initial_health(&inst),
         };
-        let index = w.snapshot.index + 1;
-        Self::persist(&w, Change::Put(Box::new(inst.clone())), index).await?;
-        let check_changed = old.as_ref().is_none_or(|o| o.instance.check != inst.check);
+        Self::persist(&w, Change::Put(Box::new(inst.clone()))).await?;
         if check_changed {
             match ttl_of(&inst) {
                 Some(d) => {
                     w.ttl.set(inst.key.clone(), Instant::now() + d);
-                    self.ttl_changed.notify_one();
+                    self.deadlines_changed.notify_one();
                 }
                 None => w.ttl.remove(&inst.key),
             }
@@ -184,10 +234,7 @@ impl Registry {
             instance: inst,
             health,
         });
-        w.snapshot.index = index;
-        let key = entry.instance.key.clone();
-        w.snapshot.set(&key, Some(entry.clone()));
-        self.publish(&mut w);
+        self.apply(&mut w, entry.clone());
         Ok(entry)
     }
 
@@ -197,12 +244,17 @@ impl Registry {
         if w.snapshot.get(key).is_none() {
             return Err(RegistryError::NotFound(key.clone()));
         }
-        let index = w.snapshot.index + 1;
-        Self::persist(&w, Change::Delete(key.clone()), index).await?;
+        self.remove(&mut w, key).await
+    }
+
+    /// Deletes `key` durably and publishes. Caller holds the lock.
+    async fn remove(&self, w: &mut Writer, key: &InstanceKey) -> Result<(), RegistryError> {
+        Self::persist(w, Change::Delete(key.clone())).await?;
         w.ttl.remove(key);
-        w.snapshot.index = index;
+        w.reap.remove(key);
+        w.snapshot.index += 1;
         w.snapshot.set(key, None);
-        self.publish(&mut w);
+        self.publish(w, key);
         Ok(())
     }
 
@@ -228,8 +280,27 @@ impl Registry {
             return Err(RegistryError::NoTtlCheck(key.clone(), from));
         };
         w.ttl.set(key.clone(), Instant::now() + ttl);
-        self.ttl_changed.notify_one();
+        self.deadlines_changed.notify_one();
         Ok(self.set_health(&mut w, &old, status, output))
+    }
+
+    /// A status change found by the checker running `spec` for `key`. Ignored when the
+    /// instance is gone or now has another check (a late result of a replaced check).
+    pub async fn check_result(
+        &self,
+        key: &InstanceKey,
+        spec: &CheckSpec,
+        status: Status,
+        output: String,
+    ) {
+        let mut w = self.writer.lock().await;
+        let Some(old) = w.snapshot.get(key).cloned() else {
+            return;
+        };
+        if old.instance.check.as_ref() != Some(spec) {
+            return;
+        }
+        self.set_health(&mut w, &old, status, output);
     }
 
     /// Applies a health result to `old` in memory (health is not stored). Only a change of
@@ -257,9 +328,7 @@ impl Registry {
                 since,
             },
         });
-        w.snapshot.index += 1;
-        w.snapshot.set(&old.instance.key, Some(entry.clone()));
-        self.publish(w);
+        self.apply(w, entry.clone());
         entry
     }
 
@@ -290,21 +359,19 @@ impl Registry {
         }
         let mut inst = old.instance.clone();
         inst.maintenance = maintenance;
-        let index = w.snapshot.index + 1;
-        Self::persist(&w, Change::Put(Box::new(inst.clone())), index).await?;
+        Self::persist(&w, Change::Put(Box::new(inst.clone()))).await?;
         let entry = Arc::new(Entry {
             instance: inst,
             health: old.health.clone(),
         });
-        w.snapshot.index = index;
-        w.snapshot.set(key, Some(entry.clone()));
-        self.publish(&mut w);
+        self.apply(&mut w, entry.clone());
         Ok(entry)
     }
 
-    /// Marks critical every TTL-checked instance whose deadline is at or before `at`, and
-    /// returns the next deadline still pending.
-    pub async fn expire_ttls(&self, at: Instant) -> Option<Instant> {
+    /// Fires every deadline at or before `at`: overdue TTL checks go critical, instances
+    /// critical for their `deregister_after` are removed (durably). Returns the next
+    /// deadline still pending.
+    pub async fn run_deadlines(&self, at: Instant) -> Option<Instant> {
         let mut w = self.writer.lock().await;
         while let Some(key) = w.ttl.pop_due(at) {
             let Some(old) = w.snapshot.get(&key).cloned() else {
@@ -317,12 +384,31 @@ impl Registry {
             );
             self.set_health(&mut w, &old, Status::Critical, output);
         }
-        w.ttl.next()
+        while let Some(key) = w.reap.pop_due(at) {
+            if w.snapshot.get(&key).is_none() {
+                continue;
+            }
+            match self.remove(&mut w, &key).await {
+                Ok(()) => {
+                    tracing::info!(instance = %key, "deregistered: critical for its deregister_after")
+                }
+                Err(e) => {
+                    // Keep the rule and retry shortly: a store hiccup must not drop it.
+                    tracing::error!(instance = %key, error = %e, "deregister_after failed; retrying");
+                    w.reap.set(key, at + Duration::from_secs(1));
+                    break;
+                }
+            }
+        }
+        match (w.ttl.next(), w.reap.next()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Resolves when a TTL deadline may have moved earlier.
-    pub async fn ttl_changed(&self) {
-        self.ttl_changed.notified().await
+    /// Resolves when a deadline may have moved earlier.
+    pub async fn deadlines_changed(&self) {
+        self.deadlines_changed.notified().await
     }
 
     /// Makes everything durable; called once at shutdown after the servers stopped.
@@ -334,3 +420,6 @@ impl Registry {
             .map_err(|e| StoreError::Write(format!("store task failed: {e}")))?
     }
 }
+
+#[cfg(test)]
+mod tests;

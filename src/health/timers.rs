@@ -1,7 +1,10 @@
-//! TTL checks: the deadline set (pure, no I/O) and the task that expires overdue instances.
+//! Deadlines: when a TTL check goes critical unless reported, and when a critical instance is
+//! removed (`deregister_after`). `Deadlines` is the pure set; `run` is the task that fires
+//! them through the registry.
 //!
 //! The task sleeps until the earliest deadline, not on a coarse sweep, and is woken early when
-//! a new deadline might be sooner (a registration or a report), like mini-redis' purge task.
+//! a new deadline might be sooner (a registration, a report, a status change), like
+//! mini-redis' purge task.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -28,6 +31,10 @@ impl Deadlines {
         self.by_time.insert((at, key));
     }
 
+    pub fn contains(&self, key: &InstanceKey) -> bool {
+        self.by_key.contains_key(key)
+    }
+
     pub fn remove(&mut self, key: &InstanceKey) {
         if let Some(old) = self.by_key.remove(key) {
             self.by_time.remove(&(old, key.clone()));
@@ -51,10 +58,10 @@ impl Deadlines {
     }
 }
 
-/// Expires overdue TTL checks until `shutdown`.
+/// Fires due deadlines until `shutdown`.
 pub async fn run(registry: Arc<Registry>, shutdown: CancellationToken) {
     loop {
-        let next = registry.expire_ttls(Instant::now()).await;
+        let next = registry.run_deadlines(Instant::now()).await;
         let sleep = async {
             match next {
                 Some(t) => tokio::time::sleep_until(t).await,
@@ -64,7 +71,7 @@ pub async fn run(registry: Arc<Registry>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = sleep => {}
-            _ = registry.ttl_changed() => {}
+            _ = registry.deadlines_changed() => {}
         }
     }
 }

@@ -1,0 +1,196 @@
+//! The checker: runs every HTTP and TCP check, each in its own task, and reports status
+//! changes to the registry.
+//!
+//! The `Supervisor` is a registry `View`: each published change records the instance's
+//! current check (or its absence) in a pending map and wakes the supervisor task, which
+//! starts, replaces or stops that instance's check task. Each task sleeps a jitter derived
+//! from the instance's key (the same after a restart, spread evenly over the interval), then
+//! probes once per interval under the shared concurrency limit, each probe bounded by its
+//! timeout, so a hanging target delays only its own check.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::state::CheckState;
+use super::{http, tcp};
+use crate::model::{CheckKind, CheckSpec, InstanceKey, Status};
+use crate::registry::{Changed, Registry, Snapshot, View};
+
+/// What the supervisor must reconcile: instance → the check it should run now (`None`: no
+/// active check, because it has none, has a TTL check, or was deregistered).
+type Pending = HashMap<InstanceKey, Option<CheckSpec>>;
+
+/// Registry view that tells the supervisor task which checks changed.
+#[derive(Default)]
+pub struct Supervisor {
+    /// Written by the registry writer in `publish`, drained by the supervisor task. A std
+    /// mutex: both sides hold it only to move a map.
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+/// The check the checker runs for `spec`: HTTP and TCP only (TTL checks are reports).
+fn active(spec: Option<&CheckSpec>) -> Option<CheckSpec> {
+    spec.filter(|c| !matches!(c.kind, CheckKind::Ttl(_)))
+        .cloned()
+}
+
+impl View for Supervisor {
+    fn publish(&self, snapshot: &Snapshot, changed: Changed<'_>) {
+        let mut p = self.pending.lock().expect("pending map lock");
+        match changed {
+            Changed::All => {
+                for e in snapshot.entries() {
+                    p.insert(e.instance.key.clone(), active(e.instance.check.as_ref()));
+                }
+            }
+            Changed::One(key) => {
+                let spec = snapshot
+                    .get(key)
+                    .and_then(|e| active(e.instance.check.as_ref()));
+                p.insert(key.clone(), spec);
+            }
+        }
+        drop(p);
+        self.wake.notify_one();
+    }
+}
+
+/// The delay before an instance's first probe: a hash of its key spread over the interval,
+/// so start-up does not probe everything at once and a restart keeps each check's phase.
+pub fn jitter(key: &InstanceKey, interval: Duration) -> Duration {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    let ms = interval.as_millis().max(1) as u64;
+    Duration::from_millis(h.finish() % ms)
+}
+
+impl Supervisor {
+    /// Reconciles running checks with the registry until `shutdown`; check tasks join
+    /// `tracker` and stop between probes.
+    pub async fn run(
+        self: Arc<Self>,
+        registry: Arc<Registry>,
+        max_concurrent: usize,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let client = http::client();
+        let slots = Arc::new(Semaphore::new(max_concurrent));
+        let mut running: HashMap<InstanceKey, (CheckSpec, CancellationToken)> = HashMap::new();
+        loop {
+            let pending = std::mem::take(&mut *self.pending.lock().expect("pending map lock"));
+            for (key, want) in pending {
+                if running.get(&key).map(|(spec, _)| spec) == want.as_ref() {
+                    continue;
+                }
+                if let Some((_, stop)) = running.remove(&key) {
+                    stop.cancel();
+                }
+                if let Some(spec) = want {
+                    let stop = shutdown.child_token();
+                    tracker.spawn(run_check(
+                        key.clone(),
+                        spec.clone(),
+                        registry.clone(),
+                        client.clone(),
+                        slots.clone(),
+                        stop.clone(),
+                    ));
+                    running.insert(key, (spec, stop));
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+}
+
+/// One probe of `spec`.
+async fn probe(spec: &CheckSpec, client: &reqwest::Client) -> (Status, String) {
+    match &spec.kind {
+        CheckKind::Http(url) => http::probe(client, url, spec.timeout).await,
+        CheckKind::Tcp(target) => tcp::probe(target, spec.timeout).await,
+        CheckKind::Ttl(_) => unreachable!("ttl checks are not probed"),
+    }
+}
+
+/// Probes `spec` every interval until `stop`, reporting status changes for `key`.
+async fn run_check(
+    key: InstanceKey,
+    spec: CheckSpec,
+    registry: Arc<Registry>,
+    client: reqwest::Client,
+    slots: Arc<Semaphore>,
+    stop: CancellationToken,
+) {
+    let mut state = CheckState::new(spec.success_before_passing, spec.failures_before_critical);
+    let first = Instant::now() + jitter(&key, spec.interval);
+    let mut ticks = tokio::time::interval_at(first, spec.interval);
+    // A probe that ran long (waiting for a slot) is not followed by a burst of catch-up probes.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut first = true;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = async {
+                let _permit = slots.acquire().await.expect("the semaphore is never closed");
+                probe(&spec, &client).await
+            } => r,
+        };
+        let (status, output) = result;
+        if let Some(new) = state.observe(status) {
+            tracing::debug!(instance = %key, status = new.as_str(), %output, "check changed");
+            registry.check_result(&key, &spec, new, output).await;
+        } else if first {
+            // The first result replaces "awaiting first check" even when the status stays
+            // critical, so a check that never passes says why.
+            registry
+                .check_result(&key, &spec, state.status(), output)
+                .await;
+        }
+        first = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{InstanceId, ServiceName};
+
+    #[test]
+    fn jitter_is_stable_and_spread() {
+        let interval = Duration::from_secs(10);
+        let keys: Vec<InstanceKey> = (0..1000)
+            .map(|i| InstanceKey {
+                service: ServiceName::parse("web").unwrap(),
+                id: InstanceId::parse(&format!("i{i}")).unwrap(),
+            })
+            .collect();
+        let mut buckets = [0usize; 10];
+        for k in &keys {
+            let j = jitter(k, interval);
+            assert_eq!(j, jitter(k, interval), "same key, same phase");
+            assert!(j < interval);
+            buckets[(j.as_secs()) as usize] += 1;
+        }
+        // 1000 keys over 10 one-second buckets: each holds roughly 100.
+        assert!(
+            buckets.iter().all(|&b| (50..=150).contains(&b)),
+            "{buckets:?}"
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! The HTTP check: `GET` the URL; 2xx passing, 429 warning, anything else or a timeout
+//! critical. One shared client pools connections per host, so a check every second reuses
+//! its connection instead of opening a new one. Redirects are followed only to the same host
+//! and port (at most 5): a health endpoint must not send the checker elsewhere.
+
+use std::time::Duration;
+
+use crate::model::Status;
+
+/// Most redirects followed within one probe.
+const MAX_REDIRECTS: usize = 5;
+/// Idle pooled connections per host; checks of one target reuse them.
+const POOL_PER_HOST: usize = 4;
+
+/// The shared client of every HTTP check.
+pub fn client() -> reqwest::Client {
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt.previous().first().is_some_and(|first| {
+            first.host_str() == attempt.url().host_str()
+                && first.port_or_known_default() == attempt.url().port_or_known_default()
+                && first.scheme() == attempt.url().scheme()
+        });
+        if attempt.previous().len() > MAX_REDIRECTS || !same_origin {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    });
+    reqwest::Client::builder()
+        .redirect(policy)
+        .pool_max_idle_per_host(POOL_PER_HOST)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("signpost-health/", env!("CARGO_PKG_VERSION")))
+        .no_proxy()
+        .build()
+        .expect("a client without TLS or proxies always builds")
+}
+
+/// Maps an HTTP status to the check's status.
+pub fn classify(code: u16) -> Status {
+    match code {
+        200..=299 => Status::Passing,
+        429 => Status::Warning,
+        _ => Status::Critical,
+    }
+}
+
+/// Runs one GET; returns the probe's status and a short reason (`HTTP 200 OK`).
+pub async fn probe(client: &reqwest::Client, url: &str, timeout: Duration) -> (Status, String) {
+    let result = tokio::time::timeout(timeout, async {
+        let resp = client.get(url).timeout(timeout).send().await?;
+        let code = resp.status();
+        // Read (a bounded amount of) the body so the connection can go back to the pool.
+        let _ = resp.bytes().await;
+        Ok::<_, reqwest::Error>(code)
+    })
+    .await;
+    match result {
+        Ok(Ok(code)) => {
+            let status = classify(code.as_u16());
+            let mut out = format!("HTTP {}", code.as_u16());
+            if let Some(r) = code.canonical_reason() {
+                out.push(' ');
+                out.push_str(r);
+            }
+            if code.is_redirection() {
+                out.push_str(" (redirect to another host not followed)");
+            }
+            (status, out)
+        }
+        Ok(Err(e)) if e.is_timeout() => (Status::Critical, timed_out(timeout)),
+        Ok(Err(e)) => (
+            Status::Critical,
+            format!("HTTP GET failed: {}", root_cause(&e)),
+        ),
+        Err(_) => (Status::Critical, timed_out(timeout)),
+    }
+}
+
+fn timed_out(timeout: Duration) -> String {
+    format!(
+        "HTTP GET timed out after {}",
+        humantime::format_duration(timeout)
+    )
+}
+
+/// The innermost error's message (`connection refused`), not reqwest's wrapper text.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_mapping() {
+        for (code, want) in [
+            (200, Status::Passing),
+            (204, Status::Passing),
+            (299, Status::Passing),
+            (429, Status::Warning),
+            (301, Status::Critical),
+            (404, Status::Critical),
+            (500, Status::Critical),
+            (503, Status::Critical),
+        ] {
+            assert_eq!(classify(code), want, "{code}");
+        }
+    }
+}
