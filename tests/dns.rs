@@ -1435,3 +1435,45 @@ async fn registry_changes_show_in_the_very_next_answer() {
         strs(&["c.web.instance.internal."])
     );
 }
+
+/// NODATA at the reverse name of a registered address: an SOA owned by `in-addr.arpa.` /
+/// `ip6.arpa.` (an ancestor of the name), and a reply that parses.
+#[tokio::test]
+async fn nodata_at_reverse_names_carries_an_soa_above_the_name() {
+    let s = TestServer::start().await;
+    s.register(
+        "web",
+        "web-1",
+        serde_json::json!({"address": "10.0.0.1", "port": 80}),
+    )
+    .await;
+    s.register(
+        "web",
+        "web-2",
+        serde_json::json!({"address": "fd00::3", "port": 80}),
+    )
+    .await;
+    for (name, apex) in [
+        ("1.0.0.10.in-addr.arpa.", "in-addr.arpa."),
+        (
+            "3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.",
+            "ip6.arpa.",
+        ),
+    ] {
+        for tcp in [false, true] {
+            let m = if tcp {
+                s.tcp(name, RecordType::A).await
+            } else {
+                s.udp(name, RecordType::A, None).await.0
+            };
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
+            assert!(m.answers.is_empty(), "{name}");
+            assert_eq!(m.authorities.len(), 1, "{name}");
+            let soa = &m.authorities[0];
+            assert_eq!(soa.record_type(), RecordType::SOA);
+            assert_eq!(soa.name.to_ascii().to_lowercase(), apex, "{name}");
+        }
+        let (m, _) = s.udp(name, RecordType::PTR, None).await;
+        assert_eq!(m.answers.len(), 1, "{name} PTR");
+    }
+}

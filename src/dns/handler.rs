@@ -130,9 +130,10 @@ fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> u8 {
     }
 }
 
-/// Writes the zone's SOA into the authority section, owned by the apex (a pointer into the
-/// question, of which the apex is a suffix). Its TTL is the negative TTL (RFC 2308).
+/// Writes the zone's SOA into the authority section, owned by the apex: a pointer into the
+/// question, whose name ends with the apex. Its TTL is the negative TTL (RFC 2308).
 fn negative(r: &mut Response<'_>, key: &[u8], zone: &Zone) {
+    debug_assert!(names::is_within(key, &zone.apex), "a name's zone ends it");
     let at = 12 + key.len() - zone.apex.len();
     r.authority(
         Response::owner_at(at, &zone.apex),

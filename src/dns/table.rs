@@ -119,6 +119,10 @@ pub struct Statics {
     /// Apex → zone index.
     apexes: HashMap<Box<[u8]>, usize>,
     names: Arc<HashMap<Box<[u8]>, Node>>,
+    /// Zones of the reverse names of registered addresses (`in-addr.arpa.`, `ip6.arpa.`),
+    /// so their NODATA answers carry an SOA owned by an ancestor of the name. They are not
+    /// apexes: other reverse names stay outside every zone (REFUSED).
+    reverse_zones: [usize; 2],
 }
 
 /// Where a query name falls.
@@ -240,6 +244,15 @@ impl Statics {
                 records.push((zi, r.name.clone(), r.rtype, r.ttl, rdata));
             }
         }
+        let mut reverse_zones = [0; 2];
+        for (slot, apex) in reverse_zones.iter_mut().zip(["in-addr.arpa.", "ip6.arpa."]) {
+            zones.push(Zone {
+                apex: names::from_dotted(apex).expect("a valid name"),
+                soa: zones[0].soa.clone(),
+                negative_ttl: settings.negative_ttl,
+            });
+            *slot = zones.len() - 1;
+        }
         // Group into record sets, in file order within a set.
         let mut grouped: BTreeMap<(Box<[u8]>, u16), Grouped> = BTreeMap::new();
         for (zi, name, rtype, ttl, rdata) in records {
@@ -269,6 +282,7 @@ impl Statics {
             zones: Arc::new(zones),
             apexes,
             names: Arc::new(names),
+            reverse_zones,
         }
     }
 
@@ -364,10 +378,11 @@ impl Statics {
                     glue: None,
                 })
                 .collect();
+            let zone = self.reverse_zones[usize::from(addr.is_ipv6())];
             map.insert(
                 names::reverse(addr),
                 Node {
-                    zone: 0,
+                    zone,
                     rrsets: vec![RRSet::fixed(PTR, ttl, recs)],
                 },
             );
