@@ -69,6 +69,37 @@ pub struct DnsConfig {
     pub max_tcp_connections: usize,
     /// A TCP connection idle this long (no complete query) is closed, in seconds.
     pub tcp_idle_timeout: u64,
+    /// Forwarding of names outside every zone.
+    pub forward: ForwardConfig,
+}
+
+/// `[dns.forward]`: where names outside signpost's zones go, and for whom.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardConfig {
+    /// Upstream servers: `IP` (port 53) or `IP:PORT` (`[V6]:PORT`), or `"resolv.conf"` for
+    /// the nameservers of `resolv_conf`. Empty: forwarding off, outside names REFUSED.
+    pub upstreams: Vec<String>,
+    /// The file `"resolv.conf"` in `upstreams` stands for.
+    pub resolv_conf: PathBuf,
+    /// Client networks (CIDR) that may use forwarding; others get REFUSED.
+    pub allow: Vec<String>,
+    /// How long to wait for one upstream's answer, e.g. `"2s"`.
+    pub timeout: String,
+    /// Tries per query, each on the next upstream; then SERVFAIL.
+    pub attempts: u32,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            upstreams: Vec::new(),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            timeout: "2s".into(),
+            attempts: 2,
+        }
+    }
 }
 
 impl Default for DnsConfig {
@@ -83,6 +114,7 @@ impl Default for DnsConfig {
             zones_dir: PathBuf::from("zones"),
             max_tcp_connections: 1024,
             tcp_idle_timeout: 10,
+            forward: ForwardConfig::default(),
         }
     }
 }
@@ -142,6 +174,16 @@ impl Default for LogConfig {
             format: "human".into(),
         }
     }
+}
+
+/// Parses an upstream written `IP`, `IP:PORT` or `[V6]:PORT`; port 53 when none is given.
+pub fn parse_upstream(s: &str) -> Option<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    s.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 53))
 }
 
 /// Where `signpost serve` looks when no `--config` is given.
@@ -222,6 +264,35 @@ impl Config {
         if self.dns.tcp_idle_timeout == 0 {
             return Err(invalid("dns.tcp_idle_timeout", "must be at least 1 second"));
         }
+        let f = &self.dns.forward;
+        for a in &f.allow {
+            a.parse::<ipnet::IpNet>().map_err(|_| {
+                invalid(
+                    "dns.forward.allow",
+                    &format!("{a:?} is not a network like 10.0.0.0/8"),
+                )
+            })?;
+        }
+        for u in &f.upstreams {
+            if u != "resolv.conf" && parse_upstream(u).is_none() {
+                return Err(invalid(
+                    "dns.forward.upstreams",
+                    &format!("{u:?} is not IP, IP:PORT or \"resolv.conf\""),
+                ));
+            }
+        }
+        match humantime::parse_duration(&f.timeout) {
+            Ok(d) if d >= Duration::from_millis(10) && d <= Duration::from_secs(30) => {}
+            _ => {
+                return Err(invalid(
+                    "dns.forward.timeout",
+                    "must be a duration from 10ms to 30s, like \"2s\"",
+                ));
+            }
+        }
+        if f.attempts == 0 || f.attempts > 10 {
+            return Err(invalid("dns.forward.attempts", "must be 1 to 10"));
+        }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
@@ -279,6 +350,33 @@ mod tests {
     fn domain_is_normalised() {
         let c = Config::parse("[dns]\ndomain = \"Consul\"", Path::new("x")).unwrap();
         assert_eq!(c.dns.domain, "consul.");
+    }
+
+    #[test]
+    fn forwarding_keys() {
+        let c = Config::parse(
+            "[dns.forward]\nupstreams = [\"10.0.0.2\", \"[::1]:5353\", \"resolv.conf\"]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(c.dns.forward.attempts, 2);
+        assert_eq!(
+            parse_upstream("10.0.0.2"),
+            Some("10.0.0.2:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_upstream("[::1]:5353"),
+            Some("[::1]:5353".parse().unwrap())
+        );
+        for (bad, key) in [
+            ("upstreams = [\"nope\"]", "dns.forward.upstreams"),
+            ("allow = [\"10.0.0.0/33\"]", "dns.forward.allow"),
+            ("timeout = \"forever\"", "dns.forward.timeout"),
+            ("attempts = 0", "dns.forward.attempts"),
+        ] {
+            let e = Config::parse(&format!("[dns.forward]\n{bad}"), Path::new("x")).unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

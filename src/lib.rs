@@ -56,6 +56,12 @@ pub enum Error {
 pub fn check_config(path: &Path) -> Result<Config, Error> {
     let cfg = Config::load(path)?;
     dns::DnsView::new(&cfg)?;
+    dns::forward::Forwarder::from_config(&cfg, &cfg.dns.listen).map_err(|message| {
+        Error::Config(ConfigError::Invalid {
+            key: "dns.forward",
+            message,
+        })
+    })?;
     Ok(cfg)
 }
 
@@ -110,15 +116,27 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         bound.push(dns::bind(*addr).map_err(Error::Bind)?);
     }
     let dns_addrs: Vec<SocketAddr> = bound.iter().map(dns::Bound::local_addr).collect();
+    let forwarder = dns::forward::Forwarder::from_config(&config, &dns_addrs)
+        .map_err(|e| {
+            Error::Config(config::ConfigError::Invalid {
+                key: "dns.forward",
+                message: e,
+            })
+        })?
+        .map(Arc::new);
     let http_listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|e| Error::Bind(format!("cannot bind HTTP {}: {e}", config.http.listen)))?;
     let http_addr = http_listener.local_addr()?;
 
     let tracker = TaskTracker::new();
+    if let Some(f) = &forwarder {
+        tracing::info!(upstreams = ?f.upstreams(), "forwarding names outside signpost's zones");
+    }
     dns::serve(
         bound,
         view,
+        forwarder,
         dns::TcpLimits {
             max_connections: config.dns.max_tcp_connections,
             idle_timeout: config.tcp_idle_timeout(),

@@ -13,10 +13,12 @@ pub const QR: u16 = 0x8000;
 pub const AA: u16 = 0x0400;
 pub const TC: u16 = 0x0200;
 pub const RD: u16 = 0x0100;
+pub const RA: u16 = 0x0080;
 pub const CD: u16 = 0x0010;
 
 pub const NOERROR: u8 = 0;
 pub const FORMERR: u8 = 1;
+pub const SERVFAIL: u8 = 2;
 pub const NXDOMAIN: u8 = 3;
 pub const NOTIMP: u8 = 4;
 pub const REFUSED: u8 = 5;

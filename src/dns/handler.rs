@@ -8,7 +8,8 @@
 use hickory_proto::op::Message;
 
 use super::answer::{
-    AA, BADVERS, CD, FORMERR, MAX_UDP_PAYLOAD, NOERROR, NOTIMP, NXDOMAIN, RD, REFUSED, Response,
+    AA, BADVERS, CD, FORMERR, MAX_UDP_PAYLOAD, NOERROR, NOTIMP, NXDOMAIN, RA, RD, REFUSED,
+    Response, SERVFAIL,
 };
 use super::names::{self, MAX_NAME};
 use super::table::{CNAME, Lookup, RRSet, SOA, SRV, Table, Zone};
@@ -35,17 +36,30 @@ pub enum Outcome {
     /// Nothing sent: too short to answer, or a response rather than a query.
     Dropped,
     Answered(u16),
+    /// A name outside every zone, from a client allowed to recurse: the transport relays the
+    /// query to an upstream (`out` holds nothing to send).
+    Forward,
 }
 
 /// Writes the response to `packet` into `out`; `Dropped` when none should be sent.
-pub fn handle(table: &Table, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> Outcome {
+/// `recursion`: forwarding is on and this client may use it, so responses carry RA and names
+/// outside every zone are forwarded (when the query asks for recursion) instead of REFUSED.
+pub fn handle(
+    table: &Table,
+    packet: &[u8],
+    transport: Transport,
+    recursion: bool,
+    out: &mut Vec<u8>,
+) -> Outcome {
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
         // No header to answer with, or a response: answering could loop between servers.
         return Outcome::Dropped;
     }
     let id = u16::from_be_bytes([packet[0], packet[1]]);
     let opcode_bits = u16::from(packet[2] & 0x78) << 8;
-    let echo = opcode_bits | (u16::from_be_bytes([packet[2], packet[3]]) & (RD | CD));
+    let wants_recursion = packet[2] & 0x01 != 0;
+    let ra = if recursion { RA } else { 0 };
+    let echo = opcode_bits | ra | (u16::from_be_bytes([packet[2], packet[3]]) & (RD | CD));
     let bare = |out: &mut Vec<u8>, rcode: u8| {
         Response::new(out, id, echo, &[], 512, false).finish(u16::from(rcode));
         Outcome::Answered(u16::from(rcode))
@@ -92,16 +106,34 @@ pub fn handle(table: &Table, packet: &[u8], transport: Transport, out: &mut Vec<
     } else if qtype == MAILA || qtype == MAILB {
         NOTIMP
     } else {
-        answer(table, &key[..qlen], qtype, &mut r)
+        match answer(table, &key[..qlen], qtype, &mut r) {
+            Some(rcode) => rcode,
+            None if recursion && wants_recursion => return Outcome::Forward,
+            // Outside every zone: no recursion for this client or query.
+            None => REFUSED,
+        }
     };
     r.finish(u16::from(rcode));
     Outcome::Answered(u16::from(rcode))
 }
 
-/// Answers a well-formed IN query; returns the RCODE. Sets AA inside our zones.
-fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> u8 {
-    match table.lookup(key) {
-        Lookup::Outside => REFUSED,
+/// SERVFAIL to `packet` (a query that passed `handle`), with its question and RA: what a
+/// client gets when no upstream answered a forwarded query.
+pub fn servfail(packet: &[u8], out: &mut Vec<u8>) {
+    let id = u16::from_be_bytes([packet[0], packet[1]]);
+    let echo = RA | (u16::from_be_bytes([packet[2], packet[3]]) & (RD | CD));
+    let mut key = [0u8; MAX_NAME];
+    let question = names::key_of_question(packet, &mut key)
+        .and_then(|qlen| packet.get(12..12 + qlen + 4))
+        .unwrap_or(&[]);
+    Response::new(out, id, echo, question, 512, false).finish(u16::from(SERVFAIL));
+}
+
+/// Answers a well-formed IN query; returns the RCODE, or `None` for a name outside every
+/// zone. Sets AA inside our zones.
+fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> Option<u8> {
+    Some(match table.lookup(key) {
+        Lookup::Outside => return None,
         Lookup::NxDomain(zone) => {
             r.set_flags(AA);
             negative(r, key, zone);
@@ -127,7 +159,7 @@ fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> u8 {
             }
             NOERROR
         }
-    }
+    })
 }
 
 /// Writes the zone's SOA into the authority section, owned by the apex: a pointer into the

@@ -5,6 +5,7 @@
 //! Only this module imports hickory.
 
 pub mod answer;
+pub mod forward;
 pub mod handler;
 pub mod names;
 pub mod table;
@@ -115,6 +116,7 @@ pub struct TcpLimits {
 pub fn serve(
     bound: Vec<Bound>,
     view: Arc<DnsView>,
+    forwarder: Option<Arc<forward::Forwarder>>,
     limits: TcpLimits,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
@@ -123,12 +125,18 @@ pub fn serve(
     for b in bound {
         let udp = Arc::new(tokio::net::UdpSocket::from_std(b.udp)?);
         for _ in 0..workers {
-            tracker.spawn(udp::run(udp.clone(), view.clone(), shutdown.clone()));
+            tracker.spawn(udp::run(
+                udp.clone(),
+                view.clone(),
+                forwarder.clone(),
+                shutdown.clone(),
+            ));
         }
         let tcp = tokio::net::TcpListener::from_std(b.tcp)?;
         tracker.spawn(tcp::run(
             tcp,
             view.clone(),
+            forwarder.clone(),
             limits,
             shutdown.clone(),
             tracker.clone(),

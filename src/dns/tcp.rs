@@ -12,12 +12,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::handler::{Outcome, Transport, handle};
+use super::forward::Forwarder;
+use super::handler::{Outcome, Transport, handle, servfail};
 use super::{DnsView, TcpLimits};
 
 pub async fn run(
     listener: TcpListener,
     view: Arc<DnsView>,
+    forwarder: Option<Arc<Forwarder>>,
     limits: TcpLimits,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -42,8 +44,10 @@ pub async fn run(
         };
         let view = view.clone();
         let shutdown = shutdown.clone();
+        let recursion = forwarder.as_ref().is_some_and(|f| f.allows(peer.ip()));
+        let forwarder = forwarder.clone().filter(|_| recursion);
         tracker.spawn(async move {
-            if let Err(e) = connection(stream, view, limits, shutdown).await {
+            if let Err(e) = connection(stream, view, forwarder, limits, shutdown).await {
                 tracing::debug!(%peer, error = %e, "tcp connection");
             }
             drop(permit);
@@ -51,9 +55,11 @@ pub async fn run(
     }
 }
 
+/// Serves one connection; `forwarder` is `Some` only when this client may use forwarding.
 async fn connection(
     mut stream: TcpStream,
     view: Arc<DnsView>,
+    forwarder: Option<Arc<Forwarder>>,
     limits: TcpLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -76,15 +82,32 @@ async fn connection(
                 Ok(r) => r?,
             },
         };
-        if let Outcome::Answered(_) = handle(&view.table(), &buf[..n], Transport::Tcp, &mut out) {
-            let mut framed = Vec::with_capacity(out.len() + 2);
-            framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
-            framed.extend_from_slice(&out);
-            tokio::time::timeout(limits.idle_timeout, stream.write_all(&framed))
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")
-                })??;
-        }
+        let recursion = forwarder.is_some();
+        let reply: &[u8] = match handle(
+            &view.table(),
+            &buf[..n],
+            Transport::Tcp,
+            recursion,
+            &mut out,
+        ) {
+            Outcome::Answered(_) => &out,
+            Outcome::Dropped => continue,
+            Outcome::Forward => {
+                let fwd = forwarder.as_ref().expect("forwarding implies a forwarder");
+                match fwd.forward(&buf[..n], true).await {
+                    Some(r) => {
+                        out = r;
+                    }
+                    None => servfail(&buf[..n], &mut out),
+                }
+                &out
+            }
+        };
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+        framed.extend_from_slice(reply);
+        tokio::time::timeout(limits.idle_timeout, stream.write_all(&framed))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))??;
     }
 }
