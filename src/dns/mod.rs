@@ -5,6 +5,7 @@
 //! Only this module imports hickory.
 
 pub mod answer;
+mod dynamic;
 pub mod forward;
 pub mod handler;
 pub mod names;
@@ -30,6 +31,9 @@ use zonefile::ZoneError;
 /// latest to queries without locks.
 pub struct DnsView {
     statics: Statics,
+    /// The dynamic names, updated per changed service. Locked only by the registry writer
+    /// (in `publish`); queries never touch it.
+    builder: std::sync::Mutex<dynamic::Builder>,
     /// The table queries read. Stored by the registry writer (via `publish`), loaded by every
     /// query; readers never wait for writers.
     table: ArcSwap<Table>,
@@ -54,8 +58,13 @@ impl DnsView {
             .map(|d| d.as_secs() as u32)
             .unwrap_or(1);
         let statics = Statics::new(settings, &zones, serial);
-        let table = ArcSwap::from_pointee(statics.build(&Snapshot::default()));
-        Ok(Arc::new(Self { statics, table }))
+        let builder = dynamic::Builder::default();
+        let table = ArcSwap::from_pointee(builder.table(&statics));
+        Ok(Arc::new(Self {
+            statics,
+            builder: std::sync::Mutex::new(builder),
+            table,
+        }))
     }
 
     /// The current table.
@@ -65,8 +74,16 @@ impl DnsView {
 }
 
 impl View for DnsView {
-    fn publish(&self, snapshot: &Snapshot, _changed: Changed<'_>) {
-        self.table.store(Arc::new(self.statics.build(snapshot)));
+    fn publish(&self, snapshot: &Snapshot, changed: Changed<'_>) {
+        let mut b = self.builder.lock().expect("builder lock");
+        match changed {
+            Changed::All => b.set_all(&self.statics, snapshot),
+            Changed::One(key) => {
+                let svc = &key.service;
+                b.set_service(&self.statics, svc, snapshot.services.get(svc).map(|s| &**s));
+            }
+        }
+        self.table.store(Arc::new(b.table(&self.statics)));
     }
 }
 

@@ -1,10 +1,11 @@
 //! The name table: every owner name signpost answers for, mapped to its pre-encoded record
 //! sets, rebuilt from each registry `Snapshot` and read lock-free by the query path.
 //!
-//! Static zones are parsed once into a shared map; the registry's names (service, tag,
-//! RFC 2782, instance, reverse) go into a map rebuilt on every change. A query is one hash
-//! lookup in each; a miss walks the name's suffixes against the few zone apexes to choose
-//! NXDOMAIN or REFUSED, so a miss costs no more than a hit whatever the registry's size.
+//! Static zones are parsed once into a shared map (`Statics`); the registry's names (service,
+//! tag, RFC 2782, instance, reverse) live in a persistent map that `dynamic::Builder` updates
+//! per changed service. A query is one hash lookup in each; a miss walks the name's suffixes
+//! against the few zone apexes to choose NXDOMAIN or REFUSED, so a miss costs no more than a
+//! hit whatever the registry's size.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -15,7 +16,7 @@ use hickory_proto::rr::RecordType;
 
 use super::names;
 use super::zonefile::StaticZone;
-use crate::registry::{Entry, Snapshot};
+use crate::registry::Entry;
 
 pub const A: u16 = 1;
 pub const NS: u16 = 2;
@@ -46,7 +47,7 @@ pub struct RRSet {
 }
 
 impl RRSet {
-    fn fixed(rtype: u16, ttl: u32, records: Vec<Rec>) -> Self {
+    pub(super) fn fixed(rtype: u16, ttl: u32, records: Vec<Rec>) -> Self {
         Self {
             rtype,
             ttl,
@@ -117,12 +118,12 @@ pub struct Statics {
     pub settings: Settings,
     pub zones: Arc<Vec<Zone>>,
     /// Apex → zone index.
-    apexes: HashMap<Box<[u8]>, usize>,
-    names: Arc<HashMap<Box<[u8]>, Node>>,
+    pub(super) apexes: Arc<HashMap<Box<[u8]>, usize>>,
+    pub(super) names: Arc<HashMap<Box<[u8]>, Node>>,
     /// Zones of the reverse names of registered addresses (`in-addr.arpa.`, `ip6.arpa.`),
     /// so their NODATA answers carry an SOA owned by an ancestor of the name. They are not
     /// apexes: other reverse names stay outside every zone (REFUSED).
-    reverse_zones: [usize; 2],
+    pub(super) reverse_zones: [usize; 2],
 }
 
 /// Where a query name falls.
@@ -138,15 +139,20 @@ pub enum Lookup<'a> {
 #[derive(Debug)]
 pub struct Table {
     pub settings: Settings,
-    zones: Arc<Vec<Zone>>,
-    apexes: HashMap<Box<[u8]>, usize>,
-    statics: Arc<HashMap<Box<[u8]>, Node>>,
-    dynamic: HashMap<Box<[u8]>, Node>,
+    pub(super) zones: Arc<Vec<Zone>>,
+    pub(super) apexes: Arc<HashMap<Box<[u8]>, usize>>,
+    pub(super) statics: Arc<HashMap<Box<[u8]>, Node>>,
+    /// The registry's names: a persistent map shared with the builder, so publishing a
+    /// change copies only the paths to the nodes it touched (`dynamic::Builder`).
+    pub(super) dynamic: imbl::HashMap<Box<[u8]>, Arc<Node>>,
 }
 
 impl Table {
     pub fn lookup(&self, key: &[u8]) -> Lookup<'_> {
-        if let Some(n) = self.dynamic.get(key).or_else(|| self.statics.get(key)) {
+        if let Some(n) = self.dynamic.get(key) {
+            return Lookup::Found(n, &self.zones[n.zone]);
+        }
+        if let Some(n) = self.statics.get(key) {
             return Lookup::Found(n, &self.zones[n.zone]);
         }
         for s in names::suffixes(key) {
@@ -275,156 +281,34 @@ impl Statics {
         let keys: Vec<(Box<[u8]>, usize)> =
             names.iter().map(|(k, n)| (k.clone(), n.zone)).collect();
         for (k, zi) in keys {
-            add_ancestors(&mut names, &k, &zones[zi].apex, zi, None);
+            add_ancestors(&mut names, &k, &zones[zi].apex, zi);
+        }
+        // The structural names of the base domain exist even with an empty registry.
+        let d = settings.domain.clone();
+        for fixed in [names::wire(&["service"], &d), names::wire(&["instance"], &d)] {
+            names.entry(fixed).or_insert_with(|| Node {
+                zone: 0,
+                rrsets: Vec::new(),
+            });
         }
         Self {
             settings,
             zones: Arc::new(zones),
-            apexes,
+            apexes: Arc::new(apexes),
             names: Arc::new(names),
             reverse_zones,
         }
     }
-
-    /// Builds the table for `snap`.
-    pub fn build(&self, snap: &Snapshot) -> Table {
-        let s = &self.settings;
-        let d = &s.domain[..];
-        let mut map: HashMap<Box<[u8]>, Node> = HashMap::with_capacity(snap.services.len() * 4);
-        let mut reverse: BTreeMap<IpAddr, Vec<Box<[u8]>>> = BTreeMap::new();
-        for (svc, instances) in &snap.services {
-            let svc = svc.as_str();
-            let ttl = instances
-                .values()
-                .filter_map(|e| e.instance.ttl)
-                .min()
-                .unwrap_or(s.ttl);
-            for e in instances.values() {
-                let i = &e.instance;
-                let target = names::instance(i.key.id.as_str(), svc, d);
-                let mut rrsets = vec![RRSet::fixed(
-                    addr_type(i.address),
-                    ttl,
-                    vec![addr_rec(i.address)],
-                )];
-                if !i.meta.is_empty() {
-                    let recs = i
-                        .meta
-                        .iter()
-                        .map(|(k, v)| {
-                            let kv = format!("{k}={v}");
-                            let mut r = Vec::with_capacity(kv.len() + 1);
-                            r.push(kv.len() as u8); // validated to fit 255 bytes
-                            r.extend_from_slice(kv.as_bytes());
-                            Rec {
-                                rdata: r.into_boxed_slice(),
-                                glue: None,
-                            }
-                        })
-                        .collect();
-                    rrsets.push(RRSet::fixed(TXT, ttl, recs));
-                }
-                reverse.entry(i.address).or_default().push(target.clone());
-                map.insert(target, Node { zone: 0, rrsets });
-            }
-            let healthy: Vec<&Entry> = instances
-                .values()
-                .map(|e| &**e)
-                .filter(|e| e.in_service(s.include_warning))
-                .collect();
-            if healthy.is_empty() {
-                continue;
-            }
-            map.insert(
-                names::service(svc, d),
-                service_node(svc, d, &healthy, ttl, true),
-            );
-            for proto in ["tcp", "udp"] {
-                map.insert(
-                    names::rfc2782(svc, proto, d),
-                    service_node(svc, d, &healthy, ttl, false),
-                );
-            }
-            let tags: BTreeSet<&str> = healthy
-                .iter()
-                .flat_map(|e| e.instance.tags.iter().map(|t| t.as_str()))
-                .collect();
-            for tag in tags {
-                let subset: Vec<&Entry> = healthy
-                    .iter()
-                    .copied()
-                    .filter(|e| e.instance.tags.iter().any(|t| t.as_str() == tag))
-                    .collect();
-                map.insert(
-                    names::tagged_service(tag, svc, d),
-                    service_node(svc, d, &subset, ttl, true),
-                );
-                // `_svc._tcp` and `_svc._udp` are the protocol forms, never a tag filter.
-                if tag != "tcp" && tag != "udp" {
-                    map.insert(
-                        names::rfc2782(svc, tag, d),
-                        service_node(svc, d, &subset, ttl, false),
-                    );
-                }
-            }
-        }
-        for (addr, mut targets) in reverse {
-            targets.sort();
-            let ttl = s.ttl;
-            let recs = targets
-                .into_iter()
-                .map(|t| Rec {
-                    rdata: t,
-                    glue: None,
-                })
-                .collect();
-            let zone = self.reverse_zones[usize::from(addr.is_ipv6())];
-            map.insert(
-                names::reverse(addr),
-                Node {
-                    zone,
-                    rrsets: vec![RRSet::fixed(PTR, ttl, recs)],
-                },
-            );
-        }
-        // The structural names exist even with an empty registry.
-        for fixed in [names::wire(&["service"], d), names::wire(&["instance"], d)] {
-            if !self.names.contains_key(&fixed) {
-                map.entry(fixed).or_default();
-            }
-        }
-        let keys: Vec<Box<[u8]>> = map
-            .keys()
-            .filter(|k| names::is_within(k, d))
-            .cloned()
-            .collect();
-        for k in keys {
-            add_ancestors(&mut map, &k, d, 0, Some(&self.names));
-        }
-        Table {
-            settings: self.settings.clone(),
-            zones: self.zones.clone(),
-            apexes: self.apexes.clone(),
-            statics: self.names.clone(),
-            dynamic: map,
-        }
-    }
 }
 
-/// Inserts an empty node for every name strictly between `key` and `apex` that is missing
-/// (and not present in `shadow`), so those names answer NODATA rather than NXDOMAIN.
-fn add_ancestors(
-    map: &mut HashMap<Box<[u8]>, Node>,
-    key: &[u8],
-    apex: &[u8],
-    zone: usize,
-    shadow: Option<&HashMap<Box<[u8]>, Node>>,
-) {
+/// Inserts an empty node for every name strictly between `key` and `apex` that is missing,
+/// so those names answer NODATA rather than NXDOMAIN.
+fn add_ancestors(map: &mut HashMap<Box<[u8]>, Node>, key: &[u8], apex: &[u8], zone: usize) {
     for s in names::suffixes(key).skip(1) {
         if s.len() <= apex.len() {
             break;
         }
-        if map.contains_key(s) || shadow.is_some_and(|m| m.contains_key(s)) {
+        if map.contains_key(s) {
             continue;
         }
         map.insert(
@@ -437,14 +321,14 @@ fn add_ancestors(
     }
 }
 
-fn addr_type(a: IpAddr) -> u16 {
+pub(super) fn addr_type(a: IpAddr) -> u16 {
     match a {
         IpAddr::V4(_) => A,
         IpAddr::V6(_) => AAAA,
     }
 }
 
-fn addr_rec(a: IpAddr) -> Rec {
+pub(super) fn addr_rec(a: IpAddr) -> Rec {
     let rdata: Box<[u8]> = match a {
         IpAddr::V4(v) => Box::new(v.octets()),
         IpAddr::V6(v) => Box::new(v.octets()),
@@ -454,7 +338,7 @@ fn addr_rec(a: IpAddr) -> Rec {
 
 /// The record sets of a service name: SRV always, A and AAAA when `with_addresses`.
 /// Duplicate addresses (two instances on one host) appear once in A/AAAA.
-fn service_node(svc: &str, d: &[u8], healthy: &[&Entry], ttl: u32, with_addresses: bool) -> Node {
+pub(super) fn service_node(svc: &str, d: &[u8], healthy: &[&Entry], ttl: u32, with_addresses: bool) -> Node {
     let mut rrsets = Vec::with_capacity(3);
     if with_addresses {
         for rtype in [A, AAAA] {
