@@ -74,6 +74,7 @@ pub struct Running {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -83,13 +84,15 @@ impl Running {
     }
 
     /// Waits for shutdown to be requested, then stops in order: listeners stop accepting,
-    /// in-flight DNS and HTTP work finishes, the TTL task stops, the store is flushed.
+    /// in-flight DNS and HTTP work finishes, checks stop, the registry writer commits what is
+    /// pending, flushes the store and stops.
     pub async fn wait(self) -> Result<(), Error> {
         self.shutdown.cancelled().await;
         self.tracker.close();
         let http = self.http.await;
         self.tracker.wait().await;
         self.registry.flush().await?;
+        let _ = self.writer.await;
         match http {
             Ok(r) => r?,
             Err(e) => return Err(Error::Io(std::io::Error::other(e))),
@@ -109,7 +112,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .map_err(std::io::Error::other)??
     };
     let checker = Arc::new(health::checker::Supervisor::default());
-    let registry = Registry::open(Arc::new(backend), vec![view.clone(), checker.clone()])?;
+    let (registry, writer) =
+        Registry::open(Arc::new(backend), vec![view.clone(), checker.clone()])?;
+    // Not in the tracker: the writer serves until `Running::wait` flushes it, after every
+    // tracked task (and HTTP) has drained.
+    let writer = tokio::spawn(writer.run(shutdown.clone()));
 
     let mut bound = Vec::new();
     for addr in &config.dns.listen {
@@ -144,7 +151,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown.clone(),
         &tracker,
     )?;
-    tracker.spawn(health::timers::run(registry.clone(), shutdown.clone()));
     tracker.spawn(checker.clone().run(
         registry.clone(),
         config.health.max_concurrent_checks,
@@ -183,5 +189,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown,
         tracker,
         http,
+        writer,
     })
 }

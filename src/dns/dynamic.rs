@@ -121,7 +121,9 @@ impl Builder {
     /// The names strictly between `name` and the base domain.
     fn ancestors<'n>(statics: &Statics, name: &'n [u8]) -> impl Iterator<Item = &'n [u8]> {
         let d = statics.settings.domain.len();
-        names::suffixes(name).skip(1).take_while(move |s| s.len() > d)
+        names::suffixes(name)
+            .skip(1)
+            .take_while(move |s| s.len() > d)
     }
 
     fn insert_name(&mut self, statics: &Statics, name: Box<[u8]>, node: Node) {
@@ -317,14 +319,21 @@ mod tests {
     }
 
     /// Names and, per name, its record sets (type and RDATA), in a comparable form.
-    fn contents(t: &Table) -> BTreeMap<String, Vec<(u16, Vec<Vec<u8>>)>> {
+    type Contents = BTreeMap<String, Vec<(u16, Vec<Vec<u8>>)>>;
+
+    fn contents(t: &Table) -> Contents {
         t.dynamic
             .iter()
             .map(|(k, n)| {
                 let sets = n
                     .rrsets
                     .iter()
-                    .map(|s| (s.rtype, s.records.iter().map(|r| r.rdata.to_vec()).collect()))
+                    .map(|s| {
+                        (
+                            s.rtype,
+                            s.records.iter().map(|r| r.rdata.to_vec()).collect(),
+                        )
+                    })
                     .collect();
                 (names::to_dotted(k), sets)
             })
@@ -358,16 +367,23 @@ mod tests {
                 .get(&name)
                 .map(|s| (**s).clone())
                 .unwrap_or_default();
-            if rng(&mut seed) % 3 == 0 {
+            if rng(&mut seed).is_multiple_of(3) {
                 insts.remove(&InstanceId::parse(&id).unwrap());
             } else {
                 let t: Vec<&str> = tags
                     .iter()
                     .copied()
-                    .filter(|_| rng(&mut seed) % 2 == 0)
+                    .filter(|_| rng(&mut seed).is_multiple_of(2))
                     .collect();
-                let status = if rng(&mut seed) % 4 == 0 { Status::Critical } else { Status::Passing };
-                insts.insert(InstanceId::parse(&id).unwrap(), entry(svc, &id, &addr, &t, status));
+                let status = if rng(&mut seed).is_multiple_of(4) {
+                    Status::Critical
+                } else {
+                    Status::Passing
+                };
+                insts.insert(
+                    InstanceId::parse(&id).unwrap(),
+                    entry(svc, &id, &addr, &t, status),
+                );
             }
             if insts.is_empty() {
                 snap.services.remove(&name);

@@ -78,9 +78,12 @@ impl View for DnsView {
         let mut b = self.builder.lock().expect("builder lock");
         match changed {
             Changed::All => b.set_all(&self.statics, snapshot),
-            Changed::One(key) => {
-                let svc = &key.service;
-                b.set_service(&self.statics, svc, snapshot.services.get(svc).map(|s| &**s));
+            Changed::Some(keys) => {
+                let services: std::collections::BTreeSet<_> =
+                    keys.iter().map(|k| &k.service).collect();
+                for svc in services {
+                    b.set_service(&self.statics, svc, snapshot.services.get(svc).map(|s| &**s));
+                }
             }
         }
         self.table.store(Arc::new(b.table(&self.statics)));

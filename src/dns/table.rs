@@ -285,7 +285,10 @@ impl Statics {
         }
         // The structural names of the base domain exist even with an empty registry.
         let d = settings.domain.clone();
-        for fixed in [names::wire(&["service"], &d), names::wire(&["instance"], &d)] {
+        for fixed in [
+            names::wire(&["service"], &d),
+            names::wire(&["instance"], &d),
+        ] {
             names.entry(fixed).or_insert_with(|| Node {
                 zone: 0,
                 rrsets: Vec::new(),
@@ -338,7 +341,13 @@ pub(super) fn addr_rec(a: IpAddr) -> Rec {
 
 /// The record sets of a service name: SRV always, A and AAAA when `with_addresses`.
 /// Duplicate addresses (two instances on one host) appear once in A/AAAA.
-pub(super) fn service_node(svc: &str, d: &[u8], healthy: &[&Entry], ttl: u32, with_addresses: bool) -> Node {
+pub(super) fn service_node(
+    svc: &str,
+    d: &[u8],
+    healthy: &[&Entry],
+    ttl: u32,
+    with_addresses: bool,
+) -> Node {
     let mut rrsets = Vec::with_capacity(3);
     if with_addresses {
         for rtype in [A, AAAA] {

@@ -51,11 +51,13 @@ impl View for Supervisor {
                     p.insert(e.instance.key.clone(), active(e.instance.check.as_ref()));
                 }
             }
-            Changed::One(key) => {
-                let spec = snapshot
-                    .get(key)
-                    .and_then(|e| active(e.instance.check.as_ref()));
-                p.insert(key.clone(), spec);
+            Changed::Some(keys) => {
+                for key in keys {
+                    let spec = snapshot
+                        .get(key)
+                        .and_then(|e| active(e.instance.check.as_ref()));
+                    p.insert(key.clone(), spec);
+                }
             }
         }
         drop(p);

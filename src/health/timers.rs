@@ -1,19 +1,12 @@
 //! Deadlines: when a TTL check goes critical unless reported, and when a critical instance is
-//! removed (`deregister_after`). `Deadlines` is the pure set; `run` is the task that fires
-//! them through the registry.
-//!
-//! The task sleeps until the earliest deadline, not on a coarse sweep, and is woken early when
-//! a new deadline might be sooner (a registration, a report, a status change), like
-//! mini-redis' purge task.
+//! removed (`deregister_after`). `Deadlines` is the pure set, ordered by time; the registry's
+//! writer sleeps until its earliest entry (not a coarse sweep) and fires what is due.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::model::InstanceKey;
-use crate::registry::Registry;
 
 /// When each TTL-checked instance goes critical unless it reports first.
 #[derive(Debug, Default)]
@@ -55,24 +48,6 @@ impl Deadlines {
         let (_, key) = self.by_time.pop_first()?;
         self.by_key.remove(&key);
         Some(key)
-    }
-}
-
-/// Fires due deadlines until `shutdown`.
-pub async fn run(registry: Arc<Registry>, shutdown: CancellationToken) {
-    loop {
-        let next = registry.run_deadlines(Instant::now()).await;
-        let sleep = async {
-            match next {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = sleep => {}
-            _ = registry.deadlines_changed() => {}
-        }
     }
 }
 

@@ -38,6 +38,7 @@ impl From<RegistryError> for ApiError {
         let status = match &e {
             RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
             RegistryError::NoTtlCheck(..) => StatusCode::CONFLICT,
+            RegistryError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
             RegistryError::Store(err) => {
                 tracing::error!(error = %err, "store write failed; the change was not applied");
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -1,10 +1,10 @@
 //! `Snapshot`: one immutable, complete view of the registry at one index.
 //!
 //! Readers (HTTP handlers, the DNS view builder) hold an `Arc<Snapshot>` and never lock.
-//! Each service's instances sit behind their own `Arc`, so a change to one service copies
-//! that service's map and the list of services, not every instance.
+//! Both levels (services, and each service's instances) are persistent `imbl` maps: a copy
+//! is O(1) and a change copies only the path to what it touched, so the writer's cost per
+//! change does not grow with the registry.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::model::{Health, Instance, InstanceId, InstanceKey, ServiceName, Status};
@@ -29,13 +29,13 @@ impl Entry {
 }
 
 /// The instances of one service, ordered by id.
-pub type ServiceInstances = BTreeMap<InstanceId, Arc<Entry>>;
+pub type ServiceInstances = imbl::OrdMap<InstanceId, Arc<Entry>>;
 
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// The registry index this snapshot reflects.
     pub index: u64,
-    pub services: BTreeMap<ServiceName, Arc<ServiceInstances>>,
+    pub services: imbl::OrdMap<ServiceName, Arc<ServiceInstances>>,
 }
 
 impl Snapshot {
@@ -48,7 +48,7 @@ impl Snapshot {
         self.services.values().flat_map(|s| s.values())
     }
 
-    /// Replaces (or with `None` removes) one entry, copying only its service's map.
+    /// Replaces (or with `None` removes) one entry.
     pub(super) fn set(&mut self, key: &InstanceKey, entry: Option<Arc<Entry>>) {
         let mut svc: ServiceInstances = self
             .services

@@ -1,6 +1,7 @@
-//! Registry deadlines under paused tokio time: TTL checks go critical exactly when overdue,
-//! and `deregister_after` removes an instance (durably) exactly that long after it went
-//! critical — woken at the deadline, not on a sweep.
+//! The registry writer: deadlines under paused tokio time (TTL checks go critical exactly when
+//! overdue, `deregister_after` removes an instance durably exactly that long after it went
+//! critical, woken at the deadline, not on a sweep), and batching (concurrent writes share
+//! commits, each answered only once durable and visible).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::model::{CheckSpec, InstanceId, ServiceName};
+use crate::model::{CheckKind, CheckSpec, Instance, InstanceId, InstanceKey, ServiceName, Status};
 use crate::store::Embedded;
 
 fn inst(id: &str, ttl: u64, deregister_after: Option<u64>) -> Instance {
@@ -78,9 +79,10 @@ fn status_of(r: &Registry, id: &str) -> Option<Status> {
 #[tokio::test(start_paused = true)]
 async fn ttl_goes_critical_exactly_when_overdue() {
     let dir = tempfile::tempdir().unwrap();
-    let r = Registry::open(Arc::new(Embedded::open(dir.path()).unwrap()), vec![]).unwrap();
+    let (r, writer) =
+        Registry::open(Arc::new(Embedded::open(dir.path()).unwrap()), vec![]).unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(crate::health::timers::run(r.clone(), stop.clone()));
+    let _writer = tokio::spawn(writer.run(stop.clone()));
     let i = inst("b1", 15, None);
     r.register(i.clone()).await.unwrap();
     assert_eq!(
@@ -109,9 +111,10 @@ async fn ttl_goes_critical_exactly_when_overdue() {
 #[tokio::test(start_paused = true)]
 async fn deregister_after_removes_at_the_deadline_durably() {
     let dir = tempfile::tempdir().unwrap();
-    let r = Registry::open(Arc::new(Embedded::open(dir.path()).unwrap()), vec![]).unwrap();
+    let (r, writer) =
+        Registry::open(Arc::new(Embedded::open(dir.path()).unwrap()), vec![]).unwrap();
     let stop = CancellationToken::new();
-    let timers = tokio::spawn(crate::health::timers::run(r.clone(), stop.clone()));
+    let writer = tokio::spawn(writer.run(stop.clone()));
     // Never reports: critical from registration; removed 10 s later.
     r.register(inst("b1", 5, Some(10))).await.unwrap();
     // Reports once, then goes quiet: critical at 5 s, removed at 5 + 10 s.
@@ -130,7 +133,8 @@ async fn deregister_after_removes_at_the_deadline_durably() {
     step(Duration::from_millis(400)).await;
     assert!(gone(&r, "b2").await, "b2 removed at 15 s");
     stop.cancel();
-    timers.await.unwrap();
+    r.flush().await.unwrap();
+    writer.await.unwrap();
     drop(r);
     let stored = Embedded::open(dir.path()).unwrap().load().unwrap();
     assert!(stored.instances.is_empty(), "removal is durable");
@@ -139,9 +143,10 @@ async fn deregister_after_removes_at_the_deadline_durably() {
 #[tokio::test(start_paused = true)]
 async fn recovery_cancels_deregistration() {
     let dir = tempfile::tempdir().unwrap();
-    let r = Registry::open(Arc::new(Embedded::open(dir.path()).unwrap()), vec![]).unwrap();
+    let (r, writer) =
+        Registry::open(Arc::new(Embedded::open(dir.path()).unwrap()), vec![]).unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(crate::health::timers::run(r.clone(), stop.clone()));
+    let _writer = tokio::spawn(writer.run(stop.clone()));
     let b1 = inst("b1", 60, Some(10));
     r.register(b1.clone()).await.unwrap();
     step(Duration::from_secs(5)).await;
@@ -150,5 +155,107 @@ async fn recovery_cancels_deregistration() {
         .unwrap();
     step(Duration::from_secs(30)).await;
     assert_eq!(status_of(&r, "b1"), Some(Status::Passing));
+    stop.cancel();
+}
+
+/// The real store, counting commits, and failing them on demand (a full disk cannot be made
+/// to happen on cue).
+struct Counting {
+    inner: Embedded,
+    commits: std::sync::atomic::AtomicUsize,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl crate::store::Backend for Counting {
+    fn load(&self) -> Result<crate::store::Loaded, crate::store::StoreError> {
+        self.inner.load()
+    }
+    fn apply(
+        &self,
+        changes: &[crate::store::Change],
+        index: u64,
+    ) -> Result<(), crate::store::StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.fail.load(SeqCst) {
+            return Err(crate::store::StoreError::Write("disk full".into()));
+        }
+        self.commits.fetch_add(1, SeqCst);
+        self.inner.apply(changes, index)
+    }
+    fn flush(&self) -> Result<(), crate::store::StoreError> {
+        self.inner.flush()
+    }
+}
+
+fn plain(id: usize) -> Instance {
+    let mut i = inst(&format!("p{id}"), 1, None);
+    i.check = None;
+    i
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits_and_all_land() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(Counting {
+        inner: Embedded::open(dir.path()).unwrap(),
+        commits: Default::default(),
+        fail: Default::default(),
+    });
+    let (r, writer) = Registry::open(backend.clone(), vec![]).unwrap();
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(writer.run(stop.clone()));
+    let n = 400;
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let r = r.clone();
+            tokio::spawn(async move { r.register(plain(i)).await })
+        })
+        .collect();
+    for t in tasks {
+        let e = t.await.unwrap().unwrap();
+        // Answered only once visible.
+        assert!(r.snapshot().get(&e.instance.key).is_some());
+    }
+    assert_eq!(r.snapshot().index, n as u64);
+    let commits = backend.commits.load(SeqCst);
+    assert!(
+        commits < n,
+        "{commits} commits for {n} concurrent writes: no batching"
+    );
+    r.flush().await.unwrap();
+    writer.await.unwrap();
+    let stored = Embedded::open(dir.path());
+    assert!(stored.is_err(), "still open by the registry");
+    drop(r);
+    drop(backend);
+    let stored = Embedded::open(dir.path()).unwrap().load().unwrap();
+    assert_eq!((stored.instances.len(), stored.index), (n, n as u64));
+}
+
+#[tokio::test]
+async fn a_failed_commit_changes_nothing() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(Counting {
+        inner: Embedded::open(dir.path()).unwrap(),
+        commits: Default::default(),
+        fail: Default::default(),
+    });
+    let (r, writer) = Registry::open(backend.clone(), vec![]).unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(writer.run(stop.clone()));
+    r.register(plain(1)).await.unwrap();
+    backend.fail.store(true, SeqCst);
+    let err = r.register(plain(2)).await.unwrap_err();
+    assert!(err.to_string().contains("disk full"), "{err}");
+    let err = r.deregister(&plain(1).key).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Store(_)), "{err}");
+    let snap = r.snapshot();
+    assert_eq!(snap.index, 1);
+    assert!(snap.get(&plain(1).key).is_some() && snap.get(&plain(2).key).is_none());
+    backend.fail.store(false, SeqCst);
+    r.register(plain(2)).await.unwrap();
+    assert_eq!(r.snapshot().index, 2);
     stop.cancel();
 }
