@@ -1,0 +1,98 @@
+//! The DNS answer path in isolation, for instruction counts under callgrind: builds the name
+//! table for 1,000 services × 3 instances (through the real registry and store), then answers
+//! `N` queries of one kind with `dns::handler::handle`, no sockets involved.
+//!
+//!     cargo build --release --example query_cost
+//!     valgrind --tool=callgrind target/release/examples/query_cost a 0      # set-up only
+//!     valgrind --tool=callgrind target/release/examples/query_cost a 100000 # set-up + queries
+//!
+//! (difference of the two totals) / N = instructions per query. Kinds: a, srv, nx, inst.
+
+use std::sync::Arc;
+
+use signpost::config::Config;
+use signpost::dns::DnsView;
+use signpost::dns::handler::{Transport, handle};
+use signpost::model::{Instance, InstanceId, InstanceKey, ServiceName};
+use signpost::registry::Registry;
+use signpost::store::Embedded;
+use tokio_util::sync::CancellationToken;
+
+fn query(name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&1u16.to_be_bytes());
+    // OPT: EDNS(0), payload 1232, as dnsperf and resolvers send.
+    q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+    q
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let kind = args.next().unwrap_or_else(|| "a".into());
+    let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.dns.zones_dir = dir.path().join("zones");
+    let view = DnsView::new(&cfg).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = Embedded::open(dir.path()).unwrap();
+        let (registry, writer) = Registry::open(Arc::new(store), vec![view.clone()]).unwrap();
+        let stop = CancellationToken::new();
+        let w = tokio::spawn(writer.run(stop.clone()));
+        let mut tasks = Vec::new();
+        for s in 0..1000 {
+            for i in 0..3 {
+                let r = registry.clone();
+                tasks.push(tokio::spawn(async move {
+                    r.register(Instance {
+                        key: InstanceKey {
+                            service: ServiceName::parse(&format!("svc-{s:04}")).unwrap(),
+                            id: InstanceId::parse(&format!("i{i}")).unwrap(),
+                        },
+                        address: format!("10.{}.{}.{}", s / 250, s % 250, i + 1).parse().unwrap(),
+                        port: 8000 + i as u16,
+                        tags: vec![],
+                        meta: Default::default(),
+                        weight: 1,
+                        priority: 0,
+                        ttl: None,
+                        check: None,
+                        deregister_after: None,
+                        maintenance: None,
+                    })
+                    .await
+                    .unwrap()
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        stop.cancel();
+        registry.flush().await.unwrap();
+        w.await.unwrap();
+    });
+    let queries: Vec<Vec<u8>> = (0..1000)
+        .map(|s| match kind.as_str() {
+            "srv" => query(&format!("svc-{s:04}.service.internal."), 33),
+            "nx" => query(&format!("nosuch-{s:04}.service.internal."), 1),
+            "inst" => query(&format!("i1.svc-{s:04}.instance.internal."), 1),
+            _ => query(&format!("svc-{s:04}.service.internal."), 1),
+        })
+        .collect();
+    let mut out = Vec::with_capacity(4096);
+    let mut bytes = 0usize;
+    for k in 0..n {
+        let table = view.table();
+        handle(&table, &queries[k % 1000], Transport::Udp, false, &mut out);
+        bytes += out.len();
+    }
+    println!("{kind}: {n} queries, {bytes} bytes answered");
+}
