@@ -56,7 +56,9 @@ fn main() {
                             service: ServiceName::parse(&format!("svc-{s:04}")).unwrap(),
                             id: InstanceId::parse(&format!("i{i}")).unwrap(),
                         },
-                        address: format!("10.{}.{}.{}", s / 250, s % 250, i + 1).parse().unwrap(),
+                        address: format!("10.{}.{}.{}", s / 250, s % 250, i + 1)
+                            .parse()
+                            .unwrap(),
                         port: 8000 + i as u16,
                         tags: vec![],
                         meta: Default::default(),

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use super::names;
 use super::table::{
-    self, Node, PTR, RRSet, Rec, Statics, TXT, Table, addr_rec, addr_type, service_node,
+    self, DynamicNames, Node, PTR, RRSet, Rec, Statics, TXT, Table, addr_rec, addr_type,
+    service_node,
 };
 use crate::model::ServiceName;
 use crate::registry::{Entry, ServiceInstances, Snapshot};
@@ -30,7 +31,7 @@ struct Produced {
 /// `DnsView::publish`), and each publish hands readers an immutable `Table`.
 #[derive(Default)]
 pub struct Builder {
-    dynamic: imbl::HashMap<Box<[u8]>, Arc<Node>>,
+    dynamic: DynamicNames,
     /// For each name above a registry name (up to the base domain): how many registry names
     /// lie below it. While positive, the name exists (as an empty non-terminal if nothing
     /// else is there).

@@ -5,13 +5,12 @@
 //! the size limit of the transport and the client's EDNS payload, rotation and
 //! `dns.max_answers`. Transports only move bytes.
 
-use hickory_proto::op::Message;
-
 use super::answer::{
     AA, BADVERS, CD, FORMERR, MAX_UDP_PAYLOAD, NOERROR, NOTIMP, NXDOMAIN, RA, RD, REFUSED,
     Response, SERVFAIL,
 };
 use super::names::{self, MAX_NAME};
+use super::query;
 use super::table::{CNAME, Lookup, RRSet, SOA, SRV, Table, Zone};
 
 /// How the query arrived, which sets the size limit.
@@ -67,35 +66,18 @@ pub fn handle(
     if opcode_bits != 0 {
         return bare(out, NOTIMP);
     }
-    let qdcount = u16::from_be_bytes([packet[4], packet[5]]);
-    if qdcount != 1 {
-        return bare(out, FORMERR);
-    }
     let mut key = [0u8; MAX_NAME];
-    let Some(qlen) = names::key_of_question(packet, &mut key) else {
+    let Some(q) = query::parse(packet, &mut key) else {
         return bare(out, FORMERR);
     };
-    let qend = 12 + qlen + 4;
-    let Some(tail) = packet.get(12 + qlen..qend) else {
-        return bare(out, FORMERR);
-    };
-    let qtype = u16::from_be_bytes([tail[0], tail[1]]);
-    let qclass = u16::from_be_bytes([tail[2], tail[3]]);
-    // hickory validates the whole message (every record, the OPT) and reads EDNS.
-    let Ok(msg) = Message::from_vec(packet) else {
-        return bare(out, FORMERR);
-    };
-    let question = &packet[12..qend];
-    let edns = msg.edns.as_ref();
+    let (qlen, qtype, qclass, edns) = (q.qname_len, q.qtype, q.qclass, q.edns);
     let limit = match transport {
         Transport::Tcp => usize::from(u16::MAX),
         // RFC 6891 §6.2.5: a payload below 512 is treated as 512.
-        Transport::Udp => {
-            usize::from(edns.map_or(512, |e| e.max_payload().clamp(512, MAX_UDP_PAYLOAD)))
-        }
+        Transport::Udp => usize::from(edns.map_or(512, |e| e.payload.clamp(512, MAX_UDP_PAYLOAD))),
     };
-    let mut r = Response::new(out, id, echo, question, limit, edns.is_some());
-    if edns.is_some_and(|e| e.version() != 0) {
+    let mut r = Response::new(out, id, echo, q.question(packet), limit, edns.is_some());
+    if edns.is_some_and(|e| e.version != 0) {
         r.finish(BADVERS);
         return Outcome::Answered(BADVERS);
     }

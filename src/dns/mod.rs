@@ -2,13 +2,14 @@
 //! zones (`zonefile`), protocol policy (`handler`), the response writer (`answer`) and the
 //! UDP and TCP transports.
 //!
-//! Only this module imports hickory.
+//! Only this module imports hickory (zone files, static RDATA); queries are read by `query`.
 
 pub mod answer;
 mod dynamic;
 pub mod forward;
 pub mod handler;
 pub mod names;
+pub mod query;
 pub mod table;
 mod tcp;
 mod udp;
