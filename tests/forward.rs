@@ -8,8 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Edns, Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
 use serde_json::json;
 
 use common::TestServer;
@@ -51,16 +51,7 @@ async fn forwarding_to(
 
 /// A query with RD set (a stub resolver's query), optionally with EDNS.
 fn rd_query(name: &str, rtype: RecordType, edns: Option<u16>) -> Vec<u8> {
-    let mut m = Message::query();
-    m.metadata.id = 0x5151;
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
-    if let Some(p) = edns {
-        let mut e = Edns::new();
-        e.set_max_payload(p);
-        m.set_edns(e);
-    }
-    m.to_vec().unwrap()
+    common::query_with(name, rtype, edns, 0x5151, true)
 }
 
 async fn ask(s: &TestServer, name: &str, rtype: RecordType, tcp: bool) -> Message {

@@ -185,9 +185,14 @@ impl Drop for TestServer {
 
 /// The wire bytes of a query for `name` (sent in the exact case given), RD clear.
 pub fn query(name: &str, rtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+    query_with(name, rtype, edns, rand_id(), false)
+}
+
+/// The wire bytes of a query with the given ID and RD flag.
+pub fn query_with(name: &str, rtype: RecordType, edns: Option<u16>, id: u16, rd: bool) -> Vec<u8> {
     let mut m = Message::query();
-    m.metadata.id = rand_id();
-    m.metadata.recursion_desired = false;
+    m.metadata.id = id;
+    m.metadata.recursion_desired = rd;
     m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
     if let Some(p) = edns {
         let mut e = Edns::new();
