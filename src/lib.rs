@@ -120,7 +120,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let mut bound = Vec::new();
     for addr in &config.dns.listen {
-        bound.push(dns::bind(*addr).map_err(Error::Bind)?);
+        bound.push(dns::bind(*addr, dns::workers()).map_err(Error::Bind)?);
     }
     let dns_addrs: Vec<SocketAddr> = bound.iter().map(dns::Bound::local_addr).collect();
     let forwarder = dns::forward::Forwarder::from_config(&config, &dns_addrs)

@@ -91,33 +91,55 @@ impl View for DnsView {
     }
 }
 
-/// A DNS address bound for both UDP and TCP.
+/// A DNS address bound for both UDP and TCP: one UDP socket per worker (SO_REUSEPORT, so
+/// the kernel spreads datagrams over them and no two workers contend for one socket), one
+/// TCP listener.
 pub struct Bound {
-    udp: std::net::UdpSocket,
+    udp: Vec<std::net::UdpSocket>,
     tcp: std::net::TcpListener,
 }
 
 impl Bound {
     pub fn local_addr(&self) -> SocketAddr {
-        self.udp
+        self.tcp
             .local_addr()
             .expect("a bound socket has a local address")
     }
 }
 
-/// Binds UDP and TCP on `addr`. With port 0 both get the same free port.
-pub fn bind(addr: SocketAddr) -> Result<Bound, String> {
+/// A UDP socket on `addr` with SO_REUSEPORT, so several can share the address.
+fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// The number of UDP workers per address: one per core.
+pub fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Binds UDP (`workers` sockets) and TCP on `addr`. With port 0 both get the same free port.
+pub fn bind(addr: SocketAddr, workers: usize) -> Result<Bound, String> {
     let fail =
         |proto: &str, a: SocketAddr, e: std::io::Error| format!("cannot bind DNS {proto} {a}: {e}");
     let tries = if addr.port() == 0 { 50 } else { 1 };
     let mut last = String::new();
     for _ in 0..tries {
-        let udp = std::net::UdpSocket::bind(addr).map_err(|e| fail("UDP", addr, e))?;
-        let at = udp.local_addr().map_err(|e| fail("UDP", addr, e))?;
+        let first = reuseport_udp(addr).map_err(|e| fail("UDP", addr, e))?;
+        let at = first.local_addr().map_err(|e| fail("UDP", addr, e))?;
         match std::net::TcpListener::bind(at) {
             Ok(tcp) => {
-                udp.set_nonblocking(true).map_err(|e| fail("UDP", at, e))?;
                 tcp.set_nonblocking(true).map_err(|e| fail("TCP", at, e))?;
+                let mut udp = vec![first];
+                while udp.len() < workers.max(1) {
+                    udp.push(reuseport_udp(at).map_err(|e| fail("UDP", at, e))?);
+                }
                 return Ok(Bound { udp, tcp });
             }
             Err(e) => last = fail("TCP", at, e),
@@ -142,16 +164,16 @@ pub fn serve(
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> std::io::Result<()> {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = tokio::runtime::Handle::current();
     for b in bound {
-        let udp = Arc::new(tokio::net::UdpSocket::from_std(b.udp)?);
-        for _ in 0..workers {
-            tracker.spawn(udp::run(
-                udp.clone(),
+        for socket in b.udp {
+            let (view, forwarder, shutdown, runtime) = (
                 view.clone(),
                 forwarder.clone(),
                 shutdown.clone(),
-            ));
+                runtime.clone(),
+            );
+            tracker.spawn_blocking(move || udp::run(socket, view, forwarder, shutdown, runtime));
         }
         let tcp = tokio::net::TcpListener::from_std(b.tcp)?;
         tracker.spawn(tcp::run(

@@ -1,12 +1,14 @@
-//! DNS over UDP: receive, answer from the current table, send. Several workers share one
-//! socket so every core can answer; each owns its buffers, so an answer allocates nothing
-//! here. A forwarded query runs in its own task (bounded by the forwarder's in-flight limit)
-//! so an upstream's round trip never holds up the worker.
+//! DNS over UDP: one thread per socket (one socket per core, SO_REUSEPORT), each a plain
+//! blocking loop — receive, answer from the current table, send — like an authoritative
+//! server's worker: no async readiness bookkeeping per datagram, and each thread owns its
+//! buffers, so an answer allocates nothing here. A forwarded query runs as a task on the
+//! runtime (bounded by the forwarder's in-flight limit) so an upstream's round trip never
+//! holds up the worker.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::DnsView;
@@ -15,26 +17,39 @@ use super::handler::{Outcome, Transport, handle, servfail};
 
 /// Largest datagram read; bigger ones are cut by the kernel and then fail to parse (FORMERR).
 const MAX_DATAGRAM: usize = 65_535;
+/// How often an idle worker looks at the shutdown token.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 
-pub async fn run(
-    socket: Arc<UdpSocket>,
+pub fn run(
+    socket: UdpSocket,
     view: Arc<DnsView>,
     forwarder: Option<Arc<Forwarder>>,
     shutdown: CancellationToken,
+    runtime: tokio::runtime::Handle,
 ) {
+    if let Err(e) = socket.set_read_timeout(Some(SHUTDOWN_POLL)) {
+        tracing::error!(error = %e, "udp socket: cannot set a read timeout; worker not started");
+        return;
+    }
+    let socket = Arc::new(socket);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out = Vec::with_capacity(4096);
-    loop {
-        let (n, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                // ICMP errors of earlier sends surface here; they concern one peer only.
-                Err(e) => {
-                    tracing::debug!(error = %e, "udp receive");
-                    continue;
-                }
-            },
+    while !shutdown.is_cancelled() {
+        let (n, peer) = match socket.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            // ICMP errors of earlier sends surface here; they concern one peer only.
+            Err(e) => {
+                tracing::debug!(error = %e, "udp receive");
+                continue;
+            }
         };
         let recursion = forwarder.as_ref().is_some_and(|f| f.allows(peer.ip()));
         match handle(
@@ -44,7 +59,7 @@ pub async fn run(
             recursion,
             &mut out,
         ) {
-            Outcome::Answered(_) => send(&socket, &out, peer).await,
+            Outcome::Answered(_) => send(&socket, &out, peer),
             Outcome::Dropped => {}
             Outcome::Forward => {
                 let fwd = forwarder.clone().expect("forwarding implies a forwarder");
@@ -52,7 +67,7 @@ pub async fn run(
                     Ok(permit) => {
                         let socket = socket.clone();
                         let query = buf[..n].to_vec();
-                        tokio::spawn(async move {
+                        runtime.spawn(async move {
                             let reply = match fwd.forward(&query, false).await {
                                 Some(r) => r,
                                 None => {
@@ -61,13 +76,14 @@ pub async fn run(
                                     out
                                 }
                             };
-                            send(&socket, &reply, peer).await;
+                            // A UDP send does not wait for the peer; blocking here is brief.
+                            send(&socket, &reply, peer);
                             drop(permit);
                         });
                     }
                     Err(_) => {
                         servfail(&buf[..n], &mut out);
-                        send(&socket, &out, peer).await;
+                        send(&socket, &out, peer);
                     }
                 }
             }
@@ -75,8 +91,8 @@ pub async fn run(
     }
 }
 
-async fn send(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
-    if let Err(e) = socket.send_to(bytes, peer).await {
+fn send(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
+    if let Err(e) = socket.send_to(bytes, peer) {
         tracing::debug!(%peer, error = %e, "udp send");
     }
 }
