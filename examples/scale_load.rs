@@ -1,0 +1,406 @@
+//! Load generator for `bench/scale.sh`: registrations over HTTP/1.1 and registration-to-DNS
+//! visibility. It speaks raw HTTP/1.1 and DNS over tokio sockets and does not use signpost's
+//! library, so it builds against any version of it.
+//!
+//!     cargo build --release --example scale_load
+//!     scale_load register --http 127.0.0.1:8500 --from 0 --to 100000 --per-service 4 \
+//!         --conns 64 --deadline 300 --slice 10000
+//!     scale_load visibility --http 127.0.0.1:8500 --dns 127.0.0.1:8600 --samples 1000
+//!     scale_load ready --http 127.0.0.1:8500 --dns 127.0.0.1:8600 --name svc.service.internal
+//!         (without --name: /healthz only; dns_ns is then 0)
+//!
+//! Each mode prints one JSON object on stdout.
+//! - `register`: instances `from..to`; instance `i` is `i{i % per}` of service
+//!   `scale-{i / per:05}`, address 10.x.y.z from `i`, port 8000 + `i % per`. `conns` keep-alive
+//!   connections each keep one PUT in flight; stops at `deadline` seconds. Reports the rate
+//!   overall and per `slice` registrations, and PUT latency percentiles.
+//! - `visibility`: `samples` times, one after the other: write a PUT for a new service
+//!   `vis-N`, then ask `vis-N.service.<domain>` A over UDP in a loop (one query outstanding)
+//!   until an answer has records; the visibility latency is first-such-answer time minus the
+//!   time the PUT was written. The PUT's own latency (to its response) is reported too.
+//! - `ready`: polls `/healthz` and the DNS name (A, with records) every millisecond; prints the
+//!   Unix time in nanoseconds at which each first succeeded.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+struct Conn {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn connect(addr: SocketAddr) -> io::Result<Self> {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(Self {
+            s,
+            buf: Vec::with_capacity(16 * 1024),
+        })
+    }
+
+    async fn send(&mut self, method: &str, path: &str, body: &str) -> io::Result<()> {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: signpost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.s.write_all(req.as_bytes()).await
+    }
+
+    /// Reads one response (Content-Length bodies only); returns its status.
+    async fn response(&mut self) -> io::Result<u16> {
+        let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&self.buf[..end]).map_err(|_| bad("header"))?;
+                let status: u16 = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| bad("status line"))?;
+                if head
+                    .to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked")
+                {
+                    return Err(bad("chunked responses are not supported"));
+                }
+                let len = head
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                let total = end + 4 + len;
+                while self.buf.len() < total {
+                    self.fill().await?;
+                }
+                self.buf.drain(..total);
+                return Ok(status);
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn fill(&mut self) -> io::Result<()> {
+        let mut tmp = [0u8; 16 * 1024];
+        let n = self.s.read(&mut tmp).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
+        }
+        self.buf.extend_from_slice(&tmp[..n]);
+        Ok(())
+    }
+}
+
+fn address(i: u64) -> String {
+    format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)
+}
+
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = Vec::with_capacity(64);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]); // root, A, IN
+    q
+}
+
+/// Asks `name` A once; true when the answer with our id has NOERROR and at least one record.
+async fn dns_has_records(sock: &UdpSocket, id: u16, name: &str, wait: Duration) -> bool {
+    let q = dns_query(id, name);
+    if sock.send(&q).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+            Ok(Ok(n)) if n >= 12 && buf[..2] == id.to_be_bytes() => {
+                let rcode = buf[3] & 0x0f;
+                let ancount = u16::from_be_bytes([buf[6], buf[7]]);
+                return rcode == 0 && ancount > 0;
+            }
+            Ok(Ok(_)) => continue, // a late answer to an earlier query
+            _ => return false,
+        }
+    }
+}
+
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: Option<T>) -> T {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: missing or invalid value")),
+        None => default.unwrap_or_else(|| panic!("{name} is required")),
+    }
+}
+
+async fn register(args: &[String]) {
+    let http: SocketAddr = arg(args, "--http", None);
+    let from: u64 = arg(args, "--from", Some(0));
+    let to: u64 = arg(args, "--to", Some(100_000));
+    let per: u64 = arg(args, "--per-service", Some(4));
+    let conns: usize = arg(args, "--conns", Some(64));
+    let deadline_s: f64 = arg(args, "--deadline", Some(300.0));
+    let slice: u64 = arg(args, "--slice", Some(10_000));
+    let domain_prefix: String = arg(args, "--prefix", Some("scale".to_string()));
+
+    let next = Arc::new(AtomicU64::new(from));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let marks = Arc::new(Mutex::new(Vec::<(u64, f64)>::new()));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(deadline_s);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (next, done, errors, marks, prefix) = (
+            next.clone(),
+            done.clone(),
+            errors.clone(),
+            marks.clone(),
+            domain_prefix.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut conn = match Conn::connect(http).await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("connect {http}: {e}");
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    return lat;
+                }
+            };
+            loop {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= to {
+                    break;
+                }
+                let path = format!(
+                    "/v1/services/{prefix}-{:05}/instances/i{}",
+                    i / per,
+                    i % per
+                );
+                let body = format!(
+                    r#"{{"address":"{}","port":{},"weight":1,"priority":0}}"#,
+                    address(i),
+                    8000 + i % per
+                );
+                let t = Instant::now();
+                let ok = match conn.send("PUT", &path, &body).await {
+                    Ok(()) => conn.response().await,
+                    Err(e) => Err(e),
+                };
+                match ok {
+                    Ok(200) => {
+                        lat.push(t.elapsed().as_micros() as u64);
+                        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                        if d % slice == 0 {
+                            marks
+                                .lock()
+                                .unwrap()
+                                .push((d, start.elapsed().as_secs_f64()));
+                        }
+                    }
+                    Ok(status) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                            eprintln!("PUT {path}: HTTP {status}");
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("PUT {path}: {e}");
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        match Conn::connect(http).await {
+                            Ok(c) => conn = c,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap_or_default());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let n = done.load(Ordering::Relaxed);
+    let mut marks = marks.lock().unwrap().clone();
+    marks.sort_by_key(|m| m.0);
+    let mut prev = (0u64, 0f64);
+    let slices: Vec<String> = marks
+        .iter()
+        .map(|&(d, t)| {
+            let r = (d - prev.0) as f64 / (t - prev.1).max(1e-9);
+            prev = (d, t);
+            format!(
+                r#"{{"upto":{},"at_s":{:.3},"per_second":{:.0}}}"#,
+                from + d,
+                t,
+                r
+            )
+        })
+        .collect();
+    println!(
+        r#"{{"mode":"register","requested":{},"registered":{},"errors":{},"seconds":{:.3},"per_second":{:.0},"conns":{},"put_p50_us":{},"put_p99_us":{},"put_max_us":{},"slices":[{}],"deadline_hit":{}}}"#,
+        to - from,
+        n,
+        errors.load(Ordering::Relaxed),
+        secs,
+        n as f64 / secs,
+        conns,
+        pct(&lat, 50.0),
+        pct(&lat, 99.0),
+        lat.last().copied().unwrap_or(0),
+        slices.join(","),
+        n < to - from && Instant::now() >= deadline
+    );
+}
+
+async fn visibility(args: &[String]) {
+    let http: SocketAddr = arg(args, "--http", None);
+    let dns: SocketAddr = arg(args, "--dns", None);
+    let samples: u64 = arg(args, "--samples", Some(1000));
+    let domain: String = arg(args, "--domain", Some("internal".to_string()));
+    let mut conn = Conn::connect(http).await.expect("connect to the HTTP API");
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP");
+    sock.connect(dns).await.expect("connect UDP");
+    let (mut vis, mut put, mut before_2xx, mut failed) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    let mut id: u16 = 1;
+    for i in 0..samples {
+        let name = format!("vis-{i:05}.service.{domain}");
+        let path = format!("/v1/services/vis-{i:05}/instances/i0");
+        let body = format!(r#"{{"address":"{}","port":9000}}"#, address(200_000 + i));
+        let t0 = Instant::now();
+        conn.send("PUT", &path, &body).await.expect("send PUT");
+        let http_fut = async {
+            let s = conn.response().await;
+            (s, t0.elapsed())
+        };
+        let dns_fut = async {
+            loop {
+                id = id.wrapping_add(1);
+                if dns_has_records(&sock, id, &name, Duration::from_millis(200)).await {
+                    return Some(t0.elapsed());
+                }
+                if t0.elapsed() > Duration::from_secs(5) {
+                    return None;
+                }
+            }
+        };
+        let ((status, put_t), dns_t) = tokio::join!(http_fut, dns_fut);
+        match (status, dns_t) {
+            (Ok(200), Some(d)) => {
+                vis.push(d.as_micros() as u64);
+                put.push(put_t.as_micros() as u64);
+                if d < put_t {
+                    before_2xx += 1;
+                }
+            }
+            (s, _) => {
+                failed += 1;
+                if failed < 5 {
+                    eprintln!("sample {i}: PUT {s:?}, visible {}", dns_t.is_some());
+                }
+            }
+        }
+    }
+    vis.sort_unstable();
+    put.sort_unstable();
+    println!(
+        r#"{{"mode":"visibility","samples":{},"ok":{},"failed":{},"visible_p50_us":{},"visible_p99_us":{},"visible_max_us":{},"put_p50_us":{},"put_p99_us":{},"visible_before_2xx":{}}}"#,
+        samples,
+        vis.len(),
+        failed,
+        pct(&vis, 50.0),
+        pct(&vis, 99.0),
+        vis.last().copied().unwrap_or(0),
+        pct(&put, 50.0),
+        pct(&put, 99.0),
+        before_2xx
+    );
+}
+
+async fn ready(args: &[String]) {
+    let http: SocketAddr = arg(args, "--http", None);
+    let dns: SocketAddr = arg(args, "--dns", None);
+    let name: String = arg(args, "--name", Some(String::new())); // empty: HTTP only
+    let timeout: f64 = arg(args, "--timeout", Some(120.0));
+    let now_ns = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    };
+    let end = Instant::now() + Duration::from_secs_f64(timeout);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP");
+    sock.connect(dns).await.expect("connect UDP");
+    let (mut http_at, mut dns_at) = (None, if name.is_empty() { Some(0) } else { None });
+    let mut id: u16 = 1;
+    while (http_at.is_none() || dns_at.is_none()) && Instant::now() < end {
+        if http_at.is_none()
+            && let Ok(mut c) = Conn::connect(http).await
+            && c.send("GET", "/healthz", "").await.is_ok()
+            && matches!(c.response().await, Ok(200))
+        {
+            http_at = Some(now_ns());
+        }
+        if dns_at.is_none() {
+            id = id.wrapping_add(1);
+            if dns_has_records(&sock, id, &name, Duration::from_millis(1)).await {
+                dns_at = Some(now_ns());
+            }
+        }
+        if http_at.is_none() || dns_at.is_none() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let show = |v: Option<u128>| v.map_or("null".to_string(), |x| x.to_string());
+    println!(
+        r#"{{"mode":"ready","http_ns":{},"dns_ns":{}}}"#,
+        show(http_at),
+        show(dns_at)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("register") => register(&args).await,
+        Some("visibility") => visibility(&args).await,
+        Some("ready") => ready(&args).await,
+        _ => {
+            eprintln!(
+                "usage: scale_load register|visibility|ready [options] (see the source header)"
+            );
+            std::process::exit(2);
+        }
+    }
+}
