@@ -5,7 +5,8 @@
 #   One signpost, pinned with `taskset -c $SERVER_CPU` (default 0), data dir on the disk of the
 #   temp dir ($SCALE_DATA_DIR to choose another), HTTP and DNS on free 127.0.0.1 ports. The load
 #   generator is examples/scale_load.rs (raw HTTP/1.1 and DNS over tokio; it does not link
-#   signpost's library), pinned with `taskset -c $CLIENT_CPU` (default 1).
+#   signpost's library), pinned with `taskset -c $CLIENT_CPU` (default 1). Both run under SCHED_RR
+#   priority $RT_PRIO (default 10, when allowed) so other work on a shared machine yields to them.
 #   1. Registration throughput over HTTP: instances 0..$INSTANCES (default 100,000) as
 #      $PER_SERVICE (4) instances per service `scale-NNNNN`, distinct 10.x.y.z addresses, by
 #      $CONNS (64) keep-alive connections with one PUT in flight each, each PUT answered 200
@@ -28,7 +29,7 @@
 #   bench/scale.sh                    # builds signpost and the load generator (release)
 #   SIGNPOST_BIN=path bench/scale.sh  # an existing signpost binary (any build)
 #   INSTANCES=100000 PER_SERVICE=4 CONNS=64 REG_SECONDS=300 VIS_SAMPLES=1000 STARTS=3 \
-#   SERVER_CPU=0 CLIENT_CPU=1 SCALE_DATA_DIR=/dev/shm/x bench/scale.sh
+#   SERVER_CPU=0 CLIENT_CPU=1 RT_PRIO=10 SCALE_DATA_DIR=/dev/shm/x bench/scale.sh
 # Output: a markdown table on stdout, also in bench/results/scale-<date>.md (raw JSON lines in
 # bench/results/scale-<date>.jsonl). Only 127.0.0.1; every step is bounded in time; the server
 # is stopped on exit.
@@ -47,6 +48,10 @@ STARTS=${STARTS:-3}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
+# RT_PRIO=N (default 10; 0 = off; root only) runs server and load generator under SCHED_RR
+# priority N (chrt -r), so other work on a shared machine cannot hold their CPUs (see dns.sh).
+RT_PRIO=${RT_PRIO:-10}
+RT=(); if [ "$RT_PRIO" -gt 0 ] && chrt -r "$RT_PRIO" true 2>/dev/null; then RT=(chrt -r "$RT_PRIO"); else RT_PRIO=0; fi
 
 log() { printf '[scale.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -105,7 +110,7 @@ EOF
 
 start_server() {  # sets SERVER_PID and START_NS
     START_NS=$(date +%s%N)
-    taskset -c "$SERVER_CPU" "$SIGNPOST_BIN" serve --config "$T/signpost.toml" \
+    "${RT[@]}" taskset -c "$SERVER_CPU" "$SIGNPOST_BIN" serve --config "$T/signpost.toml" \
         --dns-listen "127.0.0.1:$DNS_PORT" --http-listen "127.0.0.1:$HTTP_PORT" \
         --data-dir "$DATA" >>"$T/signpost.log" 2>&1 &
     SERVER_PID=$!
@@ -141,10 +146,10 @@ log "fsync probe: $FSYNC"
 
 # --- 1. registrations --------------------------------------------------------------------------------
 start_server
-R=$(taskset -c "$CLIENT_CPU" "$LOAD" ready --http "127.0.0.1:$HTTP_PORT" --dns "127.0.0.1:$DNS_PORT" --timeout 30)
+R=$("${RT[@]}" taskset -c "$CLIENT_CPU" "$LOAD" ready --http "127.0.0.1:$HTTP_PORT" --dns "127.0.0.1:$DNS_PORT" --timeout 30)
 record "$R"
 log "registering $INSTANCES instances over HTTP ($CONNS connections, at most $REG_SECONDS s)"
-REG=$(taskset -c "$CLIENT_CPU" "$LOAD" register --http "127.0.0.1:$HTTP_PORT" --to "$INSTANCES" \
+REG=$("${RT[@]}" taskset -c "$CLIENT_CPU" "$LOAD" register --http "127.0.0.1:$HTTP_PORT" --to "$INSTANCES" \
     --per-service "$PER_SERVICE" --conns "$CONNS" --deadline "$REG_SECONDS" --slice 10000)
 record "$REG"
 log "registration: $REG"
@@ -155,7 +160,7 @@ record "{\"mode\":\"rss_after_registration\",\"rss_kb\":$RSS_KB,\"hwm_kb\":$HWM_
 
 # --- 3. visibility -----------------------------------------------------------------------------------
 log "visibility: $VIS_SAMPLES samples"
-VIS=$(taskset -c "$CLIENT_CPU" timeout 600 "$LOAD" visibility --http "127.0.0.1:$HTTP_PORT" \
+VIS=$("${RT[@]}" taskset -c "$CLIENT_CPU" timeout 600 "$LOAD" visibility --http "127.0.0.1:$HTTP_PORT" \
     --dns "127.0.0.1:$DNS_PORT" --samples "$VIS_SAMPLES")
 record "$VIS"
 log "visibility: $VIS"
@@ -168,7 +173,7 @@ LAST_SVC=$(printf 'scale-%05d' $(( LAST / PER_SERVICE )))
 stop_server
 for i in $(seq "$STARTS"); do
     start_server
-    R=$(taskset -c "$CLIENT_CPU" "$LOAD" ready --http "127.0.0.1:$HTTP_PORT" --dns "127.0.0.1:$DNS_PORT" \
+    R=$("${RT[@]}" taskset -c "$CLIENT_CPU" "$LOAD" ready --http "127.0.0.1:$HTTP_PORT" --dns "127.0.0.1:$DNS_PORT" \
         --name "$LAST_SVC.service.internal" --timeout 120)
     sleep 2
     read -r RSS_KB HWM_KB < <(rss)
@@ -190,7 +195,7 @@ GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || GIT_REV="$GIT_REV+dirty"
 [ -n "$BUILT" ] || GIT_REV="not built here; binary of $(date -u -r "$SIGNPOST_BIN" +%Y-%m-%dT%H:%MZ), checkout at $GIT_REV"
 OUT="$RESULTS_DIR/scale-$STAMP.md"
-python3 - "$T/raw.jsonl" "$INSTANCES" "$PER_SERVICE" "$CONNS" "$GIT_REV" "$SIGNPOST_BIN" "$STAMP" >"$OUT" <<'EOF'
+RT_PRIO=$RT_PRIO python3 - "$T/raw.jsonl" "$INSTANCES" "$PER_SERVICE" "$CONNS" "$GIT_REV" "$SIGNPOST_BIN" "$STAMP" >"$OUT" <<'EOF'
 import json, os, platform, statistics, sys
 raw = [json.loads(l) for l in open(sys.argv[1])]
 want, per, conns, rev, binp, stamp = int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
@@ -202,8 +207,8 @@ cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith
 n = reg["registered"]
 print("# Scale benchmark %s\n" % stamp)
 print("Machine: %s, %d CPUs, Linux %s; signpost git %s (%s); server on CPU %s, load generator on CPU %s; "
-      "load average at the end %s." % (cpu[0] if cpu else "?", os.cpu_count(), platform.release(), rev, binp,
-      os.environ.get("SERVER_CPU", "0"), os.environ.get("CLIENT_CPU", "1"), open("/proc/loadavg").read().split()[0]))
+      "SCHED_RR priority %s (0 = off); load average at the end %s." % (cpu[0] if cpu else "?", os.cpu_count(), platform.release(), rev, binp,
+      os.environ.get("SERVER_CPU", "0"), os.environ.get("CLIENT_CPU", "1"), os.environ.get("RT_PRIO", "0"), open("/proc/loadavg").read().split()[0]))
 print("Data dir disk: fsync of a 4 KiB write p50 %.2f ms, p99 %.2f ms. Store size after the run: %.1f MB.\n"
       % (fs["p50_ms"], fs["p99_ms"], store["bytes"] / 1e6))
 if n < want:
