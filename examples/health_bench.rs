@@ -1390,6 +1390,8 @@ fn run(args: &Args) -> Res<()> {
     let mut rng = Rng(args.seed);
     let mut down_delays = Vec::new();
     let mut up_delays = Vec::new();
+    let mut to_probe = Vec::new();
+    let mut probe_to_gone = Vec::new();
     let mut rtts: Vec<Option<f64>> = Vec::new();
     let give_up = args.bound() * 4 + Duration::from_secs(10);
     for round in 0..args.rounds {
@@ -1404,9 +1406,20 @@ fn run(args: &Args) -> Res<()> {
                 }
             }
         }
+        fleets.take()?; // only arrivals after the flip count below
         let flipped = fleets.set(503, &picked)?;
         let (seen, q) = watch(&mut dns, &insts, &flipped, false, args.poll, give_up)?;
         rtts.extend(q);
+        // Split each delay at the first probe the target saw after its flip: before it is
+        // the wait for the check's next turn, after it signpost's own reaction time.
+        let arrivals = fleets.take()?;
+        for &(g, d) in &seen {
+            let flip = flipped[&g];
+            if let Some(&(_, at)) = arrivals.iter().find(|&&(i, t)| i == g && t >= flip) {
+                to_probe.push(at - flip);
+                probe_to_gone.push((flip + d).saturating_sub(at));
+            }
+        }
         let mut round_delays: Vec<u64> = seen.iter().map(|&(_, d)| d).collect();
         round_delays.sort_unstable();
         println!(
@@ -1430,6 +1443,18 @@ fn run(args: &Args) -> Res<()> {
         &down_delays,
         args.rounds * args.fail,
         args.bound(),
+    );
+    show_delays(
+        "  of which flip → first probe of it after the flip",
+        &to_probe,
+        args.rounds * args.fail,
+        args.interval,
+    );
+    show_delays(
+        "  of which that probe → address gone from DNS",
+        &probe_to_gone,
+        args.rounds * args.fail,
+        args.timeout,
     );
     show_delays(
         "flip back to 200 → address back in DNS",

@@ -6,25 +6,40 @@
 //! of a change grows with the size of its service, not of the registry. Empty non-terminals
 //! (`web.instance.D`, `_blue.service.D`) are kept by counting the names below them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::names;
+
+/// The builder's own maps: keys are names and addresses it made itself, so a fast hash
+/// (not SipHash, which was a visible share of start-up) is safe.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use super::table::{
     self, DynamicNames, Node, PTR, RRSet, Rec, Statics, TXT, Table, addr_rec, addr_type,
     service_node,
 };
-use crate::model::ServiceName;
+use crate::model::{Instance, InstanceId, ServiceName};
 use crate::registry::{Entry, ServiceInstances, Snapshot};
 
-/// What one service put into the table, so its next change can take it out.
+/// One instance's own names (its instance name, and its address's PTR), and what they were
+/// built from, so a change that leaves them alone (a health change) does not rebuild them.
+struct Built {
+    entry: Arc<Entry>,
+    name: Box<[u8]>,
+}
+
+/// What one service put into the table, so its next change can take out only what changed.
 #[derive(Default)]
 struct Produced {
-    /// Owner names under the base domain.
+    /// The TTL every name of the service was built with.
+    ttl: u32,
+    instances: HashMap<InstanceId, Built>,
+    /// Service-level owner names (service, RFC 2782, tag forms), present while any instance
+    /// is in service.
     names: Vec<Box<[u8]>>,
-    /// (address, instance name) pairs behind the PTR answers.
-    addresses: Vec<(IpAddr, Box<[u8]>)>,
+    /// The in-service instances those names were built from, in id order.
+    healthy: Vec<Arc<Entry>>,
 }
 
 /// The mutable side of the dynamic names; only the registry writer touches it (through
@@ -48,6 +63,25 @@ fn empty_non_terminal() -> Arc<Node> {
     })
 }
 
+/// Whether an instance's own names (A/AAAA and TXT at its instance name, its PTR) are the
+/// same for `a` and `b`, given the same TTL.
+fn same_own_names(a: &Arc<Entry>, b: &Arc<Entry>) -> bool {
+    Arc::ptr_eq(a, b)
+        || (a.instance.address == b.instance.address && a.instance.meta == b.instance.meta)
+}
+
+/// Whether the service-level answers built from `a` and from `b` are the same.
+fn same_service_view(a: &Arc<Entry>, b: &Arc<Entry>) -> bool {
+    let (x, y) = (&a.instance, &b.instance);
+    Arc::ptr_eq(a, b)
+        || (x.key.id == y.key.id
+            && x.address == y.address
+            && x.port == y.port
+            && x.priority == y.priority
+            && x.weight == y.weight
+            && x.tags == y.tags)
+}
+
 impl Builder {
     /// Brings the table in line with the whole snapshot (start-up).
     pub fn set_all(&mut self, statics: &Statics, snap: &Snapshot) {
@@ -65,47 +99,114 @@ impl Builder {
         }
     }
 
-    /// Replaces everything `svc` contributes with what `instances` (none: deregistered) make.
+    /// Replaces what `svc` contributes with what `instances` (none: deregistered) make. Only
+    /// the names whose inputs changed are rebuilt: a health change rebuilds the service-level
+    /// answers, and only when the set of in-service instances changed.
     pub fn set_service(
         &mut self,
         statics: &Statics,
         svc: &ServiceName,
         instances: Option<&ServiceInstances>,
     ) {
+        let s = &statics.settings;
+        let instances = instances.filter(|i| !i.is_empty());
+        let mut old = self.produced.remove(svc).unwrap_or_default();
+        let ttl = instances.map_or(s.ttl, |i| service_ttl(s, i));
+        let rebuild_all = ttl != old.ttl;
         let mut touched: BTreeSet<IpAddr> = BTreeSet::new();
-        if let Some(old) = self.produced.remove(svc) {
+        let mut produced = Produced {
+            ttl,
+            instances: HashMap::with_capacity_and_hasher(
+                instances.map_or(0, |i| i.len()),
+                Default::default(),
+            ),
+            ..Produced::default()
+        };
+
+        // Each instance's own names.
+        for (id, e) in instances.into_iter().flatten() {
+            let built = match old.instances.remove(id) {
+                Some(b) if !rebuild_all && same_own_names(&b.entry, e) => Built {
+                    entry: e.clone(),
+                    name: b.name,
+                },
+                prev => {
+                    if let Some(b) = prev {
+                        self.remove_instance(statics, b, &mut touched);
+                    }
+                    self.add_instance(statics, svc.as_str(), e, ttl, &mut touched)
+                }
+            };
+            produced.instances.insert(id.clone(), built);
+        }
+        for (_, b) in old.instances.drain() {
+            self.remove_instance(statics, b, &mut touched);
+        }
+
+        // The service-level names.
+        let healthy: Vec<Arc<Entry>> = instances
+            .into_iter()
+            .flatten()
+            .map(|(_, e)| e)
+            .filter(|e| e.in_service(s.include_warning))
+            .cloned()
+            .collect();
+        let unchanged = !rebuild_all
+            && healthy.len() == old.healthy.len()
+            && healthy
+                .iter()
+                .zip(&old.healthy)
+                .all(|(a, b)| same_service_view(a, b));
+        if unchanged {
+            produced.names = std::mem::take(&mut old.names);
+        } else {
             for name in &old.names {
                 self.remove_name(statics, name);
             }
-            for (addr, target) in old.addresses {
-                if let Some(set) = self.reverse.get_mut(&addr) {
-                    set.remove(&target);
-                }
-                touched.insert(addr);
-            }
-        }
-        if let Some(instances) = instances.filter(|i| !i.is_empty()) {
-            let (nodes, addresses) = build_service(&statics.settings, svc.as_str(), instances);
-            let mut produced = Produced {
-                names: Vec::with_capacity(nodes.len()),
-                addresses,
-            };
-            for (name, node) in nodes {
-                self.insert_name(statics, name.clone(), node);
+            let refs: Vec<&Entry> = healthy.iter().map(|e| &**e).collect();
+            for (name, node) in build_service_names(s, svc.as_str(), &refs, ttl) {
+                self.insert_name(statics, &name, node);
                 produced.names.push(name);
             }
-            for (addr, target) in &produced.addresses {
-                self.reverse
-                    .entry(*addr)
-                    .or_default()
-                    .insert(target.clone());
-                touched.insert(*addr);
-            }
-            self.produced.insert(svc.clone(), produced);
         }
+        produced.healthy = healthy;
+
         for addr in touched {
             self.refresh_reverse(statics, addr);
         }
+        if !produced.instances.is_empty() {
+            self.produced.insert(svc.clone(), produced);
+        }
+    }
+
+    /// Adds an instance's own name and its address's PTR target.
+    fn add_instance(
+        &mut self,
+        statics: &Statics,
+        svc: &str,
+        e: &Arc<Entry>,
+        ttl: u32,
+        touched: &mut BTreeSet<IpAddr>,
+    ) -> Built {
+        let (name, node) = instance_node(&statics.settings.domain, svc, &e.instance, ttl);
+        self.insert_name(statics, &name, node);
+        let addr = e.instance.address;
+        self.reverse.entry(addr).or_default().insert(name.clone());
+        touched.insert(addr);
+        Built {
+            entry: e.clone(),
+            name,
+        }
+    }
+
+    /// Takes out what `add_instance` put in.
+    fn remove_instance(&mut self, statics: &Statics, b: Built, touched: &mut BTreeSet<IpAddr>) {
+        self.remove_name(statics, &b.name);
+        let addr = b.entry.instance.address;
+        if let Some(set) = self.reverse.get_mut(&addr) {
+            set.remove(&b.name);
+        }
+        touched.insert(addr);
     }
 
     /// The table readers get: statics plus the current dynamic map (shared, not copied).
@@ -127,16 +228,18 @@ impl Builder {
             .take_while(move |s| s.len() > d)
     }
 
-    fn insert_name(&mut self, statics: &Statics, name: Box<[u8]>, node: Node) {
-        let within = names::is_within(&name, &statics.settings.domain);
-        self.dynamic.insert(name.clone(), Arc::new(node));
-        if !within {
+    fn insert_name(&mut self, statics: &Statics, name: &[u8], node: Node) {
+        self.dynamic.insert(name.into(), Arc::new(node));
+        if !names::is_within(name, &statics.settings.domain) {
             return;
         }
-        for anc in Self::ancestors(statics, &name) {
-            let count = self.below.entry(anc.into()).or_insert(0);
-            *count += 1;
-            if *count == 1 && !self.dynamic.contains_key(anc) && !statics.names.contains_key(anc) {
+        for anc in Self::ancestors(statics, name) {
+            if let Some(count) = self.below.get_mut(anc) {
+                *count += 1;
+                continue;
+            }
+            self.below.insert(anc.into(), 1);
+            if !self.dynamic.contains_key(anc) && !statics.names.contains_key(anc) {
                 self.dynamic.insert(anc.into(), empty_non_terminal());
             }
         }
@@ -181,75 +284,74 @@ impl Builder {
                     zone: statics.reverse_zones[usize::from(addr.is_ipv6())],
                     rrsets: vec![RRSet::fixed(PTR, statics.settings.ttl, recs)],
                 };
-                self.dynamic.insert(key, Arc::new(node));
+                self.dynamic.insert(key.into(), Arc::new(node));
             }
             _ => {
                 self.reverse.remove(&addr);
-                self.dynamic.remove(&key);
+                self.dynamic.remove(&key[..]);
             }
         }
     }
 }
 
-/// Every name one service answers for, and its (address, instance name) pairs.
-#[allow(clippy::type_complexity)]
-fn build_service(
-    s: &table::Settings,
-    svc: &str,
-    instances: &ServiceInstances,
-) -> (Vec<(Box<[u8]>, Node)>, Vec<(IpAddr, Box<[u8]>)>) {
-    let d = &s.domain[..];
-    let ttl = instances
+/// The TTL of every answer of a service: the smallest any of its instances asks for.
+fn service_ttl(s: &table::Settings, instances: &ServiceInstances) -> u32 {
+    instances
         .values()
         .filter_map(|e| e.instance.ttl)
         .min()
-        .unwrap_or(s.ttl);
-    let mut nodes = Vec::with_capacity(instances.len() + 4);
-    let mut addresses = Vec::with_capacity(instances.len());
-    for e in instances.values() {
-        let i = &e.instance;
-        let target = names::instance(i.key.id.as_str(), svc, d);
-        let mut rrsets = vec![RRSet::fixed(
-            addr_type(i.address),
-            ttl,
-            vec![addr_rec(i.address)],
-        )];
-        if !i.meta.is_empty() {
-            let recs = i
-                .meta
-                .iter()
-                .map(|(k, v)| {
-                    let kv = format!("{k}={v}");
-                    let mut r = Vec::with_capacity(kv.len() + 1);
-                    r.push(kv.len() as u8); // validated to fit 255 bytes
-                    r.extend_from_slice(kv.as_bytes());
-                    Rec {
-                        rdata: r.into_boxed_slice(),
-                        glue: None,
-                    }
-                })
-                .collect();
-            rrsets.push(RRSet::fixed(TXT, ttl, recs));
-        }
-        addresses.push((i.address, target.clone()));
-        nodes.push((target, Node { zone: 0, rrsets }));
+        .unwrap_or(s.ttl)
+}
+
+/// An instance's own name and node: its address, and its metadata as TXT.
+fn instance_node(d: &[u8], svc: &str, i: &Instance, ttl: u32) -> (Box<[u8]>, Node) {
+    let target = names::instance(i.key.id.as_str(), svc, d);
+    let mut rrsets = vec![RRSet::fixed(
+        addr_type(i.address),
+        ttl,
+        vec![addr_rec(i.address)],
+    )];
+    if !i.meta.is_empty() {
+        let recs = i
+            .meta
+            .iter()
+            .map(|(k, v)| {
+                let kv = format!("{k}={v}");
+                let mut r = Vec::with_capacity(kv.len() + 1);
+                r.push(kv.len() as u8); // validated to fit 255 bytes
+                r.extend_from_slice(kv.as_bytes());
+                Rec {
+                    rdata: r.into_boxed_slice(),
+                    glue: None,
+                }
+            })
+            .collect();
+        rrsets.push(RRSet::fixed(TXT, ttl, recs));
     }
-    let healthy: Vec<&Entry> = instances
-        .values()
-        .map(|e| &**e)
-        .filter(|e| e.in_service(s.include_warning))
-        .collect();
+    (target, Node { zone: 0, rrsets })
+}
+
+/// The service-level names of a service whose in-service instances are `healthy`: the
+/// service name, its RFC 2782 forms, and per tag the tagged forms. None when none is healthy.
+fn build_service_names(
+    s: &table::Settings,
+    svc: &str,
+    healthy: &[&Entry],
+    ttl: u32,
+) -> Vec<(Box<[u8]>, Node)> {
+    let d = &s.domain[..];
+    let mut nodes = Vec::new();
     if healthy.is_empty() {
-        return (nodes, addresses);
+        return nodes;
     }
     nodes.push((
         names::service(svc, d),
-        service_node(svc, d, &healthy, ttl, true),
+        service_node(svc, d, healthy, ttl, true),
     ));
     for proto in ["tcp", "udp"] {
         nodes.push((
             names::rfc2782(svc, proto, d),
-            service_node(svc, d, &healthy, ttl, false),
+            service_node(svc, d, healthy, ttl, false),
         ));
     }
     let tags: BTreeSet<&str> = healthy
@@ -274,7 +376,7 @@ fn build_service(
             ));
         }
     }
-    (nodes, addresses)
+    nodes
 }
 
 #[cfg(test)]
@@ -320,7 +422,7 @@ mod tests {
     }
 
     /// Names and, per name, its record sets (type and RDATA), in a comparable form.
-    type Contents = BTreeMap<String, Vec<(u16, Vec<Vec<u8>>)>>;
+    type Contents = BTreeMap<String, Vec<(u16, u32, Vec<Vec<u8>>)>>;
 
     fn contents(t: &Table) -> Contents {
         t.dynamic
@@ -332,6 +434,7 @@ mod tests {
                     .map(|s| {
                         (
                             s.rtype,
+                            s.ttl,
                             s.records.iter().map(|r| r.rdata.to_vec()).collect(),
                         )
                     })
@@ -357,7 +460,7 @@ mod tests {
         let services = ["web", "api", "db"];
         let tags = ["blue", "green", "tcp"];
         let mut seed = 0x5eed_u64;
-        for step in 0..400 {
+        for step in 0..1000 {
             let svc = services[(rng(&mut seed) % 3) as usize];
             let id = format!("i{}", rng(&mut seed) % 4);
             // Addresses repeat across services, so PTR sets are shared.
@@ -381,10 +484,16 @@ mod tests {
                 } else {
                     Status::Passing
                 };
-                insts.insert(
-                    InstanceId::parse(&id).unwrap(),
-                    entry(svc, &id, &addr, &t, status),
-                );
+                // Vary every input of the names too: port, TTL, metadata.
+                let mut e = (*entry(svc, &id, &addr, &t, status)).clone();
+                e.instance.port = 8000 + (rng(&mut seed) % 2) as u16;
+                e.instance.ttl = rng(&mut seed).is_multiple_of(5).then_some(5);
+                if rng(&mut seed).is_multiple_of(3) {
+                    e.instance
+                        .meta
+                        .insert("v".into(), (rng(&mut seed) % 2).to_string());
+                }
+                insts.insert(InstanceId::parse(&id).unwrap(), Arc::new(e));
             }
             if insts.is_empty() {
                 snap.services.remove(&name);

@@ -97,8 +97,10 @@ pub type NameHasher = foldhash::fast::RandomState;
 /// Static names: built once, never changed.
 pub type StaticNames = HashMap<Box<[u8]>, Node, NameHasher>;
 /// The registry's names: persistent, shared between successive tables.
+/// Keys are `Arc<[u8]>` rather than `Box<[u8]>`: a change copies the map nodes on its path,
+/// and copying a node clones every key in it, which for boxes is an allocation each.
 pub type DynamicNames =
-    imbl::GenericHashMap<Box<[u8]>, Arc<Node>, NameHasher, imbl::shared_ptr::DefaultSharedPtr>;
+    imbl::GenericHashMap<Arc<[u8]>, Arc<Node>, NameHasher, imbl::shared_ptr::DefaultSharedPtr>;
 
 /// A zone signpost is authoritative for.
 #[derive(Debug)]

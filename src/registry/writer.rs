@@ -14,9 +14,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Changed, Command, Entry, Op, Registry, RegistryError, Reply, Snapshot, View};
+use super::{
+    Changed, Command, Entry, Op, Registry, RegistryError, Reply, ServiceInstances, Snapshot, View,
+};
 use crate::health::timers::Deadlines;
-use crate::model::{CheckKind, Health, Instance, InstanceKey, Maintenance, Status};
+use crate::model::{CheckKind, Health, Instance, InstanceKey, Maintenance, ServiceName, Status};
 use crate::store::{Backend, Change, Loaded, StoreError};
 
 /// Most commands applied and committed together. Bounds the latency a batch adds and the
@@ -105,6 +107,10 @@ impl Writer {
         let mut ttl = Deadlines::default();
         let mut reap = Deadlines::default();
         let start = Instant::now();
+        // Built service by service and published whole: inserting one by one through
+        // `Snapshot::set` would copy a service's map for every instance.
+        let mut services: std::collections::HashMap<ServiceName, ServiceInstances> =
+            std::collections::HashMap::new();
         for inst in loaded.instances {
             if let Some(d) = ttl_of(&inst) {
                 ttl.set(inst.key.clone(), start + d);
@@ -116,8 +122,15 @@ impl Writer {
                 health,
             };
             sync_reap(&mut reap, &entry);
-            snapshot.set(&key, Some(Arc::new(entry)));
+            services
+                .entry(key.service)
+                .or_default()
+                .insert(key.id, Arc::new(entry));
         }
+        snapshot.services = services
+            .into_iter()
+            .map(|(name, instances)| (name, Arc::new(instances)))
+            .collect();
         for v in &views {
             v.publish(&snapshot, Changed::All);
         }
