@@ -16,8 +16,8 @@ use super::names;
 /// (not SipHash, which was a visible share of start-up) is safe.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use super::table::{
-    self, DynamicNames, Node, PTR, RRSet, Rec, Statics, TXT, Table, addr_rec, addr_type,
-    service_node,
+    self, DynamicNames, Member, Node, PTR, RRSet, Rec, Statics, TXT, Table, addr_rec, addr_type,
+    service_node, srv_rec,
 };
 use crate::model::{Instance, InstanceId, ServiceName};
 use crate::registry::{Entry, ServiceInstances, Snapshot};
@@ -27,6 +27,14 @@ use crate::registry::{Entry, ServiceInstances, Snapshot};
 struct Built {
     entry: Arc<Entry>,
     name: Box<[u8]>,
+    /// Its address record and SRV record, shared by the service-level answers.
+    addr: Rec,
+    srv: Rec,
+}
+
+/// Whether the SRV record built from `a` still holds for `b` (same instance name).
+fn same_srv(a: &Instance, b: &Instance) -> bool {
+    a.port == b.port && a.priority == b.priority && a.weight == b.weight
 }
 
 /// What one service put into the table, so its next change can take out only what changed.
@@ -126,10 +134,13 @@ impl Builder {
         // Each instance's own names.
         for (id, e) in instances.into_iter().flatten() {
             let built = match old.instances.remove(id) {
-                Some(b) if !rebuild_all && same_own_names(&b.entry, e) => Built {
-                    entry: e.clone(),
-                    name: b.name,
-                },
+                Some(mut b) if !rebuild_all && same_own_names(&b.entry, e) => {
+                    if !same_srv(&b.entry.instance, &e.instance) {
+                        b.srv = srv_rec(svc.as_str(), &s.domain, &e.instance, &b.addr);
+                    }
+                    b.entry = e.clone();
+                    b
+                }
                 prev => {
                     if let Some(b) = prev {
                         self.remove_instance(statics, b, &mut touched);
@@ -144,31 +155,41 @@ impl Builder {
         }
 
         // The service-level names.
-        let healthy: Vec<Arc<Entry>> = instances
+        let healthy: Vec<&Built> = instances
             .into_iter()
             .flatten()
-            .map(|(_, e)| e)
-            .filter(|e| e.in_service(s.include_warning))
-            .cloned()
+            .filter(|(_, e)| e.in_service(s.include_warning))
+            .map(|(id, _)| &produced.instances[id])
             .collect();
         let unchanged = !rebuild_all
             && healthy.len() == old.healthy.len()
             && healthy
                 .iter()
                 .zip(&old.healthy)
-                .all(|(a, b)| same_service_view(a, b));
+                .all(|(a, b)| same_service_view(&a.entry, b));
+        let mut service_names = Vec::new();
         if unchanged {
-            produced.names = std::mem::take(&mut old.names);
+            service_names = std::mem::take(&mut old.names);
         } else {
             for name in &old.names {
                 self.remove_name(statics, name);
             }
-            let refs: Vec<&Entry> = healthy.iter().map(|e| &**e).collect();
-            for (name, node) in build_service_names(s, svc.as_str(), &refs, ttl) {
+            let members: Vec<Member<'_>> = healthy
+                .iter()
+                .map(|b| Member {
+                    address: b.entry.instance.address,
+                    tags: &b.entry.instance.tags,
+                    addr: &b.addr,
+                    srv: &b.srv,
+                })
+                .collect();
+            for (name, node) in build_service_names(s, svc.as_str(), &members, ttl) {
                 self.insert_name(statics, &name, node);
-                produced.names.push(name);
+                service_names.push(name);
             }
         }
+        let healthy: Vec<Arc<Entry>> = healthy.iter().map(|b| b.entry.clone()).collect();
+        produced.names = service_names;
         produced.healthy = healthy;
 
         for addr in touched {
@@ -188,7 +209,10 @@ impl Builder {
         ttl: u32,
         touched: &mut BTreeSet<IpAddr>,
     ) -> Built {
-        let (name, node) = instance_node(&statics.settings.domain, svc, &e.instance, ttl);
+        let d = &statics.settings.domain;
+        let (name, node) = instance_node(d, svc, &e.instance, ttl);
+        let addr_rec = node.rrsets[0].records[0].clone();
+        let srv = srv_rec(svc, d, &e.instance, &addr_rec);
         self.insert_name(statics, &name, node);
         let addr = e.instance.address;
         self.reverse.entry(addr).or_default().insert(name.clone());
@@ -196,6 +220,8 @@ impl Builder {
         Built {
             entry: e.clone(),
             name,
+            addr: addr_rec,
+            srv,
         }
     }
 
@@ -276,7 +302,7 @@ impl Builder {
                 let recs = targets
                     .iter()
                     .map(|t| Rec {
-                        rdata: t.clone(),
+                        rdata: t[..].into(),
                         glue: None,
                     })
                     .collect();
@@ -321,7 +347,7 @@ fn instance_node(d: &[u8], svc: &str, i: &Instance, ttl: u32) -> (Box<[u8]>, Nod
                 r.push(kv.len() as u8); // validated to fit 255 bytes
                 r.extend_from_slice(kv.as_bytes());
                 Rec {
-                    rdata: r.into_boxed_slice(),
+                    rdata: r.into(),
                     glue: None,
                 }
             })
@@ -336,7 +362,7 @@ fn instance_node(d: &[u8], svc: &str, i: &Instance, ttl: u32) -> (Box<[u8]>, Nod
 fn build_service_names(
     s: &table::Settings,
     svc: &str,
-    healthy: &[&Entry],
+    healthy: &[Member<'_>],
     ttl: u32,
 ) -> Vec<(Box<[u8]>, Node)> {
     let d = &s.domain[..];
@@ -344,35 +370,32 @@ fn build_service_names(
     if healthy.is_empty() {
         return nodes;
     }
-    nodes.push((
-        names::service(svc, d),
-        service_node(svc, d, healthy, ttl, true),
-    ));
+    let all: Vec<&Member<'_>> = healthy.iter().collect();
+    nodes.push((names::service(svc, d), service_node(&all, ttl, true)));
     for proto in ["tcp", "udp"] {
         nodes.push((
             names::rfc2782(svc, proto, d),
-            service_node(svc, d, healthy, ttl, false),
+            service_node(&all, ttl, false),
         ));
     }
     let tags: BTreeSet<&str> = healthy
         .iter()
-        .flat_map(|e| e.instance.tags.iter().map(|t| t.as_str()))
+        .flat_map(|m| m.tags.iter().map(|t| t.as_str()))
         .collect();
     for tag in tags {
-        let subset: Vec<&Entry> = healthy
+        let subset: Vec<&Member<'_>> = healthy
             .iter()
-            .copied()
-            .filter(|e| e.instance.tags.iter().any(|t| t.as_str() == tag))
+            .filter(|m| m.tags.iter().any(|t| t.as_str() == tag))
             .collect();
         nodes.push((
             names::tagged_service(tag, svc, d),
-            service_node(svc, d, &subset, ttl, true),
+            service_node(&subset, ttl, true),
         ));
         // `_svc._tcp` and `_svc._udp` are the protocol forms, never a tag filter.
         if tag != "tcp" && tag != "udp" {
             nodes.push((
                 names::rfc2782(svc, tag, d),
-                service_node(svc, d, &subset, ttl, false),
+                service_node(&subset, ttl, false),
             ));
         }
     }

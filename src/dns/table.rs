@@ -16,7 +16,6 @@ use hickory_proto::rr::RecordType;
 
 use super::names;
 use super::zonefile::StaticZone;
-use crate::registry::Entry;
 
 pub const A: u16 = 1;
 pub const NS: u16 = 2;
@@ -28,11 +27,11 @@ pub const AAAA: u16 = 28;
 pub const SRV: u16 = 33;
 
 /// One record's RDATA, and for an SRV record the address of its target (the glue).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Rec {
-    pub rdata: Box<[u8]>,
+    pub rdata: Arc<[u8]>,
     /// `(A or AAAA, address bytes)` of the SRV target, which is `rdata[6..]`.
-    pub glue: Option<(u16, Box<[u8]>)>,
+    pub glue: Option<(u16, Arc<[u8]>)>,
 }
 
 /// All records of one type at one name.
@@ -279,7 +278,10 @@ impl Statics {
                 .entry((name, rtype))
                 .or_insert_with(|| (zi, ttl, Vec::new()));
             e.1 = e.1.min(ttl);
-            e.2.push(Rec { rdata, glue: None });
+            e.2.push(Rec {
+                rdata: rdata.into(),
+                glue: None,
+            });
         }
         for ((name, rtype), (zi, ttl, recs)) in grouped {
             names
@@ -345,53 +347,55 @@ pub(super) fn addr_type(a: IpAddr) -> u16 {
 }
 
 pub(super) fn addr_rec(a: IpAddr) -> Rec {
-    let rdata: Box<[u8]> = match a {
-        IpAddr::V4(v) => Box::new(v.octets()),
-        IpAddr::V6(v) => Box::new(v.octets()),
+    let rdata: Arc<[u8]> = match a {
+        IpAddr::V4(v) => Arc::new(v.octets()),
+        IpAddr::V6(v) => Arc::new(v.octets()),
     };
     Rec { rdata, glue: None }
 }
 
-/// The record sets of a service name: SRV always, A and AAAA when `with_addresses`.
-/// Duplicate addresses (two instances on one host) appear once in A/AAAA.
-pub(super) fn service_node(
-    svc: &str,
-    d: &[u8],
-    healthy: &[&Entry],
-    ttl: u32,
-    with_addresses: bool,
-) -> Node {
+/// An in-service instance as the service-level answers use it: its address record and its
+/// SRV record (target = its instance name, glue = its address), built once per registration
+/// so a health change only clones (reference-counts) them.
+pub(super) struct Member<'a> {
+    pub address: IpAddr,
+    pub tags: &'a [crate::model::Tag],
+    pub addr: &'a Rec,
+    pub srv: &'a Rec,
+}
+
+/// The SRV record of an instance of `svc`: its priority, weight and port, its instance name
+/// as target, its address as glue.
+pub(super) fn srv_rec(svc: &str, d: &[u8], i: &crate::model::Instance, addr: &Rec) -> Rec {
+    let mut r = Vec::with_capacity(6 + 64);
+    r.extend_from_slice(&i.priority.to_be_bytes());
+    r.extend_from_slice(&i.weight.to_be_bytes());
+    r.extend_from_slice(&i.port.to_be_bytes());
+    r.extend_from_slice(&names::instance(i.key.id.as_str(), svc, d));
+    Rec {
+        rdata: r.into(),
+        glue: Some((addr_type(i.address), addr.rdata.clone())),
+    }
+}
+
+/// A service-level node: the members' A/AAAA (once per address, when `with_addresses`) and
+/// SRV records, both rotating.
+pub(super) fn service_node(members: &[&Member<'_>], ttl: u32, with_addresses: bool) -> Node {
     let mut rrsets = Vec::with_capacity(3);
     if with_addresses {
         for rtype in [A, AAAA] {
             let mut seen = BTreeSet::new();
-            let recs: Vec<Rec> = healthy
+            let recs: Vec<Rec> = members
                 .iter()
-                .map(|e| e.instance.address)
-                .filter(|a| addr_type(*a) == rtype && seen.insert(*a))
-                .map(addr_rec)
+                .filter(|m| addr_type(m.address) == rtype && seen.insert(m.address))
+                .map(|m| m.addr.clone())
                 .collect();
             if !recs.is_empty() {
                 rrsets.push(RRSet::rotating(rtype, ttl, recs));
             }
         }
     }
-    let srv = healthy
-        .iter()
-        .map(|e| {
-            let i = &e.instance;
-            let mut r = Vec::with_capacity(6 + 64);
-            r.extend_from_slice(&i.priority.to_be_bytes());
-            r.extend_from_slice(&i.weight.to_be_bytes());
-            r.extend_from_slice(&i.port.to_be_bytes());
-            r.extend_from_slice(&names::instance(i.key.id.as_str(), svc, d));
-            let glue = addr_rec(i.address);
-            Rec {
-                rdata: r.into_boxed_slice(),
-                glue: Some((addr_type(i.address), glue.rdata)),
-            }
-        })
-        .collect();
+    let srv = members.iter().map(|m| m.srv.clone()).collect();
     rrsets.push(RRSet::rotating(SRV, ttl, srv));
     Node { zone: 0, rrsets }
 }
