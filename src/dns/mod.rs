@@ -115,9 +115,16 @@ fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
         s.set_only_v6(true)?;
     }
     s.set_reuse_port(true)?;
+    // A larger receive queue than the default (~200 KiB, a few hundred datagrams) rides out a
+    // worker descheduled for a few milliseconds at tens of thousands of queries per second,
+    // as NSD and Unbound do; the kernel caps it at net.core.rmem_max, so it is best-effort.
+    let _ = s.set_recv_buffer_size(UDP_RECV_BUFFER);
     s.bind(&addr.into())?;
     Ok(s.into())
 }
+
+/// The receive buffer asked for each UDP socket.
+const UDP_RECV_BUFFER: usize = 4 << 20;
 
 /// The number of UDP workers per address: one per core.
 pub fn workers() -> usize {
