@@ -529,13 +529,19 @@ async fn static_zone_file_records() {
         );
     }
     // Negative answers inside the static zone carry its own SOA.
-    let (m, _) = s.udp("nope.example.test.", RecordType::A, None).await;
+    let (m, size) = s.udp("nope.example.test.", RecordType::A, None).await;
     assert_negative_in(
         &m,
         ResponseCode::NXDomain,
         "example.test.",
         "nope.example.test.",
     );
+    assert_eq!(values(&m.authorities), vec![soa.to_string()]);
+    // The SOA's names point at the apex in the question, as Knot and NSD write them:
+    // header 12 + question 23 + owner pointer 2 + type/class/TTL/length 10
+    // + `ns1` and a pointer 6 + `admin` and a pointer 8 + the numbers 20 = 81 bytes
+    // (105 with both names written in full).
+    assert_eq!(size, 81, "negative answer size");
     let (m, _) = s.udp("www.example.test.", RecordType::AAAA, None).await;
     assert_negative_in(&m, ResponseCode::NoError, "example.test.", "www AAAA");
     assert_eq!(values(&m.authorities), vec![soa.to_string()]);

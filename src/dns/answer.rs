@@ -132,6 +132,39 @@ impl<'b> Response<'b> {
         true
     }
 
+    /// Adds `zone`'s SOA to the authority section, owned by `owner`, with its MNAME and RNAME
+    /// compressed against the apex at `apex_at` in this message when they end with it.
+    pub fn authority_soa(
+        &mut self,
+        owner: Owner<'_>,
+        ttl: u32,
+        zone: &super::table::Zone,
+        apex_at: usize,
+    ) -> bool {
+        // Two names of at most 255 bytes and the 20 bytes of numbers.
+        let mut rdata = [0u8; 2 * 255 + 20];
+        let mut len = 0;
+        let soa = &zone.soa;
+        for n in &zone.soa_names {
+            match n.before_apex {
+                Some(before) if apex_at <= MAX_POINTER => {
+                    rdata[len..len + before].copy_from_slice(&soa[n.start..n.start + before]);
+                    len += before;
+                    rdata[len..len + 2].copy_from_slice(&(0xc000 | apex_at as u16).to_be_bytes());
+                    len += 2;
+                }
+                _ => {
+                    rdata[len..len + n.len].copy_from_slice(&soa[n.start..n.start + n.len]);
+                    len += n.len;
+                }
+            }
+        }
+        let numbers = &soa[zone.soa_names[1].start + zone.soa_names[1].len..];
+        rdata[len..len + numbers.len()].copy_from_slice(numbers);
+        len += numbers.len();
+        self.authority(owner, super::table::SOA, ttl, &rdata[..len])
+    }
+
     /// Adds an additional record if it fits; leaving it out does not set TC (RFC 2181 §9).
     pub fn additional(&mut self, owner: Owner<'_>, rtype: u16, ttl: u32, rdata: &[u8]) -> bool {
         if self.truncated || self.additional_full || !self.fits(Self::owner_len(&owner), rdata) {

@@ -11,7 +11,7 @@ use super::answer::{
 };
 use super::names::{self, MAX_NAME};
 use super::query;
-use super::table::{CNAME, Lookup, RRSet, SOA, SRV, Table, Zone};
+use super::table::{CNAME, Lookup, RRSet, SRV, Table, Zone};
 
 /// How the query arrived, which sets the size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,11 +149,11 @@ fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> Option
 fn negative(r: &mut Response<'_>, key: &[u8], zone: &Zone) {
     debug_assert!(names::is_within(key, &zone.apex), "a name's zone ends it");
     let at = 12 + key.len() - zone.apex.len();
-    r.authority(
+    r.authority_soa(
         Response::owner_at(at, &zone.apex),
-        SOA,
         zone.negative_ttl,
-        &zone.soa,
+        zone,
+        at,
     );
 }
 

@@ -110,6 +110,54 @@ pub struct Zone {
     pub soa: Box<[u8]>,
     /// TTL of the SOA in negative answers (RFC 2308: the lesser of its TTL and minimum).
     pub negative_ttl: u32,
+    /// For the SOA's MNAME and RNAME: where each lies in `soa` and, when it ends with the
+    /// apex, how many bytes precede the apex (so a negative answer can point the rest at
+    /// the apex already in the question, as Knot and NSD compress it).
+    pub soa_names: [SoaName; 2],
+}
+
+/// One domain name inside SOA RDATA (see `Zone::soa_names`).
+#[derive(Debug, Clone, Copy)]
+pub struct SoaName {
+    pub start: usize,
+    pub len: usize,
+    /// Bytes before the apex suffix, if the name ends with the apex.
+    pub before_apex: Option<usize>,
+}
+
+impl Zone {
+    pub fn new(apex: Box<[u8]>, soa: Box<[u8]>, negative_ttl: u32) -> Self {
+        let mut soa_names = [SoaName {
+            start: 0,
+            len: 0,
+            before_apex: None,
+        }; 2];
+        let mut at = 0;
+        for n in &mut soa_names {
+            let start = at;
+            // Uncompressed wire labels up to the root label (zone-file and synthesized SOAs).
+            while at < soa.len() && soa[at] != 0 {
+                at += 1 + soa[at] as usize;
+            }
+            at = (at + 1).min(soa.len());
+            let name = &soa[start..at];
+            let before_apex = (name.len() >= apex.len()
+                && name[name.len() - apex.len()..].eq_ignore_ascii_case(&apex)
+                && names::is_within(&name.to_ascii_lowercase(), &apex))
+            .then(|| name.len() - apex.len());
+            *n = SoaName {
+                start,
+                len: name.len(),
+                before_apex,
+            };
+        }
+        Self {
+            apex,
+            soa,
+            negative_ttl,
+            soa_names,
+        }
+    }
 }
 
 /// Answer settings from `[dns]`.
@@ -228,11 +276,11 @@ impl Statics {
                 settings.ttl,
             ),
         };
-        zones.push(Zone {
-            apex: settings.domain.clone(),
-            soa: soa.clone(),
-            negative_ttl: settings.negative_ttl,
-        });
+        zones.push(Zone::new(
+            settings.domain.clone(),
+            soa.clone(),
+            settings.negative_ttl,
+        ));
         apexes.push((settings.domain.clone(), 0));
         let mut records: Vec<Loose> = Vec::new();
         if own.is_none() {
@@ -245,11 +293,11 @@ impl Statics {
                 0
             } else {
                 let s = z.soa();
-                zones.push(Zone {
-                    apex: z.apex.clone(),
-                    soa: s.rdata.clone(),
-                    negative_ttl: s.ttl.min(soa_minimum(&s.rdata)),
-                });
+                zones.push(Zone::new(
+                    z.apex.clone(),
+                    s.rdata.clone(),
+                    s.ttl.min(soa_minimum(&s.rdata)),
+                ));
                 apexes.push((z.apex.clone(), zones.len() - 1));
                 zones.len() - 1
             };
@@ -264,11 +312,11 @@ impl Statics {
         }
         let mut reverse_zones = [0; 2];
         for (slot, apex) in reverse_zones.iter_mut().zip(["in-addr.arpa.", "ip6.arpa."]) {
-            zones.push(Zone {
-                apex: names::from_dotted(apex).expect("a valid name"),
-                soa: zones[0].soa.clone(),
-                negative_ttl: settings.negative_ttl,
-            });
+            zones.push(Zone::new(
+                names::from_dotted(apex).expect("a valid name"),
+                zones[0].soa.clone(),
+                settings.negative_ttl,
+            ));
             *slot = zones.len() - 1;
         }
         // Group into record sets, in file order within a set.
