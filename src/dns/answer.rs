@@ -132,15 +132,10 @@ impl<'b> Response<'b> {
         true
     }
 
-    /// Adds `zone`'s SOA to the authority section, owned by `owner`, with its MNAME and RNAME
-    /// compressed against the apex at `apex_at` in this message when they end with it.
-    pub fn authority_soa(
-        &mut self,
-        owner: Owner<'_>,
-        ttl: u32,
-        zone: &super::table::Zone,
-        apex_at: usize,
-    ) -> bool {
+    /// Adds `zone`'s SOA with its negative TTL to the authority section (a negative answer),
+    /// owned by the apex at `apex_at` in this message, its MNAME and RNAME compressed against
+    /// that apex when they end with it.
+    pub fn negative_soa(&mut self, zone: &super::table::Zone, apex_at: usize) -> bool {
         // Two names of at most 255 bytes and the 20 bytes of numbers.
         let mut rdata = [0u8; 2 * 255 + 20];
         let mut len = 0;
@@ -162,7 +157,12 @@ impl<'b> Response<'b> {
         let numbers = &soa[zone.soa_names[1].start + zone.soa_names[1].len..];
         rdata[len..len + numbers.len()].copy_from_slice(numbers);
         len += numbers.len();
-        self.authority(owner, super::table::SOA, ttl, &rdata[..len])
+        self.authority(
+            Self::owner_at(apex_at, &zone.apex),
+            super::table::SOA,
+            zone.negative_ttl,
+            &rdata[..len],
+        )
     }
 
     /// Adds an additional record if it fits; leaving it out does not set TC (RFC 2181 §9).

@@ -11,16 +11,16 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::names;
-
-/// The builder's own maps: keys are names and addresses it made itself, so a fast hash
-/// (not SipHash, which was a visible share of start-up) is safe.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use super::table::{
     self, DynamicNames, Member, Node, PTR, RRSet, Rec, Statics, TXT, Table, addr_rec, addr_type,
     service_node, srv_rec,
 };
 use crate::model::{Instance, InstanceId, ServiceName};
 use crate::registry::{Entry, ServiceInstances, Snapshot};
+
+/// The builder's own maps: keys are names and addresses it made itself, so a fast hash
+/// (not SipHash, which was a visible share of start-up) is safe.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// One instance's own names (its instance name, and its address's PTR), and what they were
 /// built from, so a change that leaves them alone (a health change) does not rebuild them.
@@ -210,9 +210,9 @@ impl Builder {
         touched: &mut BTreeSet<IpAddr>,
     ) -> Built {
         let d = &statics.settings.domain;
-        let (name, node) = instance_node(d, svc, &e.instance, ttl);
-        let addr_rec = node.rrsets[0].records[0].clone();
+        let addr_rec = addr_rec(e.instance.address);
         let srv = srv_rec(svc, d, &e.instance, &addr_rec);
+        let (name, node) = instance_node(d, svc, &e.instance, ttl, &addr_rec);
         self.insert_name(statics, &name, node);
         let addr = e.instance.address;
         self.reverse.entry(addr).or_default().insert(name.clone());
@@ -329,14 +329,11 @@ fn service_ttl(s: &table::Settings, instances: &ServiceInstances) -> u32 {
         .unwrap_or(s.ttl)
 }
 
-/// An instance's own name and node: its address, and its metadata as TXT.
-fn instance_node(d: &[u8], svc: &str, i: &Instance, ttl: u32) -> (Box<[u8]>, Node) {
+/// An instance's own name and node: its address (`addr`, shared with the service-level
+/// answers), and its metadata as TXT.
+fn instance_node(d: &[u8], svc: &str, i: &Instance, ttl: u32, addr: &Rec) -> (Box<[u8]>, Node) {
     let target = names::instance(i.key.id.as_str(), svc, d);
-    let mut rrsets = vec![RRSet::fixed(
-        addr_type(i.address),
-        ttl,
-        vec![addr_rec(i.address)],
-    )];
+    let mut rrsets = vec![RRSet::fixed(addr_type(i.address), ttl, vec![addr.clone()])];
     if !i.meta.is_empty() {
         let recs = i
             .meta

@@ -148,13 +148,7 @@ fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> Option
 /// question, whose name ends with the apex. Its TTL is the negative TTL (RFC 2308).
 fn negative(r: &mut Response<'_>, key: &[u8], zone: &Zone) {
     debug_assert!(names::is_within(key, &zone.apex), "a name's zone ends it");
-    let at = 12 + key.len() - zone.apex.len();
-    r.authority_soa(
-        Response::owner_at(at, &zone.apex),
-        zone.negative_ttl,
-        zone,
-        at,
-    );
+    r.negative_soa(zone, 12 + key.len() - zone.apex.len());
 }
 
 /// Writes one record set from its round-robin start (capped by `dns.max_answers` for service

@@ -141,10 +141,8 @@ impl Zone {
             }
             at = (at + 1).min(soa.len());
             let name = &soa[start..at];
-            let before_apex = (name.len() >= apex.len()
-                && name[name.len() - apex.len()..].eq_ignore_ascii_case(&apex)
-                && names::is_within(&name.to_ascii_lowercase(), &apex))
-            .then(|| name.len() - apex.len());
+            let before_apex = names::is_within(&name.to_ascii_lowercase(), &apex)
+                .then(|| name.len() - apex.len());
             *n = SoaName {
                 start,
                 len: name.len(),
