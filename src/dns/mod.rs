@@ -33,7 +33,7 @@ use zonefile::ZoneError;
 pub struct DnsView {
     statics: Statics,
     /// The dynamic names, updated per changed service. Locked only by the registry writer
-    /// (in `publish`); queries never touch it.
+    /// (in `publish`); queries never touch it, they read the table it last published.
     builder: std::sync::Mutex<dynamic::Builder>,
     /// The table queries read. Stored by the registry writer (via `publish`), loaded by every
     /// query; readers never wait for writers.
@@ -60,7 +60,7 @@ impl DnsView {
             .unwrap_or(1);
         let statics = Statics::new(settings, &zones, serial);
         let builder = dynamic::Builder::default();
-        let table = ArcSwap::from_pointee(builder.table(&statics));
+        let table = ArcSwap::from_pointee(dynamic::Builder::empty_table(&statics));
         Ok(Arc::new(Self {
             statics,
             builder: std::sync::Mutex::new(builder),
@@ -87,7 +87,7 @@ impl View for DnsView {
                 }
             }
         }
-        self.table.store(Arc::new(b.table(&self.statics)));
+        b.publish(&self.statics, |t| self.table.swap(t));
     }
 }
 

@@ -2,8 +2,8 @@
 //! sets, rebuilt from each registry `Snapshot` and read lock-free by the query path.
 //!
 //! Static zones are parsed once into a shared map (`Statics`); the registry's names (service,
-//! tag, RFC 2782, instance, reverse) live in a persistent map that `dynamic::Builder` updates
-//! per changed service. A query is one hash lookup in each; a miss walks the name's suffixes
+//! tag, RFC 2782, instance, reverse) live in a hash map that `dynamic::Builder` keeps in two
+//! copies, one read by queries and one it writes, swapped on every publish. A query is one hash lookup in each; a miss walks the name's suffixes
 //! against the few zone apexes to choose NXDOMAIN or REFUSED, so a miss costs no more than a
 //! hit whatever the registry's size.
 
@@ -95,11 +95,9 @@ impl Node {
 pub type NameHasher = foldhash::fast::RandomState;
 /// Static names: built once, never changed.
 pub type StaticNames = HashMap<Box<[u8]>, Node, NameHasher>;
-/// The registry's names: persistent, shared between successive tables.
-/// Keys are `Arc<[u8]>` rather than `Box<[u8]>`: a change copies the map nodes on its path,
-/// and copying a node clones every key in it, which for boxes is an allocation each.
-pub type DynamicNames =
-    imbl::GenericHashMap<Arc<[u8]>, Arc<Node>, NameHasher, imbl::shared_ptr::DefaultSharedPtr>;
+/// The registry's names. Keys and nodes are reference-counted: the builder's two copies of
+/// the map (`dynamic::Builder`) and its change log share them.
+pub type DynamicNames = HashMap<Arc<[u8]>, Arc<Node>, NameHasher>;
 
 /// A zone signpost is authoritative for.
 #[derive(Debug)]
@@ -193,14 +191,13 @@ pub enum Lookup<'a> {
 }
 
 /// One immutable table, answering for one snapshot.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Table {
     pub settings: Settings,
     pub(super) zones: Arc<Vec<Zone>>,
     pub(super) apexes: Arc<Vec<(Box<[u8]>, usize)>>,
     pub(super) statics: Arc<StaticNames>,
-    /// The registry's names: a persistent map shared with the builder, so publishing a
-    /// change copies only the paths to the nodes it touched (`dynamic::Builder`).
+    /// The registry's names (`dynamic::Builder`).
     pub(super) dynamic: DynamicNames,
 }
 
