@@ -13,6 +13,7 @@
 //! - `dns`: the name table, protocol policy, response writer, UDP/TCP transports.
 //! - `http`: the axum API.
 //! - `lifecycle`: signals and ordered shutdown.
+//! - `memory`: freed start-up memory handed back to the system.
 //!
 //! `start` wires them; `check_config` validates a config and its zone files.
 
@@ -21,6 +22,7 @@ pub mod dns;
 pub mod health;
 pub mod http;
 pub mod lifecycle;
+mod memory;
 pub mod model;
 pub mod registry;
 pub mod store;
@@ -114,6 +116,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let checker = Arc::new(health::checker::Supervisor::default());
     let (registry, writer) =
         Registry::open(Arc::new(backend), vec![view.clone(), checker.clone()])?;
+    memory::release_free_memory();
     // Not in the tracker: the writer serves until `Running::wait` flushes it, after every
     // tracked task (and HTTP) has drained.
     let writer = tokio::spawn(writer.run(shutdown.clone()));

@@ -33,7 +33,8 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 /// built from, so a change that leaves them alone (a health change) does not rebuild them.
 struct Built {
     entry: Arc<Entry>,
-    name: Box<[u8]>,
+    /// Its instance name; the same allocation keys the table and its address's PTR set.
+    name: Arc<[u8]>,
     /// Its address record and SRV record, shared by the service-level answers.
     addr: Rec,
     srv: Rec,
@@ -49,10 +50,12 @@ fn same_srv(a: &Instance, b: &Instance) -> bool {
 struct Produced {
     /// The TTL every name of the service was built with.
     ttl: u32,
-    instances: HashMap<InstanceId, Built>,
+    /// By id, in id order (the order of `ServiceInstances`). A sorted vector rather than a
+    /// map: services are small, and a map per service cost ~1 KiB each at 25,000 services.
+    instances: Vec<(InstanceId, Built)>,
     /// Service-level owner names (service, RFC 2782, tag forms), present while any instance
     /// is in service.
-    names: Vec<Box<[u8]>>,
+    names: Vec<Arc<[u8]>>,
     /// The in-service instances those names were built from, in id order.
     healthy: Vec<Arc<Entry>>,
 }
@@ -76,8 +79,9 @@ pub struct Builder {
     /// else is there).
     below: HashMap<Box<[u8]>, usize>,
     produced: HashMap<ServiceName, Produced>,
-    /// Instance names per registered address, across services.
-    reverse: HashMap<IpAddr, BTreeSet<Box<[u8]>>>,
+    /// Instance names per registered address, across services: sorted, without repeats (the
+    /// PTR order). Usually one name, so a vector rather than a set.
+    reverse: HashMap<IpAddr, Vec<Arc<[u8]>>>,
 }
 
 fn empty_non_terminal() -> Arc<Node> {
@@ -246,16 +250,18 @@ impl Builder {
         let mut touched: BTreeSet<IpAddr> = BTreeSet::new();
         let mut produced = Produced {
             ttl,
-            instances: HashMap::with_capacity_and_hasher(
-                instances.map_or(0, |i| i.len()),
-                Default::default(),
-            ),
+            instances: Vec::with_capacity(instances.map_or(0, |i| i.len())),
             ..Produced::default()
         };
 
-        // Each instance's own names.
+        // Each instance's own names: a merge of the old and new lists, both in id order.
+        let mut previous = std::mem::take(&mut old.instances).into_iter().peekable();
         for (id, e) in instances.into_iter().flatten() {
-            let built = match old.instances.remove(id) {
+            while let Some((_, b)) = previous.next_if(|(old_id, _)| old_id < id) {
+                self.remove_instance(statics, b, &mut touched);
+            }
+            let prev = previous.next_if(|(old_id, _)| old_id == id).map(|(_, b)| b);
+            let built = match prev {
                 Some(mut b) if !rebuild_all && same_own_names(&b.entry, e) => {
                     if !same_srv(&b.entry.instance, &e.instance) {
                         b.srv = srv_rec(svc.as_str(), &s.domain, &e.instance, &b.addr);
@@ -270,18 +276,18 @@ impl Builder {
                     self.add_instance(statics, svc.as_str(), e, ttl, &mut touched)
                 }
             };
-            produced.instances.insert(id.clone(), built);
+            produced.instances.push((id.clone(), built));
         }
-        for (_, b) in old.instances.drain() {
+        for (_, b) in previous {
             self.remove_instance(statics, b, &mut touched);
         }
 
         // The service-level names.
-        let healthy: Vec<&Built> = instances
-            .into_iter()
-            .flatten()
-            .filter(|(_, e)| e.in_service(s.include_warning))
-            .map(|(id, _)| &produced.instances[id])
+        let healthy: Vec<&Built> = produced
+            .instances
+            .iter()
+            .map(|(_, b)| b)
+            .filter(|b| b.entry.in_service(s.include_warning))
             .collect();
         let unchanged = !rebuild_all
             && healthy.len() == old.healthy.len()
@@ -306,7 +312,8 @@ impl Builder {
                 })
                 .collect();
             for (name, node) in build_service_names(s, svc.as_str(), &members, ttl) {
-                self.insert_name(statics, &name, node);
+                let name: Arc<[u8]> = name.into();
+                self.insert_name(statics, name.clone(), node);
                 service_names.push(name);
             }
         }
@@ -335,9 +342,13 @@ impl Builder {
         let addr_rec = addr_rec(e.instance.address);
         let srv = srv_rec(svc, d, &e.instance, &addr_rec);
         let (name, node) = instance_node(d, svc, &e.instance, ttl, &addr_rec);
-        self.insert_name(statics, &name, node);
+        let name: Arc<[u8]> = name.into();
+        self.insert_name(statics, name.clone(), node);
         let addr = e.instance.address;
-        self.reverse.entry(addr).or_default().insert(name.clone());
+        let set = self.reverse.entry(addr).or_default();
+        if let Err(at) = set.binary_search(&name) {
+            set.insert(at, name.clone());
+        }
         touched.insert(addr);
         Built {
             entry: e.clone(),
@@ -351,8 +362,10 @@ impl Builder {
     fn remove_instance(&mut self, statics: &Statics, b: Built, touched: &mut BTreeSet<IpAddr>) {
         self.remove_name(statics, &b.name);
         let addr = b.entry.instance.address;
-        if let Some(set) = self.reverse.get_mut(&addr) {
-            set.remove(&b.name);
+        if let Some(set) = self.reverse.get_mut(&addr)
+            && let Ok(at) = set.binary_search(&b.name)
+        {
+            set.remove(at);
         }
         touched.insert(addr);
     }
@@ -365,12 +378,12 @@ impl Builder {
             .take_while(move |s| s.len() > d)
     }
 
-    fn insert_name(&mut self, statics: &Statics, name: &[u8], node: Node) {
-        self.set(name.into(), Arc::new(node));
-        if !names::is_within(name, &statics.settings.domain) {
+    fn insert_name(&mut self, statics: &Statics, name: Arc<[u8]>, node: Node) {
+        self.set(name.clone(), Arc::new(node));
+        if !names::is_within(&name, &statics.settings.domain) {
             return;
         }
-        for anc in Self::ancestors(statics, name) {
+        for anc in Self::ancestors(statics, &name) {
             if let Some(count) = self.below.get_mut(anc) {
                 *count += 1;
                 continue;
@@ -413,7 +426,7 @@ impl Builder {
                 let recs = targets
                     .iter()
                     .map(|t| Rec {
-                        rdata: t[..].into(),
+                        rdata: t.clone(),
                         glue: None,
                     })
                     .collect();

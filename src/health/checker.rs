@@ -46,9 +46,14 @@ impl View for Supervisor {
     fn publish(&self, snapshot: &Snapshot, changed: Changed<'_>) {
         let mut p = self.pending.lock().expect("pending map lock");
         match changed {
+            // The first snapshot: nothing runs yet, so only instances with an active check
+            // need a task (a `None` for every other instance was a transient map as big as
+            // the registry).
             Changed::All => {
                 for e in snapshot.entries() {
-                    p.insert(e.instance.key.clone(), active(e.instance.check.as_ref()));
+                    if let Some(spec) = active(e.instance.check.as_ref()) {
+                        p.insert(e.instance.key.clone(), Some(spec));
+                    }
                 }
             }
             Changed::Some(keys) => {

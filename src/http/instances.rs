@@ -1,5 +1,7 @@
 //! Handlers of one instance: register, deregister, read, health report, maintenance.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -25,7 +27,7 @@ fn reply(entry: &crate::registry::Entry, index: u64) -> Response {
 }
 
 pub async fn register(
-    State(st): State<AppState>,
+    State(st): State<Arc<AppState>>,
     Path((service, id)): Path<(String, String)>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
@@ -36,7 +38,7 @@ pub async fn register(
 }
 
 pub async fn deregister(
-    State(st): State<AppState>,
+    State(st): State<Arc<AppState>>,
     Path((service, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let key = key(&service, &id)?;
@@ -49,7 +51,7 @@ pub async fn deregister(
 }
 
 pub async fn get(
-    State(st): State<AppState>,
+    State(st): State<Arc<AppState>>,
     Path((service, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let key = key(&service, &id)?;
@@ -64,7 +66,7 @@ pub async fn get(
 }
 
 pub async fn health(
-    State(st): State<AppState>,
+    State(st): State<Arc<AppState>>,
     Path((service, id)): Path<(String, String)>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
@@ -81,7 +83,7 @@ pub async fn health(
 }
 
 pub async fn maintenance(
-    State(st): State<AppState>,
+    State(st): State<Arc<AppState>>,
     Path((service, id)): Path<(String, String)>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
