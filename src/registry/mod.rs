@@ -89,9 +89,16 @@ impl Registry {
         backend: Arc<dyn Backend>,
         views: Vec<Arc<dyn View>>,
     ) -> Result<(Arc<Self>, Writer), StoreError> {
+        let started = std::time::Instant::now();
         let loaded = backend.load()?;
+        let load_ms = started.elapsed().as_millis();
         let (tx, rx) = mpsc::channel(QUEUE);
         let (writer, first) = Writer::new(backend, loaded, views, rx);
+        tracing::info!(
+            load_ms,
+            build_ms = started.elapsed().as_millis() - load_ms,
+            "registry loaded from the store and its views built"
+        );
         let (index, _) = watch::channel(first.index);
         let registry = Arc::new(Self {
             current: ArcSwap::from_pointee(first),
