@@ -11,7 +11,7 @@ use super::answer::{
 };
 use super::names::{self, MAX_NAME};
 use super::query;
-use super::table::{CNAME, Lookup, RRSet, SRV, Table, Zone};
+use super::table::{CNAME, Lookup, RRSet, Rec, SRV, Table, Zone};
 
 /// How the query arrived, which sets the size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,10 +181,10 @@ fn write_set(table: &Table, set: &RRSet, r: &mut Response<'_>) -> bool {
     }
     for (i, at) in targets.iter() {
         let rec = &set.records[i];
-        if let Some((gtype, addr)) = &rec.glue
+        if let Some(addr) = &rec.glue
             && !r.additional(
                 Response::owner_at(at, &rec.rdata[6..]),
-                *gtype,
+                Rec::glue_type(addr),
                 set.ttl,
                 addr,
             )

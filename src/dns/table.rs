@@ -30,8 +30,17 @@ pub const SRV: u16 = 33;
 #[derive(Debug, Clone)]
 pub struct Rec {
     pub rdata: Arc<[u8]>,
-    /// `(A or AAAA, address bytes)` of the SRV target, which is `rdata[6..]`.
-    pub glue: Option<(u16, Arc<[u8]>)>,
+    /// The address bytes of the SRV target, which is `rdata[6..]`: 4 for A, 16 for AAAA
+    /// (the type is not stored: a record is 32 bytes rather than 40, and there are several
+    /// per instance).
+    pub glue: Option<Arc<[u8]>>,
+}
+
+impl Rec {
+    /// The record type of glue `addr`.
+    pub fn glue_type(addr: &[u8]) -> u16 {
+        if addr.len() == 4 { A } else { AAAA }
+    }
 }
 
 /// All records of one type at one name.
@@ -417,7 +426,7 @@ pub(super) fn srv_rec(svc: &str, d: &[u8], i: &crate::model::Instance, addr: &Re
     r.extend_from_slice(&names::instance(i.key.id.as_str(), svc, d));
     Rec {
         rdata: r.into(),
-        glue: Some((addr_type(i.address), addr.rdata.clone())),
+        glue: Some(addr.rdata.clone()),
     }
 }
 

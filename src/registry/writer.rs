@@ -129,7 +129,10 @@ impl Writer {
         }
         snapshot.services = services
             .into_iter()
-            .map(|(name, instances)| (name, Arc::new(instances)))
+            .map(|(name, mut instances)| {
+                instances.shrink_to_fit();
+                (name, Arc::new(instances))
+            })
             .collect();
         for v in &views {
             v.publish(&snapshot, Changed::All);
