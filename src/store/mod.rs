@@ -4,8 +4,10 @@
 //! everything at start-up. `embedded` keeps a redb database file in `--data-dir`; another
 //! backend (etcd) implements the same trait. Only this module knows the disk.
 
+mod checkpoint;
 mod embedded;
 mod record;
+mod wal;
 
 use std::path::PathBuf;
 
