@@ -26,10 +26,7 @@ use std::time::Duration;
 /// kernel's page cache serves when they are not here.
 const CACHE_BYTES: usize = 16 << 20;
 
-use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
-    WriteTransaction,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::checkpoint::{Checkpointer, Every};
 use super::record::{Record, key_of};
@@ -289,6 +286,7 @@ impl Backend for Embedded {
 mod tests {
     use super::*;
     use crate::model::*;
+    use redb::ReadableTableMetadata;
 
     fn inst(id: &str) -> Instance {
         Instance {
