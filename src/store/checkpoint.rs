@@ -123,7 +123,10 @@ struct State {
 impl State {
     fn run(mut self, rx: Receiver<Msg>) {
         loop {
-            let first = if self.applied > self.durable.load(Ordering::Acquire) {
+            // A timed wait only while there is something to make durable (and a failed
+            // checkpointer has nothing it may make durable).
+            let behind = self.applied > self.durable.load(Ordering::Acquire);
+            let first = if behind && self.failed.is_none() {
                 let wait =
                     (self.last_durable + self.when.every).saturating_duration_since(Instant::now());
                 match rx.recv_timeout(wait) {
