@@ -12,6 +12,7 @@
 //! would make redb claim an index it does not hold): the records stay in the log, which the
 //! next start replays, and the error comes out of the next `flush`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability};
 
 use super::embedded::write_records;
+use super::wal;
 
 /// When the checkpointer makes redb durable.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +49,14 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     /// Starts the thread on `db`, which holds everything through `index` durably.
-    pub fn start(db: Arc<Database>, index: u64, when: Every) -> Result<Self, String> {
+    /// It keeps a spare log segment ready in `dir` (`wal::make_spare`).
+    pub fn start(
+        db: Arc<Database>,
+        index: u64,
+        when: Every,
+        dir: &Path,
+        sizes: wal::Sizes,
+    ) -> Result<Self, String> {
         let (tx, rx) = mpsc::channel();
         let durable = Arc::new(AtomicU64::new(index));
         let state = State {
@@ -58,6 +67,9 @@ impl Checkpointer {
             pending_bytes: 0,
             last_durable: Instant::now(),
             failed: None,
+            dir: dir.to_path_buf(),
+            sizes,
+            spare_failed: false,
         };
         let thread = std::thread::Builder::new()
             .name("store-checkpoint".into())
@@ -118,11 +130,16 @@ struct State {
     last_durable: Instant,
     /// The first redb failure; once set nothing more is copied.
     failed: Option<String>,
+    dir: PathBuf,
+    sizes: wal::Sizes,
+    /// A failed spare was logged once; the log then preallocates segments itself.
+    spare_failed: bool,
 }
 
 impl State {
     fn run(mut self, rx: Receiver<Msg>) {
         loop {
+            self.spare();
             // A timed wait only while there is something to make durable (and a failed
             // checkpointer has nothing it may make durable).
             let behind = self.applied > self.durable.load(Ordering::Acquire);
@@ -172,6 +189,16 @@ impl State {
             if stop {
                 return;
             }
+        }
+    }
+
+    fn spare(&mut self) {
+        if self.spare_failed {
+            return;
+        }
+        if let Err(e) = wal::make_spare(&self.dir, self.sizes) {
+            tracing::warn!(error = %e, "cannot prepare a spare log segment");
+            self.spare_failed = true;
         }
     }
 

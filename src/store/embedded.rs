@@ -109,7 +109,8 @@ impl Embedded {
         let db = Arc::new(db);
         let checkpointer = match tuning.checkpoint {
             Some(every) => {
-                Some(Checkpointer::start(db.clone(), index, every).map_err(|e| open_err(dir, e))?)
+                let c = Checkpointer::start(db.clone(), index, every, dir, tuning.sizes);
+                Some(c.map_err(|e| open_err(dir, e))?)
             }
             None => None,
         };

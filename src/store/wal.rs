@@ -14,7 +14,9 @@
 //!
 //! A segment is preallocated by writing zeros (and `sync_all` once per extension), so the
 //! per-record `fdatasync` flushes data only, never the file size; a record never straddles
-//! the preallocated end. A length of 0 ends a segment. A record that is cut off or fails its
+//! the preallocated end. The checkpointer keeps a zero-filled spare (`signpost.wal.spare`, a
+//! segment's size plus one step) that a new segment is renamed from, so a rotation costs a
+//! rename and a directory fsync, not the write of megabytes of zeros. A length of 0 ends a segment. A record that is cut off or fails its
 //! CRC can only be the last record of the last segment (a write that was never acknowledged);
 //! anywhere else it is corruption, reported with the file's name.
 //!
@@ -137,27 +139,37 @@ impl Wal {
     }
 
     /// Creates the segment whose first record has index `first`, preallocated, its name made
-    /// durable in the directory before any record in it is acknowledged.
+    /// durable in the directory before any record in it is acknowledged. The spare (see
+    /// `make_spare`) is taken when there is one, so that the write of the zeros is not on this
+    /// record's path.
     fn start_segment(&mut self, first: u64) -> Result<(), String> {
         let path = self.dir.join(format!("{PREFIX}{first:020}"));
         let io = |e: std::io::Error| format!("{}: {e}", path.display());
+        let spare = std::fs::rename(self.dir.join(SPARE), &path).is_ok();
         // A leftover file of this name can only hold records already in redb (its removal
         // failed after a checkpoint): truncating it loses nothing.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(!spare)
             .open(&path)
             .map_err(io)?;
+        let allocated = if spare {
+            file.metadata().map_err(io)?.len()
+        } else {
+            0
+        };
         self.file = Some(file);
         self.segments.push_back(Segment {
             first,
             path: path.clone(),
         });
         self.offset = 0;
-        self.allocated = 0;
-        self.preallocate(self.sizes.prealloc_bytes)?;
+        self.allocated = allocated;
+        if !spare {
+            self.preallocate(self.sizes.prealloc_bytes)?;
+        }
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| format!("{}: {e}", self.dir.display()))
@@ -203,6 +215,39 @@ impl Wal {
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
+}
+
+/// A zero-filled, synced file in the data dir that the next new segment is renamed from. Not a
+/// segment name (no index), so a reader ignores it.
+pub const SPARE: &str = "signpost.wal.spare";
+
+/// Makes the spare in `dir` unless there is one: zeros for a whole segment plus one
+/// preallocation step, synced, then renamed into place, so the log only ever takes a complete
+/// one. The checkpointer calls this, off the write path; without a spare the log preallocates
+/// a new segment itself.
+pub fn make_spare(dir: &Path, sizes: Sizes) -> Result<(), String> {
+    let spare = dir.join(SPARE);
+    if spare.exists() {
+        return Ok(());
+    }
+    let tmp = dir.join(format!("{SPARE}.tmp"));
+    let io = |e: std::io::Error| format!("{}: {e}", tmp.display());
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io)?;
+    let total = sizes.segment_bytes + sizes.prealloc_bytes;
+    let chunk = vec![0u8; total.min(1 << 20) as usize];
+    let mut at = 0;
+    while at < total {
+        let n = (total - at).min(chunk.len() as u64) as usize;
+        file.write_all_at(&chunk[..n], at).map_err(io)?;
+        at += n as u64;
+    }
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &spare).map_err(io)
 }
 
 /// A segment left behind is harmless (its records are skipped by index at the next start),
@@ -480,6 +525,22 @@ mod tests {
         assert!(segments(dir.path()).unwrap().is_empty());
         wal.append(&encode(&[del("x")], 41).unwrap(), 41).unwrap();
         assert_eq!(read_all(dir.path()).unwrap(), vec![41]);
+    }
+
+    #[test]
+    fn a_new_segment_takes_the_spare() {
+        let dir = tempfile::tempdir().unwrap();
+        make_spare(dir.path(), sizes()).unwrap();
+        let mut wal = Wal::new(dir.path(), sizes(), 0);
+        for i in 1..=3 {
+            wal.append(&encode(&[del(&format!("i{i}"))], i).unwrap(), i)
+                .unwrap();
+        }
+        assert!(!dir.path().join(SPARE).exists(), "taken");
+        let seg = &segments(dir.path()).unwrap()[0];
+        let len = std::fs::metadata(seg).unwrap().len();
+        assert_eq!(len, sizes().segment_bytes + sizes().prealloc_bytes);
+        assert_eq!(read_all(dir.path()).unwrap(), vec![1, 2, 3]);
     }
 
     #[test]
