@@ -1,11 +1,15 @@
 //! Durable storage of registrations behind the `Backend` trait.
 //!
 //! The registry calls a backend to persist each change *before* it answers 2xx, and to load
-//! everything at start-up. `embedded` keeps a redb database file in `--data-dir`; another
-//! backend (etcd) implements the same trait. Only this module knows the disk.
+//! everything at start-up. `embedded` keeps a redb database file in `--data-dir` behind a
+//! write-ahead log (`wal`): a write is durable once its log record is `fdatasync`ed, and the
+//! `checkpoint` thread copies the log into redb in large batches. Another backend (etcd)
+//! implements the same trait. Only this module knows the disk.
 
+mod checkpoint;
 mod embedded;
 mod record;
+mod wal;
 
 use std::path::PathBuf;
 
