@@ -1,9 +1,3 @@
-//! The embedded backend: one redb database file, `signpost.redb`, in the data dir.
-//!
-//! redb commits with `Durability::Immediate` by default: a commit returns after fsync, which
-//! is the contract's "a write answered 2xx is never lost". Several changes passed to one
-//! `apply` share one commit (one fsync).
-
 //! The embedded backend: a redb database file, `signpost.redb`, behind a write-ahead log, in
 //! the data dir.
 //!
