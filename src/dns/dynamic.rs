@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use super::names;
 use super::table::{
-    self, DynamicNames, Member, Node, PTR, RRSet, Rec, Statics, TXT, Table, addr_rec, addr_type,
-    service_node, srv_rec,
+    self, DynamicNames, Member, Node, PTR, RRSet, RRSets, Rec, Statics, TXT, Table, addr_rec,
+    addr_type, service_node, srv_rec,
 };
 use crate::model::{Instance, InstanceId, ServiceName};
 use crate::registry::{Entry, ServiceInstances, Snapshot};
@@ -40,6 +40,12 @@ struct Built {
     srv: Rec,
 }
 
+impl Built {
+    fn id(&self) -> &InstanceId {
+        &self.entry.instance.key.id
+    }
+}
+
 /// Whether the SRV record built from `a` still holds for `b` (same instance name).
 fn same_srv(a: &Instance, b: &Instance) -> bool {
     a.port == b.port && a.priority == b.priority && a.weight == b.weight
@@ -52,7 +58,7 @@ struct Produced {
     ttl: u32,
     /// By id, in id order (the order of `ServiceInstances`). A sorted vector rather than a
     /// map: services are small, and a map per service cost ~1 KiB each at 25,000 services.
-    instances: Vec<(InstanceId, Built)>,
+    instances: Vec<Built>,
     /// Service-level owner names (service, RFC 2782, tag forms), present while any instance
     /// is in service.
     names: Vec<Arc<[u8]>>,
@@ -90,7 +96,7 @@ pub struct Builder {
 fn empty_non_terminal() -> Arc<Node> {
     Arc::new(Node {
         zone: 0,
-        rrsets: Vec::new(),
+        rrsets: RRSets::new(),
     })
 }
 
@@ -280,10 +286,10 @@ impl Builder {
         // Each instance's own names: a merge of the old and new lists, both in id order.
         let mut previous = std::mem::take(&mut old.instances).into_iter().peekable();
         for (id, e) in instances.into_iter().flatten() {
-            while let Some((_, b)) = previous.next_if(|(old_id, _)| old_id < id) {
+            while let Some(b) = previous.next_if(|b| b.id() < id) {
                 self.remove_instance(statics, b, &mut touched);
             }
-            let prev = previous.next_if(|(old_id, _)| old_id == id).map(|(_, b)| b);
+            let prev = previous.next_if(|b| b.id() == id);
             let built = match prev {
                 Some(mut b) if !rebuild_all && same_own_names(&b.entry, e) => {
                     if !same_srv(&b.entry.instance, &e.instance) {
@@ -299,9 +305,9 @@ impl Builder {
                     self.add_instance(statics, svc.as_str(), e, ttl, &mut touched)
                 }
             };
-            produced.instances.push((id.clone(), built));
+            produced.instances.push(built);
         }
-        for (_, b) in previous {
+        for b in previous {
             self.remove_instance(statics, b, &mut touched);
         }
 
@@ -309,7 +315,6 @@ impl Builder {
         let healthy: Vec<&Built> = produced
             .instances
             .iter()
-            .map(|(_, b)| b)
             .filter(|b| b.entry.in_service(s.include_warning))
             .collect();
         let unchanged = !rebuild_all
@@ -446,7 +451,7 @@ impl Builder {
         let key = names::reverse(addr);
         match self.reverse.get(&addr) {
             Some(targets) if !targets.is_empty() => {
-                let recs = targets
+                let recs: Vec<Rec> = targets
                     .iter()
                     .map(|t| Rec {
                         rdata: t.clone(),
@@ -455,7 +460,7 @@ impl Builder {
                     .collect();
                 let node = Node {
                     zone: statics.reverse_zones[usize::from(addr.is_ipv6())],
-                    rrsets: vec![RRSet::fixed(PTR, statics.settings.ttl, recs)],
+                    rrsets: smallvec::smallvec![RRSet::fixed(PTR, statics.settings.ttl, recs)],
                 };
                 self.set(key.into(), Arc::new(node));
             }
@@ -480,9 +485,10 @@ fn service_ttl(s: &table::Settings, instances: &ServiceInstances) -> u32 {
 /// answers), and its metadata as TXT.
 fn instance_node(d: &[u8], svc: &str, i: &Instance, ttl: u32, addr: &Rec) -> (Box<[u8]>, Node) {
     let target = names::instance(i.key.id.as_str(), svc, d);
-    let mut rrsets = vec![RRSet::fixed(addr_type(i.address), ttl, vec![addr.clone()])];
+    let mut rrsets: RRSets =
+        smallvec::smallvec![RRSet::fixed(addr_type(i.address), ttl, [addr.clone()])];
     if !i.meta.is_empty() {
-        let recs = i
+        let recs: Vec<Rec> = i
             .meta
             .iter()
             .map(|(k, v)| {

@@ -160,7 +160,7 @@ fn write_set(table: &Table, set: &RRSet, r: &mut Response<'_>) -> bool {
         return false;
     }
     let max = table.settings.max_answers;
-    let take = if set.rotation.is_some() && max > 0 {
+    let take = if set.rotating && max > 0 {
         n.min(max)
     } else {
         n

@@ -10,9 +10,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use hickory_proto::rr::RecordType;
+use smallvec::SmallVec;
 
 use super::names;
 use super::zonefile::StaticZone;
@@ -43,43 +44,49 @@ impl Rec {
     }
 }
 
+/// The records of one set. Most sets of registry names hold one record (an instance's
+/// address, a PTR): kept inline, they cost no allocation of their own.
+pub type Recs = SmallVec<[Rec; 1]>;
+/// The record sets of one name; most names have one, kept inline likewise.
+pub type RRSets = SmallVec<[RRSet; 1]>;
+
 /// All records of one type at one name.
 #[derive(Debug)]
 pub struct RRSet {
     pub rtype: u16,
+    /// Whether answers rotate (service answers: A, AAAA, SRV) or keep a fixed order.
+    pub rotating: bool,
     pub ttl: u32,
-    pub records: Vec<Rec>,
-    /// Round-robin position for service answers (A, AAAA, SRV); `None`: fixed order.
-    /// Incremented by every query that reads the set; wraps harmlessly.
-    pub rotation: Option<AtomicUsize>,
+    pub records: Recs,
+    /// Round-robin position when `rotating`: incremented by every query that reads the
+    /// set; wraps harmlessly.
+    rotation: AtomicU32,
 }
 
 impl RRSet {
-    pub(super) fn fixed(rtype: u16, ttl: u32, records: Vec<Rec>) -> Self {
+    pub(super) fn fixed(rtype: u16, ttl: u32, records: impl IntoIterator<Item = Rec>) -> Self {
         Self {
             rtype,
+            rotating: false,
             ttl,
-            records,
-            rotation: None,
+            records: records.into_iter().collect(),
+            rotation: AtomicU32::new(0),
         }
     }
 
-    fn rotating(rtype: u16, ttl: u32, records: Vec<Rec>) -> Self {
+    fn rotating(rtype: u16, ttl: u32, records: impl IntoIterator<Item = Rec>) -> Self {
         Self {
-            rtype,
-            ttl,
-            records,
-            rotation: Some(AtomicUsize::new(0)),
+            rotating: true,
+            ..Self::fixed(rtype, ttl, records)
         }
     }
 
     /// The index of the first record of this answer: the next round-robin position.
     pub fn start(&self) -> usize {
-        match &self.rotation {
-            Some(r) if !self.records.is_empty() => {
-                r.fetch_add(1, Ordering::Relaxed) % self.records.len()
-            }
-            _ => 0,
+        if self.rotating && !self.records.is_empty() {
+            self.rotation.fetch_add(1, Ordering::Relaxed) as usize % self.records.len()
+        } else {
+            0
         }
     }
 }
@@ -89,7 +96,7 @@ impl RRSet {
 pub struct Node {
     /// Index into `Table::zones`.
     pub zone: usize,
-    pub rrsets: Vec<RRSet>,
+    pub rrsets: RRSets,
 }
 
 impl Node {
@@ -340,7 +347,7 @@ impl Statics {
                 .entry(name)
                 .or_insert_with(|| Node {
                     zone: zi,
-                    rrsets: Vec::new(),
+                    rrsets: RRSets::new(),
                 })
                 .rrsets
                 .push(RRSet::fixed(rtype, ttl, recs));
@@ -358,7 +365,7 @@ impl Statics {
         ] {
             names.entry(fixed).or_insert_with(|| Node {
                 zone: 0,
-                rrsets: Vec::new(),
+                rrsets: RRSets::new(),
             });
         }
         Self {
@@ -385,7 +392,7 @@ fn add_ancestors(map: &mut StaticNames, key: &[u8], apex: &[u8], zone: usize) {
             s.into(),
             Node {
                 zone,
-                rrsets: Vec::new(),
+                rrsets: RRSets::new(),
             },
         );
     }
@@ -433,7 +440,7 @@ pub(super) fn srv_rec(svc: &str, d: &[u8], i: &crate::model::Instance, addr: &Re
 /// A service-level node: the members' A/AAAA (once per address, when `with_addresses`) and
 /// SRV records, both rotating.
 pub(super) fn service_node(members: &[&Member<'_>], ttl: u32, with_addresses: bool) -> Node {
-    let mut rrsets = Vec::with_capacity(3);
+    let mut rrsets = RRSets::new();
     if with_addresses {
         for rtype in [A, AAAA] {
             let mut seen = BTreeSet::new();
@@ -447,7 +454,7 @@ pub(super) fn service_node(members: &[&Member<'_>], ttl: u32, with_addresses: bo
             }
         }
     }
-    let srv = members.iter().map(|m| m.srv.clone()).collect();
+    let srv = members.iter().map(|m| m.srv.clone());
     rrsets.push(RRSet::rotating(SRV, ttl, srv));
     Node { zone: 0, rrsets }
 }

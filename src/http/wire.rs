@@ -336,7 +336,7 @@ impl From<&Entry> for InstanceOut {
             deregister_after: i.deregister_after.map(dur),
             health: HealthOut {
                 status: e.health.status.as_str(),
-                output: e.health.output.clone(),
+                output: e.health.output.to_string(),
                 since: rfc3339(e.health.since),
             },
             maintenance: i.maintenance.as_ref().map(|m| MaintenanceOut {

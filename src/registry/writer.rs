@@ -262,7 +262,7 @@ impl Writer {
             instance: old.instance.clone(),
             health: Health {
                 status,
-                output,
+                output: output.into(),
                 since,
             },
         });

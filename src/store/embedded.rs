@@ -16,9 +16,9 @@ use std::time::Duration;
 
 /// redb's page cache. Its default (1 GiB) keeps every page read at start-up (the whole file,
 /// ~40 MB at 100,000 instances) in memory for good, though the registry never reads the
-/// store after loading it; writes need only the pages on their B-tree path, which the
-/// kernel's page cache serves when they are not here.
-const CACHE_BYTES: usize = 16 << 20;
+/// store after loading it. Only the checkpointer writes, in large sorted batches, and the
+/// pages on their B-tree paths that are not here the kernel's page cache serves.
+const CACHE_BYTES: usize = 4 << 20;
 
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
