@@ -33,6 +33,9 @@ pub struct Every {
     pub bytes: u64,
 }
 
+/// How long records are gathered into one redb transaction.
+const GATHER: Duration = Duration::from_millis(20);
+
 enum Msg {
     /// One framed log record (`wal::encode`), already durable in the log.
     Record(Vec<u8>),
@@ -161,6 +164,10 @@ impl State {
             let mut flushes = Vec::new();
             let mut stop = false;
             let mut next = first;
+            // Records arriving within `GATHER` of the first go into one transaction: a redb
+            // transaction per registration would be redone work, and would take the CPU
+            // just when the registry answers the client it came from.
+            let until = Instant::now() + GATHER;
             while let Some(m) = next {
                 match m {
                     Msg::Record(r) => records.push(r),
@@ -170,7 +177,12 @@ impl State {
                         break;
                     }
                 }
-                next = rx.try_recv().ok();
+                next = if flushes.is_empty() {
+                    rx.recv_timeout(until.saturating_duration_since(Instant::now()))
+                        .ok()
+                } else {
+                    rx.try_recv().ok()
+                };
             }
             let durable_due = !flushes.is_empty()
                 || self.last_durable.elapsed() >= self.when.every
