@@ -327,9 +327,6 @@ impl Builder {
         if unchanged {
             service_names = std::mem::take(&mut old.names);
         } else {
-            for name in &old.names {
-                self.remove_name(statics, name);
-            }
             let members: Vec<Member<'_>> = healthy
                 .iter()
                 .map(|b| Member {
@@ -339,10 +336,26 @@ impl Builder {
                     srv: &b.srv,
                 })
                 .collect();
-            for (name, node) in build_service_names(s, svc.as_str(), &members, ttl) {
-                let name: Arc<[u8]> = name.into();
-                self.insert_name(statics, name.clone(), node);
-                service_names.push(name);
+            let built = build_service_names(s, svc.as_str(), &members, ttl);
+            // A name the service keeps is overwritten in place (its ancestors' counts do not
+            // change); only names it loses or gains are removed or inserted with them.
+            for name in &old.names {
+                if !built.iter().any(|(n, _)| **n == **name) {
+                    self.remove_name(statics, name);
+                }
+            }
+            for (name, node) in built {
+                match old.names.iter().find(|o| ***o == *name) {
+                    Some(kept) => {
+                        self.set(kept.clone(), Arc::new(node));
+                        service_names.push(kept.clone());
+                    }
+                    None => {
+                        let name: Arc<[u8]> = name.into();
+                        self.insert_name(statics, name.clone(), node);
+                        service_names.push(name);
+                    }
+                }
             }
         }
         let healthy: Vec<Arc<Entry>> = healthy.iter().map(|b| b.entry.clone()).collect();

@@ -1,21 +1,21 @@
 //! The HTTP API (CONTRACT §3): the axum router, its limits and the `X-Signpost-Index`
 //! header. Handlers live in `instances` and `services`; JSON shapes in `wire`.
 //!
-//! Only this module imports axum.
+//! Only this module imports axum; `stamp` adds the index header.
 
 mod body;
 mod error;
 mod instances;
 mod services;
+mod stamp;
 mod wire;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use tokio_util::sync::CancellationToken;
 use tower::limit::ConcurrencyLimitLayer;
@@ -40,20 +40,6 @@ pub fn index_header(index: u64) -> [(HeaderName, HeaderValue); 1] {
         HeaderName::from_static(INDEX_HEADER),
         HeaderValue::from(index),
     )]
-}
-
-/// Adds `X-Signpost-Index` (the current index) to a `/v1` response that has none yet:
-/// errors and anything a handler did not stamp with the index of its own content.
-async fn stamp_index(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let mut resp = next.run(req).await;
-    if !resp.headers().contains_key(INDEX_HEADER) {
-        let index = st.registry.snapshot().index;
-        resp.headers_mut().insert(
-            HeaderName::from_static(INDEX_HEADER),
-            HeaderValue::from(index),
-        );
-    }
-    resp
 }
 
 async fn not_found() -> ApiError {
@@ -95,7 +81,7 @@ pub fn router(state: AppState, max_body: usize, max_concurrent: usize) -> Router
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), stamp_index));
+        .layer(stamp::StampIndexLayer(state.registry.clone()));
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/v1", v1)
