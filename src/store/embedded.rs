@@ -103,6 +103,13 @@ impl Embedded {
         let db = Arc::new(db);
         let checkpointer = match tuning.checkpoint {
             Some(every) => {
+                // The spare is made here, before the first write can need it, rather than
+                // left to the checkpointer thread: otherwise the first registration after
+                // a fresh start zero-fills its own segment (tens of milliseconds). It stays
+                // on disk, so only a new data dir pays this, once.
+                if let Err(e) = wal::make_spare(dir, tuning.sizes) {
+                    tracing::warn!(error = %e, "cannot prepare a spare log segment");
+                }
                 let c = Checkpointer::start(db.clone(), index, every, dir, tuning.sizes);
                 Some(c.map_err(|e| open_err(dir, e))?)
             }
