@@ -23,11 +23,11 @@ const CACHE_BYTES: usize = 4 << 20;
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::checkpoint::{Checkpointer, Every};
-use super::record::{Record, key_of};
+use super::record::{self, key_of};
 use super::wal::{self, Op, Wal};
 use super::{Backend, Change, Loaded, StoreError};
 
-/// `service/id` → JSON of a `record::Record`.
+/// `service/id` → a `record::Record` (`record::encode_into`).
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
 /// `"index"` → the registry index of the last committed change.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -235,9 +235,7 @@ impl Backend for Embedded {
                 key: key.clone(),
                 message,
             };
-            let rec: Record =
-                serde_json::from_slice(v.value()).map_err(|e| corrupt(e.to_string()))?;
-            let inst = rec.into_instance().map_err(corrupt)?;
+            let inst = record::decode(v.value()).map_err(corrupt)?;
             if key_of(&inst.key) != key {
                 return Err(corrupt(format!("holds instance {}", inst.key)));
             }
@@ -463,7 +461,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             {
                 let s = Embedded::open_tuned(dir.path(), log_only(small())).unwrap();
-                for i in 1..=12u64 {
+                for i in 1..=40u64 {
                     s.apply(&[put(&format!("i{i}"))], i).unwrap();
                 }
             }

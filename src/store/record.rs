@@ -1,5 +1,10 @@
 //! The on-disk form of an instance: a versioned serde struct, converted by hand to and from
 //! `model::Instance` so that a change of the domain type cannot silently change the disk format.
+//!
+//! Two encodings of the struct are read: JSON (how records were first written; it starts with
+//! `{`) and, written now, the byte `POSTCARD` followed by the struct in postcard, serde's
+//! compact binary format. Decoding 100,000 JSON records was a fifth of start-up; postcard
+//! reads the same fields without parsing names, quotes and escapes.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -12,6 +17,32 @@ use crate::model::{
 
 /// Format version written in every record; a reader refuses versions it does not know.
 pub const VERSION: u32 = 1;
+
+/// First byte of a postcard-encoded record (never the first byte of a JSON one).
+const POSTCARD: u8 = 0x01;
+
+/// Appends `inst`'s stored form to `buf`.
+pub fn encode_into(buf: &mut Vec<u8>, inst: &Instance) -> Result<(), String> {
+    buf.push(POSTCARD);
+    *buf =
+        postcard::to_extend(&Record::from(inst), std::mem::take(buf)).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Reads a stored record (either encoding) back into an instance, re-validating it.
+pub fn decode(bytes: &[u8]) -> Result<Instance, String> {
+    let rec: Record = match bytes.split_first() {
+        Some((&POSTCARD, rest)) => {
+            let (rec, left) = postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
+            if !left.is_empty() {
+                return Err(format!("{} bytes after the record", left.len()));
+            }
+            rec
+        }
+        _ => serde_json::from_slice(bytes).map_err(|e| e.to_string())?,
+    };
+    rec.into_instance()
+}
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,4 +182,64 @@ impl Record {
 /// The key an instance is stored under: `service/id`.
 pub fn key_of(k: &InstanceKey) -> String {
     format!("{}/{}", k.service, k.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+
+    fn full() -> Instance {
+        Instance {
+            key: InstanceKey {
+                service: ServiceName::parse("web").unwrap(),
+                id: InstanceId::parse("web-1").unwrap(),
+            },
+            address: "fd00::7".parse().unwrap(),
+            port: 8443,
+            tags: vec![Tag::parse("v2").unwrap(), Tag::parse("blue").unwrap()],
+            meta: [("zone".to_string(), "a \"quoted\" é".to_string())].into(),
+            weight: 7,
+            priority: 3,
+            ttl: Some(9),
+            check: Some(CheckSpec {
+                kind: CheckKind::Http("http://[fd00::7]:8443/health".into()),
+                interval: Duration::from_millis(2500),
+                timeout: Duration::from_millis(700),
+                success_before_passing: 2,
+                failures_before_critical: 3,
+            }),
+            deregister_after: Some(Duration::from_secs(90)),
+            maintenance: Some(Maintenance {
+                reason: "disk swap".into(),
+                since: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            }),
+        }
+    }
+
+    #[test]
+    fn binary_records_round_trip() {
+        let mut buf = Vec::new();
+        encode_into(&mut buf, &full()).unwrap();
+        assert_eq!(buf[0], POSTCARD);
+        assert_eq!(decode(&buf).unwrap(), full());
+    }
+
+    #[test]
+    fn json_records_written_before_still_read() {
+        let json = serde_json::to_vec(&Record::from(&full())).unwrap();
+        assert_eq!(json[0], b'{');
+        assert_eq!(decode(&json).unwrap(), full());
+    }
+
+    #[test]
+    fn damaged_binary_records_are_errors() {
+        let mut buf = Vec::new();
+        encode_into(&mut buf, &full()).unwrap();
+        let mut longer = buf.clone();
+        longer.push(0);
+        assert!(decode(&longer).unwrap_err().contains("after the record"));
+        assert!(decode(&buf[..buf.len() / 2]).is_err());
+        assert!(decode(&[POSTCARD]).is_err());
+    }
 }

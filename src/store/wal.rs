@@ -9,7 +9,7 @@
 //! the registry index of the segment's first record; sorting the names sorts the log. Each
 //! record is `[u32 LE payload length][u32 LE CRC-32 (IEEE) of the payload][payload]`, and the
 //! payload is `[u64 LE index][u32 LE change count]` followed by each change: `1, key, value`
-//! for a put (value: the JSON of a `record::Record`, exactly what redb stores) or `2, key` for
+//! for a put (value: the stored form of a `record::Record`, exactly what redb stores) or `2, key` for
 //! a delete, where key and value are each `[u32 LE length][bytes]` and key is `record::key_of`.
 //!
 //! A segment is preallocated by writing zeros (and `sync_all` once per extension), so the
@@ -28,7 +28,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::record::{Record, key_of};
+use super::record::{self, key_of};
 use super::{Change, StoreError};
 
 /// Segment file names: this prefix, then the first index zero-padded to 20 digits.
@@ -273,11 +273,10 @@ pub fn encode(changes: &[Change], index: u64) -> Result<Vec<u8>, String> {
             Change::Put(inst) => {
                 buf.push(TAG_PUT);
                 field(&mut buf, key_of(&inst.key).as_bytes());
-                // Written in place after a length placeholder: no second copy of the JSON.
+                // Written in place after a length placeholder: no second copy of the record.
                 let at = buf.len();
                 buf.extend_from_slice(&[0; 4]);
-                serde_json::to_writer(&mut buf, &Record::from(&**inst))
-                    .map_err(|e| e.to_string())?;
+                record::encode_into(&mut buf, inst)?;
                 let n = (buf.len() - at - 4) as u32;
                 buf[at..at + 4].copy_from_slice(&n.to_le_bytes());
             }
