@@ -14,9 +14,10 @@
 //!
 //! A segment is preallocated by writing zeros (and `sync_all` once per extension), so the
 //! per-record `fdatasync` flushes data only, never the file size; a record never straddles
-//! the preallocated end. The checkpointer keeps a zero-filled spare (`signpost.wal.spare`, a
-//! segment's size plus one step) that a new segment is renamed from, so a rotation costs a
-//! rename and a directory fsync, not the write of megabytes of zeros. A length of 0 ends a segment. A record that is cut off or fails its
+//! the preallocated end. A zero-filled spare (`signpost.wal.spare`, a segment's size plus one
+//! step; made at open and again by the checkpointer after each use) is what a new segment is
+//! renamed from, so a rotation costs a rename and a directory fsync, not the write of
+//! megabytes of zeros. A length of 0 ends a segment. A record that is cut off or fails its
 //! CRC can only be the last record of the last segment (a write that was never acknowledged);
 //! anywhere else it is corruption, reported with the file's name.
 //!
