@@ -160,7 +160,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown.clone(),
         tracker.clone(),
     ));
-    let app = http::router(
+    let app = http::app(
         http::AppState {
             registry: registry.clone(),
             max_wait: config.http.max_wait,

@@ -5,6 +5,7 @@
 
 mod body;
 mod error;
+mod fast;
 mod instances;
 mod services;
 mod stamp;
@@ -13,12 +14,14 @@ mod wire;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::ServiceExt;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use tokio_util::sync::CancellationToken;
-use tower::limit::ConcurrencyLimitLayer;
+use tower::ServiceBuilder;
+use tower::limit::{ConcurrencyLimit, ConcurrencyLimitLayer};
 
 use crate::registry::Registry;
 use error::ApiError;
@@ -57,11 +60,23 @@ async fn healthz() -> impl IntoResponse {
     "ok\n"
 }
 
+/// The whole API as served: the registration path (`fast`) in front of the router, both
+/// under the concurrency limit.
+pub type App = ConcurrencyLimit<fast::FastRegister<Router>>;
+
 /// The whole API.
-pub fn router(state: AppState, max_body: usize, max_concurrent: usize) -> Router {
+pub fn app(state: AppState, max_body: usize, max_concurrent: usize) -> App {
     // Shared behind one `Arc`: axum clones the state for every request, and cloning the
     // fields one by one (the cancellation token takes a lock) showed in the profile.
     let state = Arc::new(state);
+    ServiceBuilder::new()
+        .layer(ConcurrencyLimitLayer::new(max_concurrent))
+        .layer(fast::FastRegisterLayer::new(state.clone(), max_body))
+        .service(router(state, max_body))
+}
+
+/// Every route, through axum's router.
+fn router(state: Arc<AppState>, max_body: usize) -> Router {
     let v1 = Router::new()
         .route("/services", get(services::list))
         .route("/services/{service}", get(services::get))
@@ -87,17 +102,16 @@ pub fn router(state: AppState, max_body: usize, max_concurrent: usize) -> Router
         .nest("/v1", v1)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(ConcurrencyLimitLayer::new(max_concurrent))
         .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown`; in-flight requests finish first.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    app: Router,
+    app: App,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
