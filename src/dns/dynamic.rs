@@ -62,8 +62,6 @@ struct Produced {
     /// Service-level owner names (service, RFC 2782, tag forms), present while any instance
     /// is in service.
     names: Vec<Arc<[u8]>>,
-    /// The in-service instances those names were built from, in id order.
-    healthy: Vec<Arc<Entry>>,
 }
 
 /// One change of the names: set (`Some`) or remove (`None`).
@@ -274,6 +272,13 @@ impl Builder {
         let s = &statics.settings;
         let instances = instances.filter(|i| !i.is_empty());
         let mut old = self.produced.remove(svc).unwrap_or_default();
+        // The in-service instances `old.names` were built from.
+        let old_healthy: Vec<Arc<Entry>> = old
+            .instances
+            .iter()
+            .filter(|b| b.entry.in_service(s.include_warning))
+            .map(|b| b.entry.clone())
+            .collect();
         let ttl = instances.map_or(s.ttl, |i| service_ttl(s, i));
         let rebuild_all = ttl != old.ttl;
         let mut touched: BTreeSet<IpAddr> = BTreeSet::new();
@@ -318,10 +323,10 @@ impl Builder {
             .filter(|b| b.entry.in_service(s.include_warning))
             .collect();
         let unchanged = !rebuild_all
-            && healthy.len() == old.healthy.len()
+            && healthy.len() == old_healthy.len()
             && healthy
                 .iter()
-                .zip(&old.healthy)
+                .zip(&old_healthy)
                 .all(|(a, b)| same_service_view(&a.entry, b));
         let mut service_names = Vec::new();
         if unchanged {
@@ -358,9 +363,7 @@ impl Builder {
                 }
             }
         }
-        let healthy: Vec<Arc<Entry>> = healthy.iter().map(|b| b.entry.clone()).collect();
         produced.names = service_names;
-        produced.healthy = healthy;
 
         for addr in touched {
             self.refresh_reverse(statics, addr);
@@ -680,7 +683,7 @@ mod tests {
                         .meta
                         .insert("v".into(), (rng(&mut seed) % 2).to_string());
                 }
-                insts.insert(InstanceId::parse(&id).unwrap(), Arc::new(e));
+                insts.insert(Arc::new(e));
             }
             if insts.is_empty() {
                 snap.services.remove(&name);

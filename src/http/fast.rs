@@ -3,9 +3,9 @@
 //! It is the write clients send by the thousand, and on it axum's router, extractors and
 //! per-route layers cost more than the handler: serving the same registrations through this
 //! path took a quarter less CPU per request (BENCHMARKS.md, "Writes and scale"). So this layer
-//! recognises exactly that shape — method PUT, no percent-escapes, no further segments — reads
-//! the body under the same limit, calls the same handler (`instances::register`) and adds the
-//! index header; anything else, including every malformed variant of the path, goes to the
+//! recognises exactly that shape — method PUT, no percent-escapes, no further segments — and
+//! runs the same body extractor under the same `DefaultBodyLimit`, the same handler
+//! (`instances::register`) and the same index stamp (`stamp::add_index`); anything else, including every malformed variant of the path, goes to the
 //! router unchanged, so routing rules, 404s and 405s stay the router's.
 
 use std::convert::Infallible;
@@ -14,25 +14,24 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
 use super::body::RawBody;
-use super::error::ApiError;
-use super::{AppState, INDEX_HEADER, instances};
+use super::{AppState, instances, stamp};
 
 #[derive(Clone)]
 pub struct FastRegisterLayer {
     state: Arc<AppState>,
-    max_body: usize,
+    /// The router's body limit, applied the way the router applies it.
+    body_limit: DefaultBodyLimit,
 }
 
 impl FastRegisterLayer {
-    pub fn new(state: Arc<AppState>, max_body: usize) -> Self {
-        Self { state, max_body }
+    pub fn new(state: Arc<AppState>, body_limit: DefaultBodyLimit) -> Self {
+        Self { state, body_limit }
     }
 }
 
@@ -43,7 +42,7 @@ impl<S> Layer<S> for FastRegisterLayer {
         FastRegister {
             inner,
             state: self.state.clone(),
-            max_body: self.max_body,
+            body_limit: self.body_limit,
         }
     }
 }
@@ -52,7 +51,7 @@ impl<S> Layer<S> for FastRegisterLayer {
 pub struct FastRegister<S> {
     inner: S,
     state: Arc<AppState>,
-    max_body: usize,
+    body_limit: DefaultBodyLimit,
 }
 
 type Boxed = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
@@ -90,10 +89,12 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         match registration(&req) {
             Some((service, id)) => {
-                let (state, max_body) = (self.state.clone(), self.max_body);
-                Either::Register(Box::pin(async move {
-                    Ok(register(state, service, id, req.into_body(), max_body).await)
-                }))
+                let mut args = Some((self.state.clone(), service, id));
+                let mut limited = self.body_limit.layer(tower::service_fn(move |req| {
+                    let (state, service, id) = args.take().expect("called once");
+                    async move { Ok(register(state, service, id, req).await) }
+                }));
+                Either::Register(Box::pin(limited.call(req)))
             }
             None => Either::Router(self.inner.call(req)),
         }
@@ -118,57 +119,23 @@ fn registration(req: &Request) -> Option<(String, String)> {
     Some((service.to_string(), id.to_string()))
 }
 
-/// Reads the body under `max_body` (413 beyond it, as the router's body extractor answers)
-/// and runs the registration handler; errors carry the index header like the router's.
-async fn register(
-    state: Arc<AppState>,
-    service: String,
-    id: String,
-    body: Body,
-    max_body: usize,
-) -> Response {
-    let mut resp = match read_body(body, max_body).await {
-        Ok(bytes) => {
-            match instances::register(State(state.clone()), Path((service, id)), RawBody(bytes))
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => e.into_response(),
-            }
-        }
+/// The router's registration route, without the router: body extractor, handler, index.
+async fn register(state: Arc<AppState>, service: String, id: String, req: Request) -> Response {
+    let mut resp = match RawBody::from_request(req, &()).await {
+        Ok(body) => instances::register(State(state.clone()), Path((service, id)), body)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
         Err(e) => e.into_response(),
     };
-    if !resp.headers().contains_key(INDEX_HEADER) {
-        resp.headers_mut().insert(
-            HeaderName::from_static(INDEX_HEADER),
-            HeaderValue::from(state.registry.snapshot().index),
-        );
-    }
+    stamp::add_index(&mut resp, &state.registry);
     resp
-}
-
-async fn read_body(body: Body, max_body: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, max_body).await.map_err(|e| {
-        // `to_bytes` wraps the limit's error in one or two `axum::Error`s.
-        let mut err = e.into_inner();
-        for _ in 0..2 {
-            err = match err.downcast::<axum::Error>() {
-                Ok(inner) => inner.into_inner(),
-                Err(other) => other,
-            };
-        }
-        let status = if err.is::<http_body_util::LengthLimitError>() {
-            StatusCode::PAYLOAD_TOO_LARGE
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        ApiError::new(status, "body: Failed to buffer the request body")
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use axum::body::Body;
 
     fn req(method: Method, uri: &str) -> Request {
         Request::builder()

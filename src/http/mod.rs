@@ -69,14 +69,15 @@ pub fn app(state: AppState, max_body: usize, max_concurrent: usize) -> App {
     // Shared behind one `Arc`: axum clones the state for every request, and cloning the
     // fields one by one (the cancellation token takes a lock) showed in the profile.
     let state = Arc::new(state);
+    let body_limit = DefaultBodyLimit::max(max_body);
     ServiceBuilder::new()
         .layer(ConcurrencyLimitLayer::new(max_concurrent))
-        .layer(fast::FastRegisterLayer::new(state.clone(), max_body))
-        .service(router(state, max_body))
+        .layer(fast::FastRegisterLayer::new(state.clone(), body_limit))
+        .service(router(state, body_limit))
 }
 
 /// Every route, through axum's router.
-fn router(state: Arc<AppState>, max_body: usize) -> Router {
+fn router(state: Arc<AppState>, body_limit: DefaultBodyLimit) -> Router {
     let v1 = Router::new()
         .route("/services", get(services::list))
         .route("/services/{service}", get(services::get))
@@ -101,7 +102,7 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/healthz", get(healthz))
         .nest("/v1", v1)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(body_limit)
         .with_state(state)
 }
 

@@ -75,13 +75,17 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut resp = std::task::ready!(this.inner.poll(cx))?;
-        if !resp.headers().contains_key(INDEX_HEADER) {
-            let index = this.registry.snapshot().index;
-            resp.headers_mut().insert(
-                HeaderName::from_static(INDEX_HEADER),
-                HeaderValue::from(index),
-            );
-        }
+        add_index(&mut resp, this.registry);
         Poll::Ready(Ok(resp))
+    }
+}
+
+/// Adds the current index to `resp` unless it carries one already.
+pub fn add_index(resp: &mut Response, registry: &Registry) {
+    if !resp.headers().contains_key(INDEX_HEADER) {
+        resp.headers_mut().insert(
+            HeaderName::from_static(INDEX_HEADER),
+            HeaderValue::from(registry.snapshot().index),
+        );
     }
 }

@@ -30,34 +30,43 @@ impl Entry {
     }
 }
 
-/// The instances of one service, ordered by id, each id once.
+/// The instances of one service, ordered by id, each id once. The id is the entry's own
+/// (`entry.instance.key.id`), not stored beside it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServiceInstances(Vec<(InstanceId, Arc<Entry>)>);
+pub struct ServiceInstances(Vec<Arc<Entry>>);
 
-type Pair = (InstanceId, Arc<Entry>);
-type Iter<'a> =
-    std::iter::Map<std::slice::Iter<'a, Pair>, fn(&'a Pair) -> (&'a InstanceId, &'a Arc<Entry>)>;
+type Iter<'a> = std::iter::Map<
+    std::slice::Iter<'a, Arc<Entry>>,
+    fn(&'a Arc<Entry>) -> (&'a InstanceId, &'a Arc<Entry>),
+>;
+
+fn id_of(e: &Arc<Entry>) -> &InstanceId {
+    &e.instance.key.id
+}
 
 impl ServiceInstances {
-    pub fn get(&self, id: &InstanceId) -> Option<&Arc<Entry>> {
-        let at = self.0.binary_search_by(|(k, _)| k.cmp(id)).ok()?;
-        Some(&self.0[at].1)
+    /// Where `id` is, or where it would go.
+    fn find(&self, id: &InstanceId) -> Result<usize, usize> {
+        self.0.binary_search_by(|e| id_of(e).cmp(id))
     }
 
-    /// Sets `id` to `entry`; the entry it replaced, if any.
-    pub fn insert(&mut self, id: InstanceId, entry: Arc<Entry>) -> Option<Arc<Entry>> {
-        match self.0.binary_search_by(|(k, _)| k.cmp(&id)) {
-            Ok(at) => Some(std::mem::replace(&mut self.0[at].1, entry)),
+    pub fn get(&self, id: &InstanceId) -> Option<&Arc<Entry>> {
+        self.find(id).ok().map(|at| &self.0[at])
+    }
+
+    /// Sets the entry of its instance's id; the entry it replaced, if any.
+    pub fn insert(&mut self, entry: Arc<Entry>) -> Option<Arc<Entry>> {
+        match self.find(id_of(&entry)) {
+            Ok(at) => Some(std::mem::replace(&mut self.0[at], entry)),
             Err(at) => {
-                self.0.insert(at, (id, entry));
+                self.0.insert(at, entry);
                 None
             }
         }
     }
 
     pub fn remove(&mut self, id: &InstanceId) -> Option<Arc<Entry>> {
-        let at = self.0.binary_search_by(|(k, _)| k.cmp(id)).ok()?;
-        Some(self.0.remove(at).1)
+        self.find(id).ok().map(|at| self.0.remove(at))
     }
 
     pub fn len(&self) -> usize {
@@ -70,12 +79,12 @@ impl ServiceInstances {
 
     /// `(id, entry)` in id order.
     pub fn iter(&self) -> Iter<'_> {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.0.iter().map(|e| (id_of(e), e))
     }
 
     /// Entries in id order.
     pub fn values(&self) -> impl Iterator<Item = &Arc<Entry>> {
-        self.0.iter().map(|(_, v)| v)
+        self.0.iter()
     }
 
     /// Frees spare capacity (after a bulk load).
@@ -123,7 +132,7 @@ impl Snapshot {
         };
         match entry {
             Some(e) => {
-                svc.insert(key.id.clone(), e);
+                svc.insert(e);
             }
             None => {
                 svc.remove(&key.id);

@@ -116,16 +116,13 @@ impl Writer {
                 ttl.set(inst.key.clone(), start + d);
             }
             let health = initial_health(&inst);
-            let key = inst.key.clone();
+            let service = inst.key.service.clone();
             let entry = Entry {
                 instance: inst,
                 health,
             };
             sync_reap(&mut reap, &entry);
-            services
-                .entry(key.service)
-                .or_default()
-                .insert(key.id, Arc::new(entry));
+            services.entry(service).or_default().insert(Arc::new(entry));
         }
         snapshot.services = services
             .into_iter()

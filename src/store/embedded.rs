@@ -139,16 +139,17 @@ fn recover(db: &Database, dir: &Path, path: &Path) -> Result<u64, StoreError> {
             .map(|g| g.value())
             .unwrap_or(0)
     };
-    if wal::segments(dir)?.is_empty() {
+    let files = wal::segments(dir)?;
+    if files.is_empty() {
         return Ok(held);
     }
     let tx = db.begin_write().map_err(|e| open_err(e.to_string()))?;
     let mut last = held;
-    let files = {
+    {
         let mut instances = tx
             .open_table(INSTANCES)
             .map_err(|e| open_err(e.to_string()))?;
-        let files = wal::replay(dir, |file, payload| {
+        wal::replay(&files, |file, payload| {
             let corrupt = |message: String| StoreError::Corrupt {
                 path: file.to_path_buf(),
                 key: String::new(),
@@ -165,8 +166,7 @@ fn recover(db: &Database, dir: &Path, path: &Path) -> Result<u64, StoreError> {
             Ok(())
         })?;
         write_index(&tx, last).map_err(open_err)?;
-        files
-    };
+    }
     tx.commit().map_err(|e| open_err(e.to_string()))?;
     for f in files {
         std::fs::remove_file(&f).map_err(|e| StoreError::Open {

@@ -367,13 +367,12 @@ pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     Ok(found)
 }
 
-/// Reads the log in `dir` and hands every record's payload, in order, to `each` with the file
-/// it came from. Returns the segment files read.
+/// Reads the segment `files` (`segments`, oldest first) and hands every record's payload, in
+/// order, to `each` with the file it came from.
 pub fn replay(
-    dir: &Path,
+    files: &[PathBuf],
     mut each: impl FnMut(&Path, &[u8]) -> Result<(), StoreError>,
-) -> Result<Vec<PathBuf>, StoreError> {
-    let files = segments(dir)?;
+) -> Result<(), StoreError> {
     for (n, path) in files.iter().enumerate() {
         let corrupt = |message: String| StoreError::Corrupt {
             path: path.clone(),
@@ -409,7 +408,7 @@ pub fn replay(
             }
         }
     }
-    Ok(files)
+    Ok(())
 }
 
 enum Frame<'a> {
@@ -462,7 +461,7 @@ mod tests {
 
     fn read_all(dir: &Path) -> Result<Vec<u64>, StoreError> {
         let mut got = Vec::new();
-        replay(dir, |_, p| {
+        replay(&segments(dir)?, |_, p| {
             got.push(decode(p).unwrap().0);
             Ok(())
         })?;
