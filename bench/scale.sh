@@ -5,8 +5,13 @@
 #   One signpost, pinned with `taskset -c $SERVER_CPU` (default 0), data dir on the disk of the
 #   temp dir ($SCALE_DATA_DIR to choose another), HTTP and DNS on free 127.0.0.1 ports. The load
 #   generator is examples/scale_load.rs (raw HTTP/1.1 and DNS over tokio; it does not link
-#   signpost's library), pinned with `taskset -c $CLIENT_CPU` (default 1). Both run under SCHED_RR
-#   priority $RT_PRIO (default 10, when allowed) so other work on a shared machine yields to them.
+#   signpost's library), pinned with `taskset -c $CLIENT_CPU` (default 1), under SCHED_RR
+#   priority $RT_PRIO (default 10, when allowed) so other work on a shared machine yields to it.
+#   The server runs at normal priority ($SERVER_RT_PRIO, default 0 = off): under SCHED_RR it
+#   would starve the kernel's block-I/O worker of its CPU (kworker/N:*H runs at normal
+#   priority), so every fdatasync would wait for the server to go idle before its flush is
+#   issued; `perf sched timehist` showed that worker waiting 1.4-1.6 ms per commit and the CPU
+#   idle ~19 % of the run in I/O wait. A server is not run that way in production.
 #   1. Registration throughput over HTTP: instances 0..$INSTANCES (default 100,000) as
 #      $PER_SERVICE (4) instances per service `scale-NNNNN`, distinct 10.x.y.z addresses, by
 #      $CONNS (64) keep-alive connections with one PUT in flight each, each PUT answered 200
@@ -29,7 +34,7 @@
 #   bench/scale.sh                    # builds signpost and the load generator (release)
 #   SIGNPOST_BIN=path bench/scale.sh  # an existing signpost binary (any build)
 #   INSTANCES=100000 PER_SERVICE=4 CONNS=64 REG_SECONDS=300 VIS_SAMPLES=1000 STARTS=3 \
-#   SERVER_CPU=0 CLIENT_CPU=1 RT_PRIO=10 SCALE_DATA_DIR=/dev/shm/x bench/scale.sh
+#   SERVER_CPU=0 CLIENT_CPU=1 RT_PRIO=10 SERVER_RT_PRIO=0 SCALE_DATA_DIR=/dev/shm/x bench/scale.sh
 # Output: a markdown table on stdout, also in bench/results/scale-<date>.md (raw JSON lines in
 # bench/results/scale-<date>.jsonl). Only 127.0.0.1; every step is bounded in time; the server
 # is stopped on exit.
@@ -48,10 +53,13 @@ STARTS=${STARTS:-3}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
-# RT_PRIO=N (default 10; 0 = off; root only) runs server and load generator under SCHED_RR
-# priority N (chrt -r), so other work on a shared machine cannot hold their CPUs (see dns.sh).
+# RT_PRIO=N (default 10; 0 = off; root only) runs the load generator under SCHED_RR
+# priority N (chrt -r), so other work on a shared machine cannot hold its CPU (see dns.sh).
+# SERVER_RT_PRIO=N does the same for the server (default 0: see Method for why not).
 RT_PRIO=${RT_PRIO:-10}
 RT=(); if [ "$RT_PRIO" -gt 0 ] && chrt -r "$RT_PRIO" true 2>/dev/null; then RT=(chrt -r "$RT_PRIO"); else RT_PRIO=0; fi
+SERVER_RT_PRIO=${SERVER_RT_PRIO:-0}
+SRT=(); if [ "$SERVER_RT_PRIO" -gt 0 ] && chrt -r "$SERVER_RT_PRIO" true 2>/dev/null; then SRT=(chrt -r "$SERVER_RT_PRIO"); else SERVER_RT_PRIO=0; fi
 
 log() { printf '[scale.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -110,7 +118,7 @@ EOF
 
 start_server() {  # sets SERVER_PID and START_NS
     START_NS=$(date +%s%N)
-    "${RT[@]}" taskset -c "$SERVER_CPU" "$SIGNPOST_BIN" serve --config "$T/signpost.toml" \
+    "${SRT[@]}" taskset -c "$SERVER_CPU" "$SIGNPOST_BIN" serve --config "$T/signpost.toml" \
         --dns-listen "127.0.0.1:$DNS_PORT" --http-listen "127.0.0.1:$HTTP_PORT" \
         --data-dir "$DATA" >>"$T/signpost.log" 2>&1 &
     SERVER_PID=$!
@@ -195,7 +203,7 @@ GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || GIT_REV="$GIT_REV+dirty"
 [ -n "$BUILT" ] || GIT_REV="not built here; binary of $(date -u -r "$SIGNPOST_BIN" +%Y-%m-%dT%H:%MZ), checkout at $GIT_REV"
 OUT="$RESULTS_DIR/scale-$STAMP.md"
-RT_PRIO=$RT_PRIO python3 - "$T/raw.jsonl" "$INSTANCES" "$PER_SERVICE" "$CONNS" "$GIT_REV" "$SIGNPOST_BIN" "$STAMP" >"$OUT" <<'EOF'
+RT_PRIO=$RT_PRIO SERVER_RT_PRIO=$SERVER_RT_PRIO python3 - "$T/raw.jsonl" "$INSTANCES" "$PER_SERVICE" "$CONNS" "$GIT_REV" "$SIGNPOST_BIN" "$STAMP" >"$OUT" <<'EOF'
 import json, os, platform, statistics, sys
 raw = [json.loads(l) for l in open(sys.argv[1])]
 want, per, conns, rev, binp, stamp = int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
@@ -207,8 +215,8 @@ cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith
 n = reg["registered"]
 print("# Scale benchmark %s\n" % stamp)
 print("Machine: %s, %d CPUs, Linux %s; signpost git %s (%s); server on CPU %s, load generator on CPU %s; "
-      "SCHED_RR priority %s (0 = off); load average at the end %s." % (cpu[0] if cpu else "?", os.cpu_count(), platform.release(), rev, binp,
-      os.environ.get("SERVER_CPU", "0"), os.environ.get("CLIENT_CPU", "1"), os.environ.get("RT_PRIO", "0"), open("/proc/loadavg").read().split()[0]))
+      "SCHED_RR priority: load generator %s, server %s (0 = off); load average at the end %s." % (cpu[0] if cpu else "?", os.cpu_count(), platform.release(), rev, binp,
+      os.environ.get("SERVER_CPU", "0"), os.environ.get("CLIENT_CPU", "1"), os.environ.get("RT_PRIO", "0"), os.environ.get("SERVER_RT_PRIO", "0"), open("/proc/loadavg").read().split()[0]))
 print("Data dir disk: fsync of a 4 KiB write p50 %.2f ms, p99 %.2f ms. Store size after the run: %.1f MB.\n"
       % (fs["p50_ms"], fs["p99_ms"], store["bytes"] / 1e6))
 if n < want:

@@ -33,8 +33,8 @@ use zonefile::ZoneError;
 pub struct DnsView {
     statics: Statics,
     /// The dynamic names, updated per changed service. Locked only by the registry writer
-    /// (in `publish`); queries never touch it, they read the table it last published.
-    builder: std::sync::Mutex<dynamic::Builder>,
+    /// (the `View` methods); queries never touch it, they read the table it last published.
+    builder: std::sync::Mutex<Prepared>,
     /// The table queries read. Stored by the registry writer (via `publish`), loaded by every
     /// query; readers never wait for writers.
     table: ArcSwap<Table>,
@@ -63,7 +63,10 @@ impl DnsView {
         let table = ArcSwap::from_pointee(dynamic::Builder::empty_table(&statics));
         Ok(Arc::new(Self {
             statics,
-            builder: std::sync::Mutex::new(builder),
+            builder: std::sync::Mutex::new(Prepared {
+                builder,
+                ahead: false,
+            }),
             table,
         }))
     }
@@ -74,20 +77,58 @@ impl DnsView {
     }
 }
 
+impl DnsView {
+    /// Brings the working copy of the names in line with `snapshot` for the services of
+    /// `keys`; readers do not see it before `Builder::publish`.
+    fn set_services(
+        &self,
+        b: &mut Prepared,
+        snapshot: &Snapshot,
+        keys: &[crate::model::InstanceKey],
+    ) {
+        let services: std::collections::BTreeSet<_> = keys.iter().map(|k| &k.service).collect();
+        for svc in services {
+            b.builder
+                .set_service(&self.statics, svc, snapshot.services.get(svc).map(|s| &**s));
+        }
+    }
+}
+
+/// The builder and whether its working copy already holds the batch being committed.
+struct Prepared {
+    builder: dynamic::Builder,
+    ahead: bool,
+}
+
 impl View for DnsView {
+    fn prepare(&self, snapshot: &Snapshot, changed: Changed<'_>) {
+        let mut b = self.builder.lock().expect("builder lock");
+        if let Changed::Some(keys) = changed {
+            self.set_services(&mut b, snapshot, keys);
+            b.ahead = true;
+        }
+    }
+
+    fn discard(&self, committed: &Snapshot, changed: Changed<'_>) {
+        let mut b = self.builder.lock().expect("builder lock");
+        if b.ahead
+            && let Changed::Some(keys) = changed
+        {
+            // The same services set back to what the registry still holds.
+            self.set_services(&mut b, committed, keys);
+        }
+        b.ahead = false;
+    }
+
     fn publish(&self, snapshot: &Snapshot, changed: Changed<'_>) {
         let mut b = self.builder.lock().expect("builder lock");
         match changed {
-            Changed::All => b.set_all(&self.statics, snapshot),
-            Changed::Some(keys) => {
-                let services: std::collections::BTreeSet<_> =
-                    keys.iter().map(|k| &k.service).collect();
-                for svc in services {
-                    b.set_service(&self.statics, svc, snapshot.services.get(svc).map(|s| &**s));
-                }
-            }
+            Changed::All => b.builder.set_all(&self.statics, snapshot),
+            Changed::Some(keys) if !b.ahead => self.set_services(&mut b, snapshot, keys),
+            Changed::Some(_) => {}
         }
-        b.publish(&self.statics, |t| self.table.swap(t));
+        b.ahead = false;
+        b.builder.publish(&self.statics, |t| self.table.swap(t));
     }
 }
 

@@ -45,8 +45,16 @@ pub enum Changed<'a> {
 }
 
 /// Something rebuilt from every new snapshot before it is published (the DNS name table,
-/// the checker). `publish` runs on the writer's path, so it must not block.
+/// the checker). Its methods run on the writer's path, so they must not block.
+///
+/// A batch's snapshot is first offered to `prepare` while the batch's commit is still on its
+/// way to the disk: work done there is hidden from readers until `publish`, and overlaps the
+/// `fdatasync` instead of following it. Then exactly one of `publish` (the commit succeeded;
+/// same arguments) or `discard` (it failed; `committed` is the registry as it still is) is
+/// called. `publish` alone, without `prepare`, must do the whole job (start-up, `All`).
 pub trait View: Send + Sync + 'static {
+    fn prepare(&self, _snapshot: &Snapshot, _changed: Changed<'_>) {}
+    fn discard(&self, _committed: &Snapshot, _changed: Changed<'_>) {}
     fn publish(&self, snapshot: &Snapshot, changed: Changed<'_>);
 }
 

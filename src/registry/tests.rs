@@ -242,20 +242,44 @@ async fn a_failed_commit_changes_nothing() {
         commits: Default::default(),
         fail: Default::default(),
     });
-    let (r, writer) = Registry::open(backend.clone(), vec![]).unwrap();
+    let mut config = crate::config::Config::default();
+    config.dns.zones_dir = dir.path().join("zones");
+    std::fs::create_dir(&config.dns.zones_dir).unwrap();
+    let dns = crate::dns::DnsView::new(&config).unwrap();
+    // Whether DNS has the instance name of plain(id) (the view prepares a batch's names while
+    // its commit is on the disk: a failed commit must leave none of it behind).
+    let in_dns = |id: usize| {
+        let svc = if id == 9 { "other" } else { "batch" };
+        let name = crate::dns::names::from_dotted(&format!("p{id}.{svc}.instance.internal."));
+        matches!(
+            dns.table().lookup(&name.unwrap()),
+            crate::dns::table::Lookup::Found(..)
+        )
+    };
+    let (r, writer) = Registry::open(backend.clone(), vec![dns.clone()]).unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(writer.run(stop.clone()));
     r.register(plain(1)).await.unwrap();
+    assert!(in_dns(1));
     backend.fail.store(true, SeqCst);
     let err = r.register(plain(2)).await.unwrap_err();
     assert!(err.to_string().contains("disk full"), "{err}");
     let err = r.deregister(&plain(1).key).await.unwrap_err();
     assert!(matches!(err, RegistryError::Store(_)), "{err}");
+    let mut other = plain(9);
+    other.key.service = ServiceName::parse("other").unwrap();
+    r.register(other).await.unwrap_err();
     let snap = r.snapshot();
     assert_eq!(snap.index, 1);
     assert!(snap.get(&plain(1).key).is_some() && snap.get(&plain(2).key).is_none());
+    assert!(in_dns(1) && !in_dns(2) && !in_dns(9));
     backend.fail.store(false, SeqCst);
     r.register(plain(2)).await.unwrap();
     assert_eq!(r.snapshot().index, 2);
+    assert!(in_dns(1) && in_dns(2) && !in_dns(9));
+    // A later change of the same service publishes what the registry holds, not what the
+    // failed batches had prepared.
+    r.register(plain(3)).await.unwrap();
+    assert!(in_dns(1) && in_dns(2) && in_dns(3) && !in_dns(9));
     stop.cancel();
 }

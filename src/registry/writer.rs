@@ -398,11 +398,21 @@ impl Writer {
         if !changes.is_empty() {
             let backend = self.backend.clone();
             let index = snap.index;
-            let result = tokio::task::spawn_blocking(move || backend.apply(&changes, index))
+            let task = tokio::task::spawn_blocking(move || backend.apply(&changes, index));
+            // The views' share of the batch is done while the disk syncs the log.
+            if !keys.is_empty() {
+                for v in &self.views {
+                    v.prepare(&snap, Changed::Some(&keys));
+                }
+            }
+            let result = task
                 .await
                 .unwrap_or_else(|e| Err(StoreError::Write(format!("store task failed: {e}"))));
             if let Err(e) = result {
                 tracing::error!(error = %e, "store commit failed; the batch was not applied");
+                for v in &self.views {
+                    v.discard(&self.snapshot, Changed::Some(&keys));
+                }
                 let message = e.to_string();
                 for (reply, _) in replies {
                     let _ = reply.send(Err(RegistryError::Store(StoreError::Write(
