@@ -17,11 +17,11 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::names;
 use super::table::{
     self, DynamicNames, Member, Node, PTR, RRSet, RRSets, Rec, Statics, TXT, Table, addr_rec,
     addr_type, service_node, srv_rec,
 };
+use super::{name_map, names};
 use crate::model::{Instance, InstanceId, ServiceName};
 use crate::registry::{Entry, ServiceInstances, Snapshot};
 
@@ -64,8 +64,9 @@ struct Produced {
     names: Vec<Arc<[u8]>>,
 }
 
-/// One change of the names: set (`Some`) or remove (`None`).
-type Op = (Arc<[u8]>, Option<Arc<Node>>);
+/// One change of the names: set (`Some`) or remove (`None`), with the name's hash so that
+/// replaying it does not hash the name again.
+type Op = (u64, Arc<[u8]>, Option<Arc<Node>>);
 
 /// The mutable side of the dynamic names; only the registry writer touches it (through
 /// `DnsView::publish`), and each publish hands readers an immutable `Table`.
@@ -149,13 +150,11 @@ fn take_back(mut t: Arc<Table>) -> DynamicNames {
     t.dynamic.clone()
 }
 
-fn apply(map: &mut DynamicNames, (name, node): Op) {
+fn apply(map: &mut DynamicNames, (hash, name, node): Op) {
     match node {
-        Some(n) => {
-            map.insert(name, n);
-        }
+        Some(n) => map.insert_hashed(hash, name, n),
         None => {
-            map.remove(&name);
+            map.remove_hashed(hash, &name);
         }
     }
 }
@@ -217,19 +216,21 @@ impl Builder {
     }
 
     fn set(&mut self, name: Arc<[u8]>, node: Arc<Node>) {
+        let hash = name_map::hash_name(&name);
         if self.bulk {
-            self.names().insert(name, node);
+            self.names().insert_hashed(hash, name, node);
         } else {
-            self.names().insert(name.clone(), node.clone());
-            self.log.push((name, Some(node)));
+            self.names().insert_hashed(hash, name.clone(), node.clone());
+            self.log.push((hash, name, Some(node)));
         }
     }
 
     fn unset(&mut self, name: &[u8]) {
-        if let Some((name, _)) = self.names().remove_entry(name)
+        let hash = name_map::hash_name(name);
+        if let Some(name) = self.names().remove_hashed(hash, name)
             && !self.bulk
         {
-            self.log.push((name, None));
+            self.log.push((hash, name, None));
         }
     }
 

@@ -8,6 +8,7 @@ pub mod answer;
 mod dynamic;
 pub mod forward;
 pub mod handler;
+mod name_map;
 pub mod names;
 pub mod query;
 pub mod table;

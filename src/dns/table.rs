@@ -105,15 +105,14 @@ impl Node {
     }
 }
 
-/// The hasher of the name maps: foldhash, seeded per process. Names are hashed on every
+/// The hasher of the static names: foldhash, seeded per process. Names are hashed on every
 /// query; SipHash was a fifth of a miss's instructions. Clients choose the names looked up
 /// but not the names stored, so they cannot build long collision chains.
 pub type NameHasher = foldhash::fast::RandomState;
 /// Static names: built once, never changed.
 pub type StaticNames = HashMap<Box<[u8]>, Node, NameHasher>;
-/// The registry's names. Keys and nodes are reference-counted: the builder's two copies of
-/// the map (`dynamic::Builder`) and its change log share them.
-pub type DynamicNames = HashMap<Arc<[u8]>, Arc<Node>, NameHasher>;
+/// The registry's names (`name_map.rs`).
+pub use super::name_map::DynamicNames;
 
 /// A zone signpost is authoritative for.
 #[derive(Debug)]

@@ -254,25 +254,25 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 #[derive(Serialize)]
-pub struct HealthOut {
+pub struct HealthOut<'a> {
     status: &'static str,
-    output: String,
+    output: &'a str,
     since: String,
 }
 
 #[derive(Serialize)]
-pub struct MaintenanceOut {
+pub struct MaintenanceOut<'a> {
     enabled: bool,
-    reason: String,
+    reason: &'a str,
     since: String,
 }
 
 #[derive(Serialize)]
-pub struct CheckOut {
+pub struct CheckOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    http: Option<String>,
+    http: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tcp: Option<String>,
+    tcp: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ttl: Option<String>,
     interval: String,
@@ -282,45 +282,46 @@ pub struct CheckOut {
 }
 
 /// An instance as returned (CONTRACT §3), plus its registered `ttl`, `check` and
-/// `deregister_after` so a client can see exactly what is stored.
+/// `deregister_after` so a client can see exactly what is stored. Borrows from the entry:
+/// a reply allocates only what it formats (address, durations, times).
 #[derive(Serialize)]
-pub struct InstanceOut {
-    service: String,
-    id: String,
+pub struct InstanceOut<'a> {
+    service: &'a str,
+    id: &'a str,
     address: String,
     port: u16,
-    tags: Vec<String>,
-    meta: BTreeMap<String, String>,
+    tags: Vec<&'a str>,
+    meta: &'a BTreeMap<String, String>,
     weight: u16,
     priority: u16,
     ttl: Option<u32>,
-    check: Option<CheckOut>,
+    check: Option<CheckOut<'a>>,
     deregister_after: Option<String>,
-    health: HealthOut,
-    maintenance: Option<MaintenanceOut>,
+    health: HealthOut<'a>,
+    maintenance: Option<MaintenanceOut<'a>>,
 }
 
 fn dur(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-impl From<&Entry> for InstanceOut {
-    fn from(e: &Entry) -> Self {
+impl<'a> From<&'a Entry> for InstanceOut<'a> {
+    fn from(e: &'a Entry) -> Self {
         let i = &e.instance;
         InstanceOut {
-            service: i.key.service.to_string(),
-            id: i.key.id.to_string(),
+            service: i.key.service.as_str(),
+            id: i.key.id.as_str(),
             address: i.address.to_string(),
             port: i.port,
-            tags: i.tags.iter().map(|t| t.to_string()).collect(),
-            meta: i.meta.clone(),
+            tags: i.tags.iter().map(|t| t.as_str()).collect(),
+            meta: &i.meta,
             weight: i.weight,
             priority: i.priority,
             ttl: i.ttl,
             check: i.check.as_ref().map(|c| {
                 let (http, tcp, ttl) = match &c.kind {
-                    CheckKind::Http(u) => (Some(u.clone()), None, None),
-                    CheckKind::Tcp(a) => (None, Some(a.clone()), None),
+                    CheckKind::Http(u) => (Some(u.as_str()), None, None),
+                    CheckKind::Tcp(a) => (None, Some(a.as_str()), None),
                     CheckKind::Ttl(t) => (None, None, Some(dur(*t))),
                 };
                 CheckOut {
@@ -336,12 +337,12 @@ impl From<&Entry> for InstanceOut {
             deregister_after: i.deregister_after.map(dur),
             health: HealthOut {
                 status: e.health.status.as_str(),
-                output: e.health.output.to_string(),
+                output: &e.health.output,
                 since: rfc3339(e.health.since),
             },
             maintenance: i.maintenance.as_ref().map(|m| MaintenanceOut {
                 enabled: true,
-                reason: m.reason.clone(),
+                reason: &m.reason,
                 since: rfc3339(m.since),
             }),
         }
@@ -361,7 +362,7 @@ pub struct ServiceList {
 }
 
 #[derive(Serialize)]
-pub struct ServiceOut {
+pub struct ServiceOut<'a> {
     pub name: String,
-    pub instances: Vec<InstanceOut>,
+    pub instances: Vec<InstanceOut<'a>>,
 }
