@@ -465,7 +465,9 @@ impl Builder {
 
     /// Rebuilds (or removes) the PTR node of `addr`.
     fn refresh_reverse(&mut self, statics: &Statics, addr: IpAddr) {
-        let key = names::reverse(addr);
+        let mut buf = [0; names::MAX_REVERSE];
+        let n = names::reverse_into(addr, &mut buf);
+        let key = &buf[..n];
         match self.reverse.get(&addr) {
             Some(targets) if !targets.is_empty() => {
                 let recs: Vec<Rec> = targets
@@ -483,7 +485,7 @@ impl Builder {
             }
             _ => {
                 self.reverse.remove(&addr);
-                self.unset(&key);
+                self.unset(key);
             }
         }
     }
