@@ -69,7 +69,7 @@ struct Produced {
 type Op = (u64, Arc<[u8]>, Option<Arc<Node>>);
 
 /// The mutable side of the dynamic names; only the registry writer touches it (through
-/// `DnsView::publish`), and each publish hands readers an immutable `Table`.
+/// `DnsView`'s `View` methods), and each publish hands readers an immutable `Table`.
 pub struct Builder {
     /// The names as of every change so far; readers do not see it until `publish`. `None`
     /// between a publish and the next change, while it is `spare`.

@@ -76,9 +76,7 @@ impl DnsView {
     pub fn table(&self) -> arc_swap::Guard<Arc<Table>> {
         self.table.load()
     }
-}
 
-impl DnsView {
     /// Brings the working copy of the names in line with `snapshot` for the services of
     /// `keys`; readers do not see it before `Builder::publish`.
     fn set_services(

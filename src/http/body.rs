@@ -29,6 +29,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "body: expected a JSON object, got nothing",
         ));
     }
+    // Parsed without tracking the path first (the path tracker wraps every value and was a
+    // third of a registration's parse); only a body that fails is parsed again to name it.
+    if let Ok(v) = T::deserialize(&mut serde_json::Deserializer::from_slice(bytes)) {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -288,7 +288,8 @@ pub struct CheckOut<'a> {
 pub struct InstanceOut<'a> {
     service: &'a str,
     id: &'a str,
-    address: String,
+    /// serde writes an address as its text (no allocation).
+    address: std::net::IpAddr,
     port: u16,
     tags: Vec<&'a str>,
     meta: &'a BTreeMap<String, String>,
@@ -311,7 +312,7 @@ impl<'a> From<&'a Entry> for InstanceOut<'a> {
         InstanceOut {
             service: i.key.service.as_str(),
             id: i.key.id.as_str(),
-            address: i.address.to_string(),
+            address: i.address,
             port: i.port,
             tags: i.tags.iter().map(|t| t.as_str()).collect(),
             meta: &i.meta,

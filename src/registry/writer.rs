@@ -3,9 +3,10 @@
 //! It waits for a command or the next deadline, then takes every command already queued (up
 //! to `MAX_BATCH`) and applies them in order to a working copy of the snapshot. Durable
 //! changes of the whole batch go to the store in one commit; only when that succeeded does the
-//! working copy become the registry: views are rebuilt, the snapshot published, the index
-//! bumped, and every caller answered. A failed commit answers every caller of the batch with
-//! the error and leaves the registry as it was.
+//! working copy become the registry: views are published (they prepare their share while the
+//! commit is on the disk, out of readers' sight), the snapshot published, the index bumped,
+//! and every caller answered. A failed commit answers every caller of the batch with the
+//! error, has the views discard what they prepared, and leaves the registry as it was.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
