@@ -197,7 +197,7 @@ DB_BYTES=$(du -sb "$DATA" | cut -f1)
 record "{\"mode\":\"store\",\"bytes\":$DB_BYTES}"
 
 # --- report ------------------------------------------------------------------------------------------
-STAMP=$(date -u +%Y-%m-%dT%H%MZ)
+STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)  # seconds: runs back to back must not overwrite each other
 mkdir -p "$RESULTS_DIR"
 GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || GIT_REV="$GIT_REV+dirty"
