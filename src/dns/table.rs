@@ -2,10 +2,11 @@
 //! sets, rebuilt from each registry `Snapshot` and read lock-free by the query path.
 //!
 //! Static zones are parsed once into a shared map (`Statics`); the registry's names (service,
-//! tag, RFC 2782, instance, reverse) live in a hash map that `dynamic::Builder` keeps in two
-//! copies, one read by queries and one it writes, swapped on every publish. A query is one
-//! hash lookup in each; a miss walks the name's suffixes against the few zone apexes to choose
-//! NXDOMAIN or REFUSED, so a miss costs no more than a hit whatever the registry's size.
+//! tag, RFC 2782, instance, reverse) live in a hash map (`name_map.rs`) that
+//! `dynamic::Builder` keeps in two copies, one read by queries and one it writes, swapped on
+//! every publish. A query is one hash lookup in each; a miss walks the name's suffixes
+//! against the few zone apexes to choose NXDOMAIN or REFUSED, so a miss costs no more than a
+//! hit whatever the registry's size.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
