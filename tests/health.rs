@@ -380,6 +380,29 @@ async fn replacing_or_deregistering_stops_the_old_check() {
         new_hits,
         "a deregistered check still runs"
     );
+
+    // Replaced by a registration without a check: its check stops too.
+    s.register(
+        "web",
+        "w2",
+        json!({"address": "10.4.0.2", "port": 80, "check": http_check(&old.url(), json!({}))}),
+    )
+    .await;
+    eventually(5, "w2 passing", || async {
+        status(&s, "web", "w2").await == "passing"
+    })
+    .await;
+    s.register("web", "w2", json!({"address": "10.4.0.2", "port": 80}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let old_hits = old.hits.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        old.hits.load(Ordering::SeqCst),
+        old_hits,
+        "a check removed by a replacement still runs"
+    );
+    assert_eq!(status(&s, "web", "w2").await, "passing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
