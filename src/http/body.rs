@@ -29,8 +29,8 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "body: expected a JSON object, got nothing",
         ));
     }
-    // Parsed without tracking the path first (the path tracker wraps every value and was a
-    // third of a registration's parse); only a body that fails is parsed again to name it.
+    // Parsed without tracking the path first (the tracker wraps every value it visits); only
+    // a body that fails is parsed again, with it, to name the field.
     if let Ok(v) = T::deserialize(&mut serde_json::Deserializer::from_slice(bytes)) {
         return Ok(v);
     }

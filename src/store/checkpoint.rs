@@ -249,6 +249,7 @@ impl State {
         Ok(())
     }
 }
+
 /// Runs the calling thread (the checkpointer) at nice 10. Checkpoints are background work:
 /// writes are durable in the log already, so the thread that copies them into redb should
 /// take the CPU only when requests leave it (it needs ~5 % at full write load, and nice 10
