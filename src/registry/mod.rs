@@ -52,6 +52,8 @@ pub enum Changed<'a> {
 /// `fdatasync` instead of following it. Then exactly one of `publish` (the commit succeeded;
 /// same arguments) or `discard` (it failed; `committed` is the registry as it still is) is
 /// called. `publish` alone, without `prepare`, must do the whole job (start-up, `All`).
+/// After a durable commit `publish` runs on the store's thread (right after the `fdatasync`,
+/// once `prepare` has returned), otherwise on the writer's.
 pub trait View: Send + Sync + 'static {
     fn prepare(&self, _snapshot: &Snapshot, _changed: Changed<'_>) {}
     fn discard(&self, _committed: &Snapshot, _changed: Changed<'_>) {}

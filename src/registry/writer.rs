@@ -4,8 +4,9 @@
 //! to `MAX_BATCH`) and applies them in order to a working copy of the snapshot. Durable
 //! changes of the whole batch go to the store in one commit; only when that succeeded does the
 //! working copy become the registry: views are published (they prepare their share while the
-//! commit is on the disk, out of readers' sight), the snapshot published, the index bumped,
-//! and every caller answered. A failed commit answers every caller of the batch with the
+//! commit is on the disk, out of readers' sight, and are published by the store's thread as
+//! soon as the commit is durable), the snapshot published, the index bumped, and every caller
+//! answered. A failed commit answers every caller of the batch with the
 //! error, has the views discard what they prepared, and leaves the registry as it was.
 
 use std::sync::Arc;
@@ -391,24 +392,56 @@ impl Writer {
     /// Persists the batch's changes in one commit, then publishes and answers.
     async fn commit(&mut self, batch: Batch) {
         let Batch {
-            snap,
+            mut snap,
             changes,
-            keys,
+            mut keys,
             replies,
         } = batch;
+        // Whether the views were published by the store's thread (see below).
+        let mut published = false;
         if !changes.is_empty() {
             let backend = self.backend.clone();
             let index = snap.index;
-            let task = tokio::task::spawn_blocking(move || backend.apply(&changes, index));
+            let shared = Arc::new((snap, keys));
+            let on_store = shared.clone();
+            let views = (!shared.1.is_empty()).then(|| self.views.clone());
+            let (ready, prepared) = std::sync::mpsc::channel::<()>();
+            let task = tokio::task::spawn_blocking(move || {
+                let result = backend.apply(&changes, index);
+                // The views are published here, the moment the batch is durable, rather than
+                // after this thread has woken the writer: DNS shows the change one thread
+                // hand-off sooner. Only once the writer has prepared them (it does so while
+                // this thread waits on the disk); if it never does, the writer publishes.
+                // A publish that panics is not taken for a failed commit (the batch is
+                // durable): the writer publishes again, and meets the same panic as before.
+                let published = result.is_ok()
+                    && views.is_some_and(|views| {
+                        prepared.recv().is_ok()
+                            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                for v in &views {
+                                    v.publish(&on_store.0, Changed::Some(&on_store.1));
+                                }
+                            }))
+                            .is_ok()
+                    });
+                drop(on_store);
+                (result, published)
+            });
             // The views' share of the batch is done while the disk syncs the log.
-            if !keys.is_empty() {
+            if !shared.1.is_empty() {
                 for v in &self.views {
-                    v.prepare(&snap, Changed::Some(&keys));
+                    v.prepare(&shared.0, Changed::Some(&shared.1));
                 }
             }
-            let result = task
-                .await
-                .unwrap_or_else(|e| Err(StoreError::Write(format!("store task failed: {e}"))));
+            let _ = ready.send(());
+            let (result, on_store) = task.await.unwrap_or_else(|e| {
+                (
+                    Err(StoreError::Write(format!("store task failed: {e}"))),
+                    false,
+                )
+            });
+            published = on_store;
+            (snap, keys) = Arc::try_unwrap(shared).unwrap_or_else(|s| (s.0.clone(), s.1.clone()));
             if let Err(e) = result {
                 tracing::error!(error = %e, "store commit failed; the batch was not applied");
                 for v in &self.views {
@@ -426,8 +459,10 @@ impl Writer {
         }
         if !keys.is_empty() {
             self.snapshot = snap;
-            for v in &self.views {
-                v.publish(&self.snapshot, Changed::Some(&keys));
+            if !published {
+                for v in &self.views {
+                    v.publish(&self.snapshot, Changed::Some(&keys));
+                }
             }
             if let Some(r) = &self.registry {
                 r.publish(self.snapshot.clone());
