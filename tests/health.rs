@@ -336,6 +336,15 @@ async fn deregister_after_removes_durably() {
     assert!(instance(&s, "gone", "keep").await.is_some());
 }
 
+/// Asserts that nothing probes `t` any more: after a settling pause (a probe in flight may
+/// still land), its hit count stays put for five check intervals.
+async fn assert_stopped(t: &Target, what: &str) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hits = t.hits.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(t.hits.load(Ordering::SeqCst), hits, "{what}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_or_deregistering_stops_the_old_check() {
     let s = TestServer::start().await;
@@ -362,24 +371,10 @@ async fn replacing_or_deregistering_stops_the_old_check() {
         new.hits.load(Ordering::SeqCst) > 0 && status(&s, "web", "w1").await == "passing"
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let old_hits = old.hits.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        old.hits.load(Ordering::SeqCst),
-        old_hits,
-        "the replaced check still runs"
-    );
+    assert_stopped(&old, "the replaced check still runs").await;
 
     assert_eq!(s.deregister("web", "w1").await, 204);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let new_hits = new.hits.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        new.hits.load(Ordering::SeqCst),
-        new_hits,
-        "a deregistered check still runs"
-    );
+    assert_stopped(&new, "a deregistered check still runs").await;
 
     // Replaced by a registration without a check: its check stops too.
     s.register(
@@ -394,14 +389,7 @@ async fn replacing_or_deregistering_stops_the_old_check() {
     .await;
     s.register("web", "w2", json!({"address": "10.4.0.2", "port": 80}))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let old_hits = old.hits.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        old.hits.load(Ordering::SeqCst),
-        old_hits,
-        "a check removed by a replacement still runs"
-    );
+    assert_stopped(&old, "a check removed by a replacement still runs").await;
     assert_eq!(status(&s, "web", "w2").await, "passing");
 }
 

@@ -41,10 +41,7 @@ pub struct DynamicNames {
 
 impl DynamicNames {
     pub fn get(&self, name: &[u8]) -> Option<&Arc<Node>> {
-        self.get_hashed(hash_name(name), name)
-    }
-
-    pub fn get_hashed(&self, hash: u64, name: &[u8]) -> Option<&Arc<Node>> {
+        let hash = hash_name(name);
         self.slots
             .find(hash, |s| s.hash == hash && *s.name == *name)
             .map(|s| &s.node)

@@ -98,14 +98,8 @@ pub fn instance(id: &str, svc: &str, domain: &[u8]) -> Box<[u8]> {
 /// The longest reverse name: `ip6.arpa.` under 32 one-nibble labels.
 pub const MAX_REVERSE: usize = 32 * 2 + 10;
 
-/// The reverse name of an address under `in-addr.arpa.` or `ip6.arpa.`.
-pub fn reverse(addr: IpAddr) -> Box<[u8]> {
-    let mut buf = [0; MAX_REVERSE];
-    let n = reverse_into(addr, &mut buf);
-    buf[..n].into()
-}
-
-/// Writes the reverse name of `addr` into `buf` and returns its length. Written byte by byte:
+/// Writes the reverse name of `addr` (under `in-addr.arpa.` or `ip6.arpa.`) into `buf` and
+/// returns its length. Written byte by byte:
 /// every registered address has one, so at start-up this runs 100,000 times and formatting
 /// labels into strings was ~7 % of the start-up's CPU.
 pub fn reverse_into(addr: IpAddr, buf: &mut [u8; MAX_REVERSE]) -> usize {
@@ -168,6 +162,12 @@ mod tests {
 
     fn d() -> Box<[u8]> {
         from_dotted("internal.").unwrap()
+    }
+
+    fn reverse(addr: IpAddr) -> Vec<u8> {
+        let mut buf = [0; MAX_REVERSE];
+        let n = reverse_into(addr, &mut buf);
+        buf[..n].to_vec()
     }
 
     #[test]

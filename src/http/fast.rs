@@ -5,8 +5,9 @@
 //! path took a quarter less CPU per request (BENCHMARKS.md, "Writes and scale"). So this layer
 //! recognises exactly that shape — method PUT, no percent-escapes, no further segments — and
 //! runs the same body extractor under the same `DefaultBodyLimit`, the same handler
-//! (`instances::register`) and the same index stamp (`stamp::add_index`); anything else, including every malformed variant of the path, goes to the
-//! router unchanged, so routing rules, 404s and 405s stay the router's.
+//! (`instances::register`) and the same index stamp (`stamp::add_index`); anything else,
+//! including every malformed variant of the path, goes to the router unchanged, so routing
+//! rules, 404s and 405s stay the router's.
 
 use std::convert::Infallible;
 use std::future::Future;

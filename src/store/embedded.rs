@@ -159,9 +159,7 @@ fn recover(db: &Database, dir: &Path, path: &Path) -> Result<u64, StoreError> {
             if index <= held {
                 return Ok(());
             }
-            for op in &ops {
-                write_op(&mut instances, op).map_err(|e| open_err(e.to_string()))?;
-            }
+            write_ops(&mut instances, &ops).map_err(|e| open_err(e.to_string()))?;
             last = index;
             Ok(())
         })?;
@@ -177,15 +175,15 @@ fn recover(db: &Database, dir: &Path, path: &Path) -> Result<u64, StoreError> {
     Ok(last)
 }
 
-/// Writes one change read from the log.
-pub(super) fn write_op(
-    instances: &mut Table<&str, &[u8]>,
-    op: &Op<'_>,
-) -> Result<(), redb::StorageError> {
-    match op {
-        Op::Put { key, value } => instances.insert(*key, *value).map(drop),
-        Op::Delete { key } => instances.remove(*key).map(drop),
+/// Writes the changes of one log record, in order.
+fn write_ops(instances: &mut Table<&str, &[u8]>, ops: &[Op<'_>]) -> Result<(), redb::StorageError> {
+    for op in ops {
+        match op {
+            Op::Put { key, value } => instances.insert(*key, *value).map(drop)?,
+            Op::Delete { key } => instances.remove(*key).map(drop)?,
+        }
     }
+    Ok(())
 }
 
 /// Copies framed log records into `tx`, in order, and stamps it with the last one's index
@@ -200,9 +198,7 @@ pub(super) fn write_records(
         let mut instances = tx.open_table(INSTANCES).map_err(|e| e.to_string())?;
         for r in records {
             let (index, ops) = wal::decode(wal::payload(r))?;
-            for op in &ops {
-                write_op(&mut instances, op).map_err(|e| e.to_string())?;
-            }
+            write_ops(&mut instances, &ops).map_err(|e| e.to_string())?;
             last = index;
         }
     }

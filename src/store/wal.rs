@@ -9,8 +9,9 @@
 //! the registry index of the segment's first record; sorting the names sorts the log. Each
 //! record is `[u32 LE payload length][u32 LE CRC-32 (IEEE) of the payload][payload]`, and the
 //! payload is `[u64 LE index][u32 LE change count]` followed by each change: `1, key, value`
-//! for a put (value: the stored form of a `record::Record`, exactly what redb stores) or `2, key` for
-//! a delete, where key and value are each `[u32 LE length][bytes]` and key is `record::key_of`.
+//! for a put (value: the stored form of a `record::Record`, exactly what redb stores) or
+//! `2, key` for a delete, where key and value are each `[u32 LE length][bytes]` and key is
+//! `record::key_of`.
 //!
 //! A segment is preallocated by writing zeros (and `sync_all` once per extension), so the
 //! per-record `fdatasync` flushes data only, never the file size; a record never straddles
