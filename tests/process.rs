@@ -625,3 +625,222 @@ fn check_config_names_the_bad_key() {
     assert!(!st.success());
     assert!(err.contains("missing.toml"), "{err}");
 }
+
+/// A private mount namespace holding a small tmpfs at `dir`, kept alive by a `sleep` (killed
+/// when dropped); processes join it with `nsenter`, and the test reaches its files through
+/// `/proc/<pid>/root`. Needs root, as CI has.
+struct SmallDisk {
+    holder: Proc,
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let script = format!(
+            "mount -t tmpfs -o size={size} tmpfs \"$0\" && echo mounted >&2 && exec sleep 300"
+        );
+        let holder = Proc::spawn(
+            Command::new("unshare")
+                .args(["-m", "--propagation", "private", "sh", "-c", &script])
+                .arg(dir),
+        );
+        let line = holder
+            .lines
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("no tmpfs ({e:?}): {}", holder.stderr()));
+        assert_eq!(line, "mounted", "{}", holder.stderr());
+        SmallDisk {
+            holder,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// `name` inside the tmpfs, as this process reaches it.
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        let inner = self.dir.join(name);
+        Path::new(&format!("/proc/{}/root", self.holder.pid()))
+            .join(inner.strip_prefix("/").unwrap())
+    }
+
+    /// `signpost serve` inside the namespace, its store in `data` (a directory in the tmpfs).
+    fn start(&self, cwd: &Path, data: &str) -> Server {
+        let mut proc = Proc::spawn(
+            Command::new("nsenter")
+                .args(["-t", &self.holder.pid(), "-m", "--"])
+                .arg(BIN)
+                .current_dir(cwd)
+                .args([
+                    "serve",
+                    "--dns-listen",
+                    "127.0.0.1:0",
+                    "--http-listen",
+                    "127.0.0.1:0",
+                ])
+                .arg("--data-dir")
+                .arg(self.dir.join(data)),
+        );
+        let (dns, http) = proc.ready();
+        Server { proc, dns, http }
+    }
+
+    /// Writes a file of zeros into the tmpfs until it is full; returns its size.
+    fn fill(&self, name: &str) -> u64 {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.path(name)).unwrap();
+        let chunk = vec![0u8; 256 << 10];
+        let mut n = 0;
+        while f.write_all(&chunk).is_ok() {
+            n += chunk.len() as u64;
+            assert!(n < 1 << 30, "the tmpfs never filled");
+        }
+        n
+    }
+}
+
+/// A registration body of ~16 KB (64 metadata pairs of 250 bytes): fills a log segment fast.
+fn big_registration(i: usize) -> Value {
+    let meta: serde_json::Map<String, Value> = (0..64)
+        .map(|k| {
+            (
+                format!("k{k}"),
+                Value::String(format!("{i}-{}", "x".repeat(240))),
+            )
+        })
+        .collect();
+    json!({"address": format!("10.9.{}.{}", i / 200, i % 200 + 1), "port": 80, "meta": meta})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_until_freed_then_they_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&tmp.path().join("disk"), "48m");
+    let s = disk.start(tmp.path(), "data");
+    let c = client();
+    let put = |i: usize| {
+        c.put(format!("http://{}/v1/services/big/instances/i{i}", s.http))
+            .json(&big_registration(i))
+            .send()
+    };
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        assert_eq!(put(i).await.unwrap().status(), 200);
+        acked.push(i);
+    }
+    // Full, and without the spare segment the log keeps ready: the next segment the log
+    // needs has no room. (The spare is made again in the background after the first write.)
+    let until = Instant::now() + Duration::from_secs(10);
+    while !disk.path("data/signpost.log.spare").exists() {
+        assert!(Instant::now() < until, "no spare segment made");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    disk.fill("filler");
+    std::fs::remove_file(disk.path("data/signpost.log.spare")).unwrap();
+    disk.fill("filler2");
+
+    // The current segment (8 MiB) takes writes until it is full; the next one fails.
+    let mut refused = None;
+    for i in 20..2000 {
+        let r = put(i).await.unwrap();
+        match r.status().as_u16() {
+            200 => acked.push(i),
+            503 => {
+                refused = Some(r);
+                break;
+            }
+            other => panic!("registration {i}: {other}"),
+        }
+    }
+    let r = refused.expect("a write refused on the full disk");
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("store"), "{body}");
+    let ready = c
+        .get(format!("http://{}/ready", s.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("No space"),
+        "{body}"
+    );
+    let healthz = c
+        .get(format!("http://{}/healthz", s.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), 200, "reads and DNS still served");
+    assert_eq!(put(5000).await.unwrap().status(), 503, "still full");
+
+    // Room again: writes resume by themselves, no restart.
+    std::fs::remove_file(disk.path("filler")).unwrap();
+    std::fs::remove_file(disk.path("filler2")).unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c
+            .get(format!("http://{}/ready", s.http))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < until, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 5000..5010 {
+        assert_eq!(
+            put(i).await.unwrap().status(),
+            200,
+            "after the disk was freed"
+        );
+        acked.push(i);
+    }
+    let got = instances(&c, s.http, "big").await;
+    assert_eq!(got.len(), acked.len(), "exactly the acknowledged writes");
+
+    // Nothing acknowledged is lost across a clean restart on the same disk.
+    let Server { proc: mut p, .. } = s;
+    p.signal("TERM");
+    let st = p.exited(Duration::from_secs(20)).await;
+    assert!(st.success(), "{st:?}: {}", p.stderr());
+    let s = disk.start(tmp.path(), "data");
+    let got = instances(&c, s.http, "big").await;
+    let mut ids: Vec<usize> = got.keys().map(|k| k[1..].parse().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_data_dir_refuses_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = start(tmp.path(), &data, &[]);
+    let c = client();
+    register(&c, s.http, "web", "a", "10.0.0.1").await;
+    std::fs::remove_dir_all(&data).unwrap();
+    for id in ["b", "c"] {
+        let r = c
+            .put(format!("http://{}/v1/services/web/instances/{id}", s.http))
+            .json(&json!({"address": "10.0.0.2", "port": 80}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{id}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("removed"),
+            "{body}"
+        );
+    }
+    let ready = c
+        .get(format!("http://{}/ready", s.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    // Reads still answer from memory.
+    assert_eq!(instances(&c, s.http, "web").await.len(), 1);
+}

@@ -7,6 +7,10 @@ use axum::response::{IntoResponse, Response};
 
 use crate::model::InvalidField;
 use crate::registry::RegistryError;
+use crate::store::StoreError;
+
+/// How long a client is asked to wait before retrying a write the store could not take.
+const RETRY_AFTER_SECS: u32 = 1;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -39,6 +43,10 @@ impl From<RegistryError> for ApiError {
             RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
             RegistryError::NoTtlCheck(..) => StatusCode::CONFLICT,
             RegistryError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            RegistryError::Store(StoreError::Unavailable(err)) => {
+                tracing::warn!(error = %err, "the store takes no writes; the change was not applied");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             RegistryError::Store(err) => {
                 tracing::error!(error = %err, "store write failed; the change was not applied");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -50,10 +58,17 @@ impl From<RegistryError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut resp = (
             self.status,
             Json(serde_json::json!({ "error": self.message })),
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        resp
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::ServiceExt;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
@@ -60,6 +60,17 @@ async fn healthz() -> impl IntoResponse {
     "ok\n"
 }
 
+/// 200 while this server can take writes; 503 naming why not (the store failing, its data
+/// dir removed). Asking also repairs a store whose failure has passed.
+async fn ready(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiError> {
+    state
+        .registry
+        .ready()
+        .await
+        .map(|()| "ok\n")
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+}
+
 /// The whole API as served: the registration path (`fast`) in front of the router, both
 /// under the concurrency limit.
 pub type App = ConcurrencyLimit<fast::FastRegister<Router>>;
@@ -100,6 +111,7 @@ fn router(state: Arc<AppState>, body_limit: DefaultBodyLimit) -> Router {
         .layer(stamp::StampIndexLayer(state.registry.clone()));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/ready", get(ready))
         .nest("/v1", v1)
         .fallback(not_found)
         .layer(body_limit)

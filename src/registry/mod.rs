@@ -89,6 +89,8 @@ pub struct Registry {
     /// The index of `current`, for long-polls to wait on. Sent after `current` is stored.
     index: watch::Sender<u64>,
     commands: mpsc::Sender<Command>,
+    /// The store, asked only whether it can take writes (`ready`); the writer writes to it.
+    store: Arc<dyn Backend>,
 }
 
 impl Registry {
@@ -103,7 +105,7 @@ impl Registry {
         let loaded = backend.load()?;
         let load_ms = started.elapsed().as_millis();
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (writer, first) = Writer::new(backend, loaded, views, rx);
+        let (writer, first) = Writer::new(backend.clone(), loaded, views, rx);
         tracing::info!(
             load_ms,
             build_ms = started.elapsed().as_millis() - load_ms,
@@ -114,6 +116,7 @@ impl Registry {
             current: ArcSwap::from_pointee(first),
             index,
             commands: tx,
+            store: backend,
         });
         Ok((registry.clone(), writer.with_registry(registry)))
     }
@@ -133,6 +136,15 @@ impl Registry {
         let index = snap.index;
         self.current.store(Arc::new(snap));
         self.index.send_replace(index);
+    }
+
+    /// `Ok` while the store can take writes (a store whose failure has passed is repaired
+    /// here).
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.ready())
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Write(format!("store task failed: {e}"))))
     }
 
     async fn ask(&self, op: Op) -> Result<Option<Arc<Entry>>, RegistryError> {

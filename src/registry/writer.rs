@@ -447,11 +447,8 @@ impl Writer {
                 for v in &self.views {
                     v.discard(&self.snapshot, Changed::Some(&keys));
                 }
-                let message = e.to_string();
                 for (reply, _) in replies {
-                    let _ = reply.send(Err(RegistryError::Store(StoreError::Write(
-                        message.clone(),
-                    ))));
+                    let _ = reply.send(Err(RegistryError::Store(e.clone())));
                 }
                 self.resync_deadlines(&keys);
                 return;

@@ -8,9 +8,11 @@
 //! (an atomic), and the log's owner removes the segments that holds entirely. So redb does one
 //! scattered-page fsync per second, not one per batch of registrations.
 //!
-//! A failed redb transaction stops the copying for good (a later batch on top of a missing one
-//! would make redb claim an index it does not hold): the records stay in the log, which the
-//! next start replays, and the error comes out of the next `flush`.
+//! A failed redb transaction (a full disk, say) stops the copying until a retry a second
+//! later: redb is closed and reopened (after an I/O error it refuses everything else), which
+//! takes it back to its last durable commit, and every record since then is committed again
+//! in order, so redb never claims an index it does not hold. Meanwhile the records stay in
+//! the log, which keeps them durable, and a `flush` answers the error.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,9 +21,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability};
+use redb::Durability;
 
-use super::embedded::write_records;
+use super::database::Db;
 use super::wal;
 
 /// When the checkpointer makes redb durable.
@@ -54,7 +56,7 @@ impl Checkpointer {
     /// Starts the thread on `db`, which holds everything through `index` durably.
     /// It keeps a spare log segment ready in `dir` (`wal::make_spare`).
     pub fn start(
-        db: Arc<Database>,
+        db: Arc<Db>,
         index: u64,
         when: Every,
         dir: &Path,
@@ -67,12 +69,13 @@ impl Checkpointer {
             when,
             durable: durable.clone(),
             applied: index,
-            pending_bytes: 0,
+            since_durable: Vec::new(),
+            queue: Vec::new(),
             last_durable: Instant::now(),
             failed: None,
             dir: dir.to_path_buf(),
             sizes,
-            spare_failed: false,
+            spare_failed: None,
         };
         let thread = std::thread::Builder::new()
             .name("store-checkpoint".into())
@@ -126,54 +129,68 @@ impl Drop for Checkpointer {
 }
 
 struct State {
-    db: Arc<Database>,
+    db: Arc<Db>,
     when: Every,
     durable: Arc<AtomicU64>,
     /// The index of the last record committed to redb (durably or not).
     applied: u64,
-    /// Bytes of records committed to redb since the last durable commit.
-    pending_bytes: u64,
+    /// Records committed to redb since the last durable commit: redb loses them if it must be
+    /// reopened, so they are kept until a durable commit holds them.
+    since_durable: Vec<Vec<u8>>,
+    /// Records received and not yet committed to redb (while a failure waits for its retry).
+    queue: Vec<Vec<u8>>,
     last_durable: Instant,
-    /// The first redb failure; once set nothing more is copied.
-    failed: Option<String>,
+    /// The last redb failure and when to try again; nothing is copied until then.
+    failed: Option<(String, Instant)>,
     dir: PathBuf,
     sizes: wal::Sizes,
-    /// A failed spare was logged once; the log then preallocates segments itself.
-    spare_failed: bool,
+    /// When a spare could not be made (a full disk); retried `RETRY_SPARE` later, and the
+    /// log preallocates segments itself meanwhile.
+    spare_failed: Option<Instant>,
 }
+
+/// How long after a failed spare another is tried.
+const RETRY_SPARE: Duration = Duration::from_secs(10);
+
+/// How long a failed checkpoint waits before redb is reopened and the records tried again.
+const RETRY: Duration = Duration::from_secs(1);
 
 impl State {
     fn run(mut self, rx: Receiver<Msg>) {
         loop {
             self.spare();
-            // A timed wait only while there is something to make durable (and a failed
-            // checkpointer has nothing it may make durable).
+            // A timed wait only while there is something to make durable, or a retry due.
             let behind = self.applied > self.durable.load(Ordering::Acquire);
-            let first = if behind && self.failed.is_none() {
-                let wait =
-                    (self.last_durable + self.when.every).saturating_duration_since(Instant::now());
-                match rx.recv_timeout(wait) {
+            let wake = match &self.failed {
+                Some((_, retry)) => Some(*retry),
+                None if behind => Some(self.last_durable + self.when.every),
+                None => None,
+            };
+            let first = match wake {
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                     Ok(m) => Some(m),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => return,
-                }
-            } else {
-                match rx.recv() {
+                },
+                None => match rx.recv() {
                     Ok(m) => Some(m),
                     Err(_) => return,
-                }
+                },
             };
-            let mut records = Vec::new();
             let mut flushes = Vec::new();
             let mut stop = false;
             let mut next = first;
+            let mut arrived = 0u64;
             // Records arriving within `GATHER` of the first go into one transaction: a redb
             // transaction per registration would be redone work, and would take the CPU
             // just when the registry answers the client it came from.
             let until = Instant::now() + GATHER;
             while let Some(m) = next {
                 match m {
-                    Msg::Record(r) => records.push(r),
+                    Msg::Record(r) => {
+                        arrived += r.len() as u64;
+                        self.queue.push(r);
+                    }
                     Msg::Flush(reply) => flushes.push(reply),
                     Msg::Stop => {
                         stop = true;
@@ -187,17 +204,27 @@ impl State {
                     rx.try_recv().ok()
                 };
             }
-            let durable_due = !flushes.is_empty()
-                || self.last_durable.elapsed() >= self.when.every
-                || self.pending_bytes + records.iter().map(|r| r.len() as u64).sum::<u64>()
-                    >= self.when.bytes;
-            if let Err(e) = self.commit(&records, durable_due) {
-                tracing::error!(error = %e, "store checkpoint failed; writes stay in the log");
-                self.failed.get_or_insert(e);
+            let retry_due = self
+                .failed
+                .as_ref()
+                .is_some_and(|(_, at)| Instant::now() >= *at || !flushes.is_empty() || stop);
+            if retry_due {
+                self.reopen();
+            }
+            if self.failed.is_none() {
+                let pending: u64 = self.since_durable.iter().map(|r| r.len() as u64).sum();
+                let durable_due = !flushes.is_empty()
+                    || self.last_durable.elapsed() >= self.when.every
+                    || pending + arrived >= self.when.bytes;
+                if let Err(e) = self.commit(durable_due) {
+                    tracing::error!(error = %e, "store checkpoint failed; writes stay in the log, retried in {RETRY:?}");
+                    self.db.close();
+                    self.failed = Some((e, Instant::now() + RETRY));
+                }
             }
             for reply in flushes {
                 let _ = reply.send(match &self.failed {
-                    Some(e) => Err(format!("a store checkpoint failed earlier: {e}")),
+                    Some((e, _)) => Err(format!("a store checkpoint failed: {e}")),
                     None => Ok(self.durable.load(Ordering::Acquire)),
                 });
             }
@@ -208,43 +235,57 @@ impl State {
     }
 
     fn spare(&mut self) {
-        if self.spare_failed {
+        if self.spare_failed.is_some_and(|t| t.elapsed() < RETRY_SPARE) {
             return;
         }
-        if let Err(e) = wal::make_spare(&self.dir, self.sizes) {
-            tracing::warn!(error = %e, "cannot prepare a spare log segment");
-            self.spare_failed = true;
+        match wal::make_spare(&self.dir, self.sizes) {
+            Ok(()) => self.spare_failed = None,
+            Err(e) => {
+                if self.spare_failed.is_none() {
+                    tracing::warn!(error = %e, "cannot prepare a spare log segment");
+                }
+                self.spare_failed = Some(Instant::now());
+            }
         }
     }
 
-    /// Commits `records` (possibly none) to redb, durably if `durable_due` and anything is
-    /// not yet durable.
-    fn commit(&mut self, records: &[Vec<u8>], durable_due: bool) -> Result<(), String> {
-        if self.failed.is_some() {
-            return Ok(());
+    /// After a failure: opens redb again, which holds what its last durable commit held, and
+    /// puts the records committed since then back in front of the queue.
+    fn reopen(&mut self) {
+        match self.db.index() {
+            Ok(held) => {
+                let mut queue = std::mem::take(&mut self.since_durable);
+                queue.append(&mut self.queue);
+                self.queue = queue;
+                self.applied = held;
+                self.failed = None;
+            }
+            Err(e) => {
+                self.db.close();
+                self.failed = Some((e, Instant::now() + RETRY));
+            }
         }
+    }
+
+    /// Commits the queued records (possibly none) to redb, durably if `durable_due` and
+    /// anything is not yet durable. On failure the queue is kept for the retry.
+    fn commit(&mut self, durable_due: bool) -> Result<(), String> {
         let behind = self.applied > self.durable.load(Ordering::Acquire);
-        let durable = durable_due && (behind || !records.is_empty());
-        if records.is_empty() && !durable {
+        let durable = durable_due && (behind || !self.queue.is_empty());
+        if self.queue.is_empty() && !durable {
             return Ok(());
         }
-        let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
-        tx.set_durability(if durable {
+        let durability = if durable {
             Durability::Immediate
         } else {
             Durability::None
-        })
-        .map_err(|e| e.to_string())?;
-        // With no records this still rewrites the index: an `Immediate` commit that makes the
-        // earlier `None` commits durable.
-        let applied = write_records(&tx, records, self.applied)?;
-        tx.commit().map_err(|e| e.to_string())?;
-        self.applied = applied;
-        self.pending_bytes += records.iter().map(|r| r.len() as u64).sum::<u64>();
+        };
+        self.applied = self.db.commit(&self.queue, self.applied, durability)?;
+        self.since_durable.append(&mut self.queue);
         if durable {
-            self.pending_bytes = 0;
+            self.since_durable.clear();
             self.last_durable = Instant::now();
-            self.durable.store(applied, Ordering::Release);
+            self.durable.store(self.applied, Ordering::Release);
         }
         Ok(())
     }

@@ -10,30 +10,16 @@
 //! never had a log. redb's file lock, taken first, is also what keeps a second process off
 //! the log.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// redb's page cache. Its default (1 GiB) keeps every page read at start-up (the whole file,
-/// ~40 MB at 100,000 instances) in memory for good, though the registry never reads the
-/// store after loading it. Only the checkpointer writes, in large sorted batches, and the
-/// pages on their B-tree paths that are not here the kernel's page cache serves.
-const CACHE_BYTES: usize = 4 << 20;
-
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
-
 use super::checkpoint::{Checkpointer, Every};
-use super::record::{self, key_of};
-use super::wal::{self, Op, Wal};
+use super::database::Db;
+use super::wal::{self, Wal};
 use super::{Backend, Change, Loaded, StoreError};
-
-/// `service/id` → a `record::Record` (`record::encode_into`).
-const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
-/// `"index"` → the registry index of the last committed change.
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-
-/// File name of the database inside the data dir.
-pub const FILE: &str = "signpost.redb";
 
 /// Log and checkpoint sizes; tests shrink them.
 #[derive(Debug, Clone, Copy)]
@@ -62,8 +48,7 @@ impl Default for Tuning {
 }
 
 pub struct Embedded {
-    db: Arc<Database>,
-    path: PathBuf,
+    db: Arc<Db>,
     /// The log's lock also orders the hand-off to the checkpointer, so redb receives the
     /// records in log order; the checkpointer itself never takes it.
     log: Mutex<Wal>,
@@ -83,23 +68,9 @@ impl Embedded {
             message,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(dir, e.to_string()))?;
-        let path = dir.join(FILE);
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| open_err(&path, e.to_string()))?;
-        // Create the tables up front so that a fresh store reads as empty, not as missing.
-        let tx = db
-            .begin_write()
-            .map_err(|e| open_err(&path, e.to_string()))?;
-        {
-            tx.open_table(INSTANCES)
-                .map_err(|e| open_err(&path, e.to_string()))?;
-            tx.open_table(META)
-                .map_err(|e| open_err(&path, e.to_string()))?;
-        }
-        tx.commit().map_err(|e| open_err(&path, e.to_string()))?;
-        let index = recover(&db, dir, &path)?;
+        // redb's file lock, taken here first, also keeps a second process off the log.
+        let db = Db::open(dir)?;
+        let index = recover(&db, dir)?;
         let db = Arc::new(db);
         let checkpointer = match tuning.checkpoint {
             Some(every) => {
@@ -117,55 +88,45 @@ impl Embedded {
         };
         Ok(Self {
             db,
-            path,
             log: Mutex::new(Wal::new(dir, tuning.sizes, index)),
             checkpointer,
         })
     }
+
+    fn log(&self) -> Result<std::sync::MutexGuard<'_, Wal>, StoreError> {
+        self.log
+            .lock()
+            .map_err(|_| StoreError::Write("the log lock is poisoned".into()))
+    }
 }
 
 /// Replays the log in `dir` into `db`: every record above the index redb holds, in order, in
-/// one durable commit; then removes the log. Returns the index redb now holds.
-fn recover(db: &Database, dir: &Path, path: &Path) -> Result<u64, StoreError> {
+/// one durable commit; then removes the log. Returns the index redb now holds. Damage in the
+/// log is an error naming the file and offset, and then nothing is removed.
+fn recover(db: &Db, dir: &Path) -> Result<u64, StoreError> {
     let open_err = |message: String| StoreError::Open {
-        path: path.to_path_buf(),
+        path: db.path().to_path_buf(),
         message,
     };
-    let held = {
-        let tx = db.begin_read().map_err(|e| open_err(e.to_string()))?;
-        let meta = tx.open_table(META).map_err(|e| open_err(e.to_string()))?;
-        meta.get("index")
-            .map_err(|e| open_err(e.to_string()))?
-            .map(|g| g.value())
-            .unwrap_or(0)
-    };
+    let held = db.index().map_err(open_err)?;
+    for f in wal::leftovers(dir) {
+        let _ = std::fs::remove_file(f);
+    }
     let files = wal::segments(dir)?;
     if files.is_empty() {
         return Ok(held);
     }
-    let tx = db.begin_write().map_err(|e| open_err(e.to_string()))?;
-    let mut last = held;
-    {
-        let mut instances = tx
-            .open_table(INSTANCES)
-            .map_err(|e| open_err(e.to_string()))?;
-        wal::replay(&files, |file, payload| {
-            let corrupt = |message: String| StoreError::Corrupt {
-                path: file.to_path_buf(),
-                key: String::new(),
-                message,
-            };
-            let (index, ops) = wal::decode(payload).map_err(corrupt)?;
-            if index <= held {
+    let last = db.replay(|write| {
+        wal::replay(&files, held, |file, d| {
+            if d.index <= held {
                 return Ok(());
             }
-            write_ops(&mut instances, &ops).map_err(|e| open_err(e.to_string()))?;
-            last = index;
-            Ok(())
-        })?;
-        write_index(&tx, last).map_err(open_err)?;
-    }
-    tx.commit().map_err(|e| open_err(e.to_string()))?;
+            write(d.index, &d.ops).map_err(|message| StoreError::Open {
+                path: file.to_path_buf(),
+                message,
+            })
+        })
+    })?;
     for f in files {
         std::fs::remove_file(&f).map_err(|e| StoreError::Open {
             path: f.clone(),
@@ -175,84 +136,15 @@ fn recover(db: &Database, dir: &Path, path: &Path) -> Result<u64, StoreError> {
     Ok(last)
 }
 
-/// Writes the changes of one log record, in order.
-fn write_ops(instances: &mut Table<&str, &[u8]>, ops: &[Op<'_>]) -> Result<(), redb::StorageError> {
-    for op in ops {
-        match op {
-            Op::Put { key, value } => instances.insert(*key, *value).map(drop)?,
-            Op::Delete { key } => instances.remove(*key).map(drop)?,
-        }
-    }
-    Ok(())
-}
-
-/// Copies framed log records into `tx`, in order, and stamps it with the last one's index
-/// (`applied` when there are none). Returns that index.
-pub(super) fn write_records(
-    tx: &WriteTransaction,
-    records: &[Vec<u8>],
-    applied: u64,
-) -> Result<u64, String> {
-    let mut last = applied;
-    {
-        let mut instances = tx.open_table(INSTANCES).map_err(|e| e.to_string())?;
-        for r in records {
-            let (index, ops) = wal::decode(wal::payload(r))?;
-            write_ops(&mut instances, &ops).map_err(|e| e.to_string())?;
-            last = index;
-        }
-    }
-    write_index(tx, last)?;
-    Ok(last)
-}
-
-fn write_index(tx: &WriteTransaction, index: u64) -> Result<(), String> {
-    let mut meta = tx.open_table(META).map_err(|e| e.to_string())?;
-    meta.insert("index", index).map_err(|e| e.to_string())?;
-    Ok(())
-}
-
 impl Backend for Embedded {
     fn load(&self) -> Result<Loaded, StoreError> {
-        let read_err = |message: String| StoreError::Open {
-            path: self.path.clone(),
-            message,
-        };
-        let tx = self.db.begin_read().map_err(|e| read_err(e.to_string()))?;
-        let table = tx
-            .open_table(INSTANCES)
-            .map_err(|e| read_err(e.to_string()))?;
-        let mut instances = Vec::new();
-        for row in table.iter().map_err(|e| read_err(e.to_string()))? {
-            let (k, v) = row.map_err(|e| read_err(e.to_string()))?;
-            let key = k.value().to_string();
-            let corrupt = |message: String| StoreError::Corrupt {
-                path: self.path.clone(),
-                key: key.clone(),
-                message,
-            };
-            let inst = record::decode(v.value()).map_err(corrupt)?;
-            if key_of(&inst.key) != key {
-                return Err(corrupt(format!("holds instance {}", inst.key)));
-            }
-            instances.push(inst);
-        }
-        let meta = tx.open_table(META).map_err(|e| read_err(e.to_string()))?;
-        let index = meta
-            .get("index")
-            .map_err(|e| read_err(e.to_string()))?
-            .map(|g| g.value())
-            .unwrap_or(0);
-        Ok(Loaded { instances, index })
+        self.db.load()
     }
 
     fn apply(&self, changes: &[Change], index: u64) -> Result<(), StoreError> {
-        let frame = wal::encode(changes, index).map_err(StoreError::Write)?;
-        let mut log = self
-            .log
-            .lock()
-            .map_err(|_| StoreError::Write("the log lock is poisoned".into()))?;
-        log.append(&frame, index)?;
+        let mut frame = wal::encode(changes).map_err(StoreError::Write)?;
+        let mut log = self.log()?;
+        log.append(&mut frame, index)?;
         if let Some(c) = &self.checkpointer {
             // Read before the hand-off: what redb held durably before this record.
             let durable = c.durable();
@@ -268,13 +160,14 @@ impl Backend for Embedded {
         };
         // Held across the wait so that no record is appended between the checkpoint and the
         // removal of the log.
-        let mut log = self
-            .log
-            .lock()
-            .map_err(|_| StoreError::Write("the log lock is poisoned".into()))?;
+        let mut log = self.log()?;
         let durable = c.flush().map_err(StoreError::Write)?;
         log.remove_all_through(durable);
         Ok(())
+    }
+
+    fn ready(&self) -> Result<(), StoreError> {
+        self.log()?.heal()
     }
 }
 
@@ -282,7 +175,6 @@ impl Backend for Embedded {
 mod tests {
     use super::*;
     use crate::model::*;
-    use redb::ReadableTableMetadata;
 
     fn inst(id: &str) -> Instance {
         Instance {
@@ -359,22 +251,20 @@ mod tests {
 
     /// What the database file alone holds, read without the log.
     fn redb_alone(dir: &Path) -> usize {
-        let db = Database::create(dir.join(FILE)).unwrap();
-        let tx = db.begin_read().unwrap();
-        tx.open_table(INSTANCES).unwrap().len().unwrap() as usize
+        Db::open(dir).unwrap().count()
     }
 
-    /// Offsets of the records in a segment file.
+    /// Offsets of the records in a segment file (12-byte headers).
     fn record_offsets(bytes: &[u8]) -> Vec<usize> {
         let mut at = 0;
         let mut v = Vec::new();
-        while at + 8 <= bytes.len() {
+        while at + 12 <= bytes.len() {
             let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
             if len == 0 {
                 break;
             }
             v.push(at);
-            at += 8 + len;
+            at += 12 + len;
         }
         v
     }
@@ -509,8 +399,7 @@ mod tests {
     }
 
     fn redb_alone_shared(s: &Embedded) -> usize {
-        let tx = s.db.begin_read().unwrap();
-        tx.open_table(INSTANCES).unwrap().len().unwrap() as usize
+        s.db.count()
     }
 
     #[test]
@@ -539,8 +428,182 @@ mod tests {
     #[test]
     fn garbage_file_is_an_error_not_an_empty_registry() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FILE), vec![0x5a; 8192]).unwrap();
+        let file = super::super::database::FILE;
+        std::fs::write(dir.path().join(file), vec![0x5a; 8192]).unwrap();
         let e = Embedded::open(dir.path()).err().expect("must fail");
-        assert!(e.to_string().contains(FILE), "{e}");
+        assert!(e.to_string().contains(file), "{e}");
+    }
+
+    /// One segment of 100 records (large enough not to rotate), written without a
+    /// checkpointer: the data dir, the segment's path and its record offsets.
+    fn hundred_records() -> (tempfile::TempDir, PathBuf, Vec<usize>) {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = wal::Sizes {
+            segment_bytes: 1 << 20,
+            prealloc_bytes: 64 << 10,
+        };
+        {
+            let s = Embedded::open_tuned(dir.path(), log_only(sizes)).unwrap();
+            for i in 1..=100u64 {
+                s.apply(&[put(&format!("i{i}"))], i).unwrap();
+            }
+        }
+        let segs = wal::segments(dir.path()).unwrap();
+        assert_eq!(segs.len(), 1);
+        let offsets = record_offsets(&std::fs::read(&segs[0]).unwrap());
+        assert_eq!(offsets.len(), 100);
+        (dir, segs[0].clone(), offsets)
+    }
+
+    #[test]
+    fn damage_before_the_last_record_is_an_error_naming_file_and_offset() {
+        type Damage = fn(&mut Vec<u8>, usize);
+        let cases: [(&str, Damage); 6] = [
+            ("zeroed length", |b, at| b[at..at + 4].fill(0)),
+            ("bit-flipped length", |b, at| b[at + 1] ^= 0x01),
+            ("zeroed 4 KiB page", |b, at| {
+                let page = at / 4096 * 4096;
+                b[page..page + 4096].fill(0)
+            }),
+            ("bit-flipped payload", |b, at| b[at + 30] ^= 0x10),
+            ("truncated at a record", |b, at| b.truncate(at)),
+            ("truncated inside a record", |b, at| b.truncate(at + 20)),
+        ];
+        for (what, damage) in cases {
+            let (dir, seg, offsets) = hundred_records();
+            // 40 records before the end.
+            let at = offsets[60];
+            let mut bytes = std::fs::read(&seg).unwrap();
+            damage(&mut bytes, at);
+            std::fs::write(&seg, &bytes).unwrap();
+            let e = Embedded::open(dir.path()).err();
+            let e = e.unwrap_or_else(|| panic!("{what}: opened over a damaged log"));
+            let name = seg.file_name().unwrap().to_string_lossy().to_string();
+            let text = e.to_string();
+            assert!(text.contains(&name), "{what}: {text}");
+            assert!(text.contains("at byte "), "{what}: {text}");
+            assert!(matches!(e, StoreError::Corrupt { .. }), "{what}: {e:?}");
+            // Nothing removed or rewritten: the damage is there to be seen and repaired.
+            assert_eq!(std::fs::read(&seg).unwrap(), bytes, "{what}");
+            assert_eq!(redb_alone(dir.path()), 0, "{what}: nothing replayed");
+        }
+    }
+
+    #[test]
+    fn damage_in_the_last_record_drops_only_it() {
+        // The one write never acknowledged looks like this after a crash in its fdatasync.
+        let (dir, seg, offsets) = hundred_records();
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let at = offsets[99];
+        bytes[at + 40..at + 60].fill(0);
+        std::fs::write(&seg, &bytes).unwrap();
+        let l = Embedded::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!((l.instances.len(), l.index), (99, 99));
+    }
+
+    #[test]
+    fn a_missing_segment_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Embedded::open_tuned(dir.path(), log_only(small())).unwrap();
+            for i in 1..=40u64 {
+                s.apply(&[put(&format!("i{i}"))], i).unwrap();
+            }
+        }
+        let segs = wal::segments(dir.path()).unwrap();
+        assert!(segs.len() > 3);
+        std::fs::remove_file(&segs[1]).unwrap();
+        let e = Embedded::open(dir.path()).err().expect("must fail");
+        assert!(e.to_string().contains("records are missing"), "{e}");
+        assert_eq!(wal::segments(dir.path()).unwrap().len(), segs.len() - 1);
+    }
+
+    fn plan(s: &Embedded, op: wal::faults::Io, skip: u32, count: u32, torn: bool) {
+        let mut log = s.log.lock().unwrap();
+        log.faults.fail = vec![(op, skip, count)];
+        log.faults.torn = torn;
+    }
+
+    /// Applies `put(i)` for `range`, returning the indexes acknowledged.
+    fn apply_all(s: &Embedded, range: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+        range
+            .filter(|i| s.apply(&[put(&format!("i{i}"))], *i).is_ok())
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_log_write_is_not_acknowledged_and_writes_resume() {
+        use wal::faults::Io;
+        let tuning = Tuning {
+            sizes: small(),
+            checkpoint: Some(Every {
+                every: Duration::from_millis(5),
+                bytes: 2048,
+            }),
+        };
+        for (op, skip) in [(Io::Write, 5), (Io::Sync, 5), (Io::Open, 1), (Io::Write, 0)] {
+            for torn in [false, true] {
+                let dir = tempfile::tempdir().unwrap();
+                let acked = {
+                    let s = Embedded::open_tuned(dir.path(), tuning).unwrap();
+                    let mut acked = apply_all(&s, 1..=10);
+                    plan(&s, op, skip, 1, torn);
+                    acked.extend(apply_all(&s, 11..=30));
+                    assert_eq!(acked.len(), 29, "{op:?}/{skip}: one write failed");
+                    // The failure is over: the store says so, and took the writes after it.
+                    s.ready().unwrap();
+                    acked.extend(apply_all(&s, 31..=40));
+                    s.flush().unwrap();
+                    acked
+                };
+                let l = Embedded::open(dir.path()).unwrap().load().unwrap();
+                let mut got: Vec<u64> = l
+                    .instances
+                    .iter()
+                    .map(|i| i.key.id.to_string()[1..].parse().unwrap())
+                    .collect();
+                got.sort();
+                assert_eq!(got, acked, "{op:?}/{skip}/torn {torn}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_lasting_fault_keeps_the_store_unready_until_it_clears() {
+        use wal::faults::Io;
+        let dir = tempfile::tempdir().unwrap();
+        let s = Embedded::open_tuned(dir.path(), log_only(small())).unwrap();
+        apply_all(&s, 1..=3);
+        plan(&s, Io::Sync, 0, u32::MAX, true);
+        assert!(matches!(
+            s.apply(&[put("x")], 4),
+            Err(StoreError::Unavailable(_))
+        ));
+        for _ in 0..3 {
+            assert!(s.ready().is_err(), "still failing");
+            assert!(s.apply(&[put("x")], 4).is_err());
+        }
+        plan(&s, Io::Sync, 0, 0, false);
+        s.ready().unwrap();
+        s.apply(&[put("x")], 4).unwrap();
+        drop(s);
+        let l = Embedded::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!((l.instances.len(), l.index), (4, 4));
+    }
+
+    #[test]
+    fn a_removed_data_dir_refuses_writes_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let s = Embedded::open(&data).unwrap();
+        s.apply(&[put("a")], 1).unwrap();
+        std::fs::remove_dir_all(&data).unwrap();
+        let e = s.apply(&[put("b")], 2).unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+        assert!(e.to_string().contains("removed"), "{e}");
+        // Recreating the directory does not make the store whole again.
+        std::fs::create_dir_all(&data).unwrap();
+        assert!(s.ready().is_err());
+        assert!(s.apply(&[put("c")], 3).is_err());
     }
 }

@@ -7,6 +7,7 @@
 //! implements the same trait. Only this module knows the disk.
 
 mod checkpoint;
+mod database;
 mod embedded;
 mod record;
 mod wal;
@@ -18,7 +19,7 @@ use crate::model::{Instance, InstanceKey};
 pub use embedded::Embedded;
 
 /// A failure of the store; messages name the file or record involved.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the data dir {path}: {message}")]
     Open { path: PathBuf, message: String },
@@ -30,6 +31,10 @@ pub enum StoreError {
     },
     #[error("store write failed: {0}")]
     Write(String),
+    /// The store cannot take writes now (a full disk, too many open files, its data dir
+    /// removed); a write may succeed later without a restart unless the message says so.
+    #[error("the store cannot take writes: {0}")]
+    Unavailable(String),
 }
 
 /// One change to persist.
@@ -61,4 +66,9 @@ pub trait Backend: Send + Sync + 'static {
     fn apply(&self, changes: &[Change], index: u64) -> Result<(), StoreError>;
     /// Makes everything written so far durable; called once at shutdown.
     fn flush(&self) -> Result<(), StoreError>;
+    /// `Ok` while the store can take writes; a failure whose cause is gone is repaired here,
+    /// so asking is also how writes resume. Blocks (it may write).
+    fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
