@@ -6,6 +6,8 @@
 //! tests, to build and read messages); queries are read by `query`.
 
 pub mod answer;
+#[cfg(test)]
+mod battery;
 mod dynamic;
 pub mod forward;
 pub mod handler;
