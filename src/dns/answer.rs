@@ -5,32 +5,17 @@
 //! a response is header + the question's own bytes + copied records. Writing that directly
 //! keeps the question's case byte for byte (0x20), points every answer owner at the question
 //! (offset 12) and every glue owner at its SRV target, stops exactly at the client's size,
-//! and allocates nothing per query. hickory still parses queries and zone files and encodes
-//! static RDATA.
+//! and allocates nothing per query. Queries are read by `query`; hickory parses zone files and
+//! encodes their RDATA once, at load.
 
-/// Flags and codes of the header.
-pub const QR: u16 = 0x8000;
-pub const AA: u16 = 0x0400;
-pub const TC: u16 = 0x0200;
-pub const RD: u16 = 0x0100;
-pub const RA: u16 = 0x0080;
-pub const CD: u16 = 0x0010;
+use super::table::Zone;
+use super::wire::{CLASS_IN, HEADER_LEN, MAX_POINTER, OPT, POINTER, QR, SOA, TC};
 
-pub const NOERROR: u8 = 0;
-pub const FORMERR: u8 = 1;
-pub const SERVFAIL: u8 = 2;
-pub const NXDOMAIN: u8 = 3;
-pub const NOTIMP: u8 = 4;
-pub const REFUSED: u8 = 5;
-/// Extended RCODE 16 (RFC 6891): its upper 8 bits go in the OPT record.
-pub const BADVERS: u16 = 16;
-
-/// The EDNS payload size signpost advertises and the most it sends over UDP.
+/// The EDNS payload size signpost advertises and the most it sends over UDP: signpost's
+/// policy, not a protocol number, so it lives here rather than in `wire`.
 pub const MAX_UDP_PAYLOAD: u16 = 4096;
 /// Bytes of the OPT record signpost adds to a response: root name, type, class, TTL, RDLEN.
 const OPT_LEN: usize = 11;
-/// Largest offset a compression pointer can hold.
-const MAX_POINTER: usize = 0x3fff;
 
 /// The owner name of a record written outside the answer section.
 pub enum Owner<'a> {
@@ -90,11 +75,11 @@ impl<'b> Response<'b> {
         match owner {
             Owner::Pointer(at) => self
                 .buf
-                .extend_from_slice(&(0xc000 | *at as u16).to_be_bytes()),
+                .extend_from_slice(&(POINTER | *at as u16).to_be_bytes()),
             Owner::Name(n) => self.buf.extend_from_slice(n),
         }
         self.buf.extend_from_slice(&rtype.to_be_bytes());
-        self.buf.extend_from_slice(&1u16.to_be_bytes()); // class IN
+        self.buf.extend_from_slice(&CLASS_IN.to_be_bytes());
         self.buf.extend_from_slice(&ttl.to_be_bytes());
         self.buf
             .extend_from_slice(&(rdata.len() as u16).to_be_bytes());
@@ -118,7 +103,7 @@ impl<'b> Response<'b> {
             return None;
         }
         self.counts[0] += 1;
-        Some(self.put(&Owner::Pointer(12), rtype, ttl, rdata))
+        Some(self.put(&Owner::Pointer(HEADER_LEN), rtype, ttl, rdata))
     }
 
     /// Adds an authority record; marks the response truncated when it does not fit.
@@ -135,7 +120,7 @@ impl<'b> Response<'b> {
     /// Adds `zone`'s SOA with its negative TTL to the authority section (a negative answer),
     /// owned by the apex at `apex_at` in this message, its MNAME and RNAME compressed against
     /// that apex when they end with it.
-    pub fn negative_soa(&mut self, zone: &super::table::Zone, apex_at: usize) -> bool {
+    pub fn negative_soa(&mut self, zone: &Zone, apex_at: usize) -> bool {
         // Two names of at most 255 bytes and the 20 bytes of numbers.
         let mut rdata = [0u8; 2 * 255 + 20];
         let mut len = 0;
@@ -145,7 +130,7 @@ impl<'b> Response<'b> {
                 Some(before) if apex_at <= MAX_POINTER => {
                     rdata[len..len + before].copy_from_slice(&soa[n.start..n.start + before]);
                     len += before;
-                    rdata[len..len + 2].copy_from_slice(&(0xc000 | apex_at as u16).to_be_bytes());
+                    rdata[len..len + 2].copy_from_slice(&(POINTER | apex_at as u16).to_be_bytes());
                     len += 2;
                 }
                 _ => {
@@ -159,7 +144,7 @@ impl<'b> Response<'b> {
         len += numbers.len();
         self.authority(
             Self::owner_at(apex_at, &zone.apex),
-            super::table::SOA,
+            SOA,
             zone.negative_ttl,
             &rdata[..len],
         )
@@ -201,7 +186,7 @@ impl<'b> Response<'b> {
         let additional = self.counts[2] + u16::from(self.edns);
         if self.edns {
             self.buf.push(0); // root
-            self.buf.extend_from_slice(&41u16.to_be_bytes());
+            self.buf.extend_from_slice(&OPT.to_be_bytes());
             self.buf.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
             // Extended RCODE (upper 8 bits), version 0, no flags.
             self.buf.push((rcode >> 4) as u8);
@@ -222,6 +207,7 @@ impl<'b> Response<'b> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::wire::{AA, BADVERS, NOERROR, RD};
 
     #[test]
     fn stops_at_the_limit_and_sets_tc() {

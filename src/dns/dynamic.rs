@@ -18,9 +18,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::table::{
-    self, DynamicNames, Member, Node, PTR, RRSet, RRSets, Rec, Statics, TXT, Table, addr_rec,
-    addr_type, service_node, srv_rec,
+    self, DynamicNames, Member, Node, RRSet, RRSets, Rec, Statics, Table, addr_rec, addr_type,
+    service_node, srv_rec,
 };
+use super::wire::{PTR, TXT};
 use super::{name_map, names};
 use crate::model::{Instance, InstanceId, ServiceName};
 use crate::registry::{Entry, ServiceInstances, Snapshot};

@@ -10,8 +10,8 @@
 //!
 //! Why not hickory-resolver: a resolver re-synthesises answers (its cache rewrites TTLs, an
 //! NXDOMAIN becomes an error value, a truncated reply is retried internally), which is the
-//! opposite of relaying faithfully. The relay is a few lines over tokio sockets; hickory
-//! still parses the queries that reach this point, and `resolv-conf` reads resolv.conf.
+//! opposite of relaying faithfully. The relay is a few lines over tokio sockets (the query
+//! reaching this point was read by `query`), and `resolv-conf` reads resolv.conf.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -26,6 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
+use super::names::{self, MAX_NAME};
+use super::wire::{self, HEADER_LEN, QR, RA};
 use crate::config::{Config, parse_upstream};
 
 /// Most forwarded queries in flight at once; past it, clients get SERVFAIL at once rather
@@ -135,7 +137,7 @@ impl Forwarder {
     /// Relays `query` to the upstreams in turn; the reply with the client's ID, or `None`
     /// when every try failed (the caller answers SERVFAIL).
     pub async fn forward(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
-        if query.len() < 12 || self.upstreams.is_empty() {
+        if query.len() < HEADER_LEN || self.upstreams.is_empty() {
             return None;
         }
         let client_id = [query[0], query[1]];
@@ -156,7 +158,8 @@ impl Forwarder {
                 Ok(Ok(mut reply)) => {
                     reply[..2].copy_from_slice(&client_id);
                     // signpost offers recursion to this client, whatever the upstream said.
-                    reply[3] |= 0x80;
+                    let flags = wire::flags(&reply) | RA;
+                    reply[2..4].copy_from_slice(&flags.to_be_bytes());
                     return Some(reply);
                 }
                 Ok(Err(e)) => tracing::debug!(%upstream, error = %e, "forward failed"),
@@ -169,15 +172,15 @@ impl Forwarder {
 
 /// Whether `reply` answers `query`: same ID, QR set, same question (case aside).
 fn matches(query: &[u8], reply: &[u8]) -> bool {
-    if reply.len() < 12 || reply[..2] != query[..2] || reply[2] & 0x80 == 0 {
+    if reply.len() < HEADER_LEN || reply[..2] != query[..2] || wire::flags(reply) & QR == 0 {
         return false;
     }
-    let mut key = [0u8; super::names::MAX_NAME];
-    let Some(qlen) = super::names::key_of_question(query, &mut key) else {
+    let mut key = [0u8; MAX_NAME];
+    let Some(qlen) = names::key_of_question(query, &mut key) else {
         return false;
     };
-    let end = 12 + qlen + 4;
-    let (Some(a), Some(b)) = (query.get(12..end), reply.get(12..end)) else {
+    let end = HEADER_LEN + qlen + 4;
+    let (Some(a), Some(b)) = (query.get(HEADER_LEN..end), reply.get(HEADER_LEN..end)) else {
         return false;
     };
     reply[4..6] == [0, 1] && a.eq_ignore_ascii_case(b)

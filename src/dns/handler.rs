@@ -5,13 +5,17 @@
 //! the size limit of the transport and the client's EDNS payload, rotation and
 //! `dns.max_answers`. Transports only move bytes.
 
-use super::answer::{
-    AA, BADVERS, CD, FORMERR, MAX_UDP_PAYLOAD, NOERROR, NOTIMP, NXDOMAIN, RA, RD, REFUSED,
-    Response, SERVFAIL,
-};
+use smallvec::SmallVec;
+
+use super::answer::{MAX_UDP_PAYLOAD, Response};
 use super::names::{self, MAX_NAME};
 use super::query;
-use super::table::{CNAME, Lookup, RRSet, Rec, SRV, Table, Zone};
+use super::table::{Lookup, RRSet, Rec, Table, Zone};
+use super::wire::{
+    self, AA, ANY, AXFR, BADVERS, CD, CLASS_ANY, CLASS_IN, CNAME, FORMERR, HEADER_LEN, IXFR, MAILA,
+    MAILB, NOERROR, NOTIMP, NXDOMAIN, OPCODE, OPT, QR, QUERY, RA, RD, REFUSED, SERVFAIL, SRV,
+    SRV_TARGET, TSIG,
+};
 
 /// How the query arrived, which sets the size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,15 +23,6 @@ pub enum Transport {
     Udp,
     Tcp,
 }
-
-const ANY: u16 = 255;
-const AXFR: u16 = 252;
-const IXFR: u16 = 251;
-const MAILB: u16 = 253;
-const MAILA: u16 = 254;
-const OPT: u16 = 41;
-const CLASS_IN: u16 = 1;
-const CLASS_ANY: u16 = 255;
 
 /// The result of handling one query, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,20 +45,21 @@ pub fn handle(
     recursion: bool,
     out: &mut Vec<u8>,
 ) -> Outcome {
-    if packet.len() < 12 || packet[2] & 0x80 != 0 {
+    if packet.len() < HEADER_LEN || wire::flags(packet) & QR != 0 {
         // No header to answer with, or a response: answering could loop between servers.
         return Outcome::Dropped;
     }
     let id = u16::from_be_bytes([packet[0], packet[1]]);
-    let opcode_bits = u16::from(packet[2] & 0x78) << 8;
-    let wants_recursion = packet[2] & 0x01 != 0;
+    let flags = wire::flags(packet);
+    let opcode_bits = flags & OPCODE;
+    let wants_recursion = flags & RD != 0;
     let ra = if recursion { RA } else { 0 };
-    let echo = opcode_bits | ra | (u16::from_be_bytes([packet[2], packet[3]]) & (RD | CD));
+    let echo = opcode_bits | ra | (flags & (RD | CD));
     let bare = |out: &mut Vec<u8>, rcode: u8| {
         Response::new(out, id, echo, &[], 512, false).finish(u16::from(rcode));
         Outcome::Answered(u16::from(rcode))
     };
-    if opcode_bits != 0 {
+    if opcode_bits != QUERY {
         return bare(out, NOTIMP);
     }
     let mut key = [0u8; MAX_NAME];
@@ -81,7 +77,7 @@ pub fn handle(
         r.finish(BADVERS);
         return Outcome::Answered(BADVERS);
     }
-    let rcode = if qtype == OPT || qtype == 250 {
+    let rcode = if qtype == OPT || qtype == TSIG {
         FORMERR // OPT and TSIG are not questions
     } else if (qclass != CLASS_IN && qclass != CLASS_ANY) || qtype == AXFR || qtype == IXFR {
         REFUSED // other classes are not served; zone transfers are not offered
@@ -103,10 +99,10 @@ pub fn handle(
 /// client gets when no upstream answered a forwarded query.
 pub fn servfail(packet: &[u8], out: &mut Vec<u8>) {
     let id = u16::from_be_bytes([packet[0], packet[1]]);
-    let echo = RA | (u16::from_be_bytes([packet[2], packet[3]]) & (RD | CD));
+    let echo = RA | (wire::flags(packet) & (RD | CD));
     let mut key = [0u8; MAX_NAME];
     let question = names::key_of_question(packet, &mut key)
-        .and_then(|qlen| packet.get(12..12 + qlen + 4))
+        .and_then(|qlen| packet.get(HEADER_LEN..HEADER_LEN + qlen + 4))
         .unwrap_or(&[]);
     Response::new(out, id, echo, question, 512, false).finish(u16::from(SERVFAIL));
 }
@@ -148,8 +144,11 @@ fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> Option
 /// question, whose name ends with the apex. Its TTL is the negative TTL (RFC 2308).
 fn negative(r: &mut Response<'_>, key: &[u8], zone: &Zone) {
     debug_assert!(names::is_within(key, &zone.apex), "a name's zone ends it");
-    r.negative_soa(zone, 12 + key.len() - zone.apex.len());
+    r.negative_soa(zone, HEADER_LEN + key.len() - zone.apex.len());
 }
+
+/// SRV targets whose glue owners are kept without a heap allocation.
+const GLUE_INLINE: usize = 16;
 
 /// Writes one record set from its round-robin start (capped by `dns.max_answers` for service
 /// sets), then the SRV targets' addresses as additional records. True if a record was written
@@ -166,24 +165,25 @@ fn write_set(table: &Table, set: &RRSet, r: &mut Response<'_>) -> bool {
         n
     };
     let start = set.start();
-    // Offsets of the SRV targets written, for glue owners; at most `take` of them.
-    let mut targets: smallvec_lite::Offsets = smallvec_lite::Offsets::default();
+    // (record index, offset of its SRV target) of each SRV record written, for glue owners;
+    // at most `take` of them, inline for the common small answer so it allocates nothing.
+    let mut targets: SmallVec<[(usize, usize); GLUE_INLINE]> = SmallVec::new();
     for k in 0..take {
         let rec = &set.records[(start + k) % n];
         match r.answer(set.rtype, set.ttl, &rec.rdata) {
             Some(at) => {
                 if set.rtype == SRV {
-                    targets.push((start + k) % n, at + 6);
+                    targets.push(((start + k) % n, at + SRV_TARGET));
                 }
             }
             None => return true,
         }
     }
-    for (i, at) in targets.iter() {
+    for (i, at) in targets {
         let rec = &set.records[i];
         if let Some(addr) = &rec.glue
             && !r.additional(
-                Response::owner_at(at, &rec.rdata[6..]),
+                Response::owner_at(at, &rec.rdata[SRV_TARGET..]),
                 Rec::glue_type(addr),
                 set.ttl,
                 addr,
@@ -193,35 +193,4 @@ fn write_set(table: &Table, set: &RRSet, r: &mut Response<'_>) -> bool {
         }
     }
     true
-}
-
-/// A tiny list of (record index, target offset) that avoids a heap allocation for the common
-/// small SRV answer.
-mod smallvec_lite {
-    const INLINE: usize = 16;
-
-    #[derive(Default)]
-    pub struct Offsets {
-        inline: [(usize, usize); INLINE],
-        len: usize,
-        spill: Vec<(usize, usize)>,
-    }
-
-    impl Offsets {
-        pub fn push(&mut self, i: usize, at: usize) {
-            if self.len < INLINE {
-                self.inline[self.len] = (i, at);
-                self.len += 1;
-            } else {
-                self.spill.push((i, at));
-            }
-        }
-
-        pub fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-            self.inline[..self.len]
-                .iter()
-                .chain(self.spill.iter())
-                .copied()
-        }
-    }
 }

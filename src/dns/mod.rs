@@ -1,10 +1,13 @@
 //! The DNS interface: the name table built from registry snapshots (`table`, `names`), static
-//! zones (`zonefile`), protocol policy (`handler`), the response writer (`answer`) and the
-//! UDP and TCP transports.
+//! zones (`zonefile`), protocol policy (`handler`), the query reader (`query`), the response
+//! writer (`answer`), the protocol's numbers (`wire`) and the UDP and TCP transports.
 //!
-//! Only this module imports hickory (zone files, static RDATA); queries are read by `query`.
+//! Only this module imports hickory, to parse zone files and encode their RDATA (and, in
+//! tests, to build and read messages); queries are read by `query`.
 
 pub mod answer;
+#[cfg(test)]
+mod battery;
 mod dynamic;
 pub mod forward;
 pub mod handler;
@@ -14,6 +17,7 @@ pub mod query;
 pub mod table;
 mod tcp;
 mod udp;
+pub mod wire;
 pub mod zonefile;
 
 use std::net::SocketAddr;

@@ -4,12 +4,10 @@
 //! names, an EDNS option map) was 41% of the instructions of answering a query (callgrind,
 //! `examples/query_cost`), and an answer needs only the question's position and the EDNS
 //! payload size and version. This reader checks the structure as strictly (every record's
-//! bounds, names, at most one OPT, owned by the root) without building anything; hickory
-//! still parses zone files and encodes their RDATA.
+//! bounds, names, at most one OPT, owned by the root) without building anything.
 
 use super::names::{self, MAX_NAME};
-
-const OPT: u16 = 41;
+use super::wire::{HEADER_LEN, MAX_POINTER, OPT};
 
 /// EDNS(0) as the client sent it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +30,7 @@ pub struct Query {
 impl Query {
     /// The question section's bytes: name, type, class.
     pub fn question<'p>(&self, packet: &'p [u8]) -> &'p [u8] {
-        &packet[12..12 + self.qname_len + 4]
+        &packet[HEADER_LEN..HEADER_LEN + self.qname_len + 4]
     }
 }
 
@@ -56,7 +54,7 @@ fn skip_name(p: &[u8], mut at: usize) -> Option<usize> {
             }
             // A pointer ends the name; it must point before itself.
             0xc0 => {
-                let target = usize::from(u16_at(p, at)? & 0x3fff);
+                let target = usize::from(u16_at(p, at)?) & MAX_POINTER;
                 return (target < at).then_some(at + 2);
             }
             _ => return None, // 0x40 and 0x80 label types are obsolete or undefined
@@ -71,7 +69,7 @@ pub fn parse(packet: &[u8], key: &mut [u8; MAX_NAME]) -> Option<Query> {
         return None;
     }
     let qname_len = names::key_of_question(packet, key)?;
-    let mut at = 12 + qname_len;
+    let mut at = HEADER_LEN + qname_len;
     let qtype = u16_at(packet, at)?;
     let qclass = u16_at(packet, at + 2)?;
     at += 4;
@@ -85,7 +83,7 @@ pub fn parse(packet: &[u8], key: &mut [u8; MAX_NAME]) -> Option<Query> {
         at = skip_name(packet, at)?;
         let rtype = u16_at(packet, at)?;
         let class = u16_at(packet, at + 2)?;
-        let ttl_hi = *packet.get(at + 4)?;
+        // For an OPT, TTL is extended RCODE (unused in a query), version, flags.
         let version = *packet.get(at + 5)?;
         let rdlen = usize::from(u16_at(packet, at + 8)?);
         at += 10;
@@ -97,7 +95,6 @@ pub fn parse(packet: &[u8], key: &mut [u8; MAX_NAME]) -> Option<Query> {
             if i < additional_from || edns.is_some() || packet[name_at] != 0 {
                 return None;
             }
-            let _extended_rcode = ttl_hi;
             edns = Some(Edns {
                 payload: class,
                 version,

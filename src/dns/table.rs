@@ -13,26 +13,17 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use hickory_proto::rr::RecordType;
 use smallvec::SmallVec;
 
 use super::names;
+use super::wire::{A, AAAA, NS, SOA, SRV, SRV_TARGET};
 use super::zonefile::StaticZone;
-
-pub const A: u16 = 1;
-pub const NS: u16 = 2;
-pub const CNAME: u16 = 5;
-pub const SOA: u16 = 6;
-pub const PTR: u16 = 12;
-pub const TXT: u16 = 16;
-pub const AAAA: u16 = 28;
-pub const SRV: u16 = 33;
 
 /// One record's RDATA, and for an SRV record the address of its target (the glue).
 #[derive(Debug, Clone)]
 pub struct Rec {
     pub rdata: Arc<[u8]>,
-    /// The address bytes of the SRV target, which is `rdata[6..]`: 4 for A, 16 for AAAA
+    /// The address bytes of the SRV target, which is `rdata[SRV_TARGET..]`: 4 for A, 16 for AAAA
     /// (the type is not stored: a record is 32 bytes rather than 40, and there are several
     /// per instance).
     pub glue: Option<Arc<[u8]>>,
@@ -426,7 +417,7 @@ pub(super) struct Member<'a> {
 /// The SRV record of an instance of `svc`: its priority, weight and port, its instance name
 /// as target, its address as glue.
 pub(super) fn srv_rec(svc: &str, d: &[u8], i: &crate::model::Instance, addr: &Rec) -> Rec {
-    let mut r = Vec::with_capacity(6 + 64);
+    let mut r = Vec::with_capacity(SRV_TARGET + 64);
     r.extend_from_slice(&i.priority.to_be_bytes());
     r.extend_from_slice(&i.weight.to_be_bytes());
     r.extend_from_slice(&i.port.to_be_bytes());
@@ -457,12 +448,4 @@ pub(super) fn service_node(members: &[&Member<'_>], ttl: u32, with_addresses: bo
     let srv = members.iter().map(|m| m.srv.clone());
     rrsets.push(RRSet::rotating(SRV, ttl, srv));
     Node { zone: 0, rrsets }
-}
-
-/// Whether `rtype` may be answered at all (meta types are refused by the handler).
-pub fn is_meta_type(rtype: u16) -> bool {
-    matches!(
-        RecordType::from(rtype),
-        RecordType::OPT | RecordType::AXFR | RecordType::IXFR | RecordType::TSIG
-    )
 }

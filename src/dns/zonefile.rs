@@ -7,11 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RData};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use hickory_proto::serialize::txt::Parser;
 
 use super::names;
+use super::wire::SOA;
 
 /// A zone file that cannot be served; names the file.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +47,7 @@ impl StaticZone {
     pub fn soa(&self) -> &StaticRecord {
         self.records
             .iter()
-            .find(|r| r.rtype == u16::from(RecordType::SOA) && r.name == self.apex)
+            .find(|r| r.rtype == SOA && r.name == self.apex)
             .expect("a loaded zone has an SOA at its apex")
     }
 }
@@ -105,7 +106,7 @@ pub fn load_file(path: &Path) -> Result<StaticZone, ZoneError> {
     }
     let soas = records
         .iter()
-        .filter(|r| r.rtype == u16::from(RecordType::SOA))
+        .filter(|r| r.rtype == SOA)
         .collect::<Vec<_>>();
     if soas.len() != 1 || soas[0].name != apex {
         return Err(err(format!(
