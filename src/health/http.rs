@@ -2,6 +2,12 @@
 //! critical. One shared client pools connections per host, so a check every second reuses
 //! its connection instead of opening a new one. Redirects are followed only to the same host
 //! and port (at most 5): a health endpoint must not send the checker elsewhere.
+//!
+//! Of the body only a small prefix is read ([`BODY_PREFIX`]), under the same timeout: a
+//! small body read to its end lets the connection go back to the pool, and a target answering
+//! with gigabytes costs the checker no more than that prefix (its connection is closed
+//! instead of pooled). A body that fails within that prefix (reset, or cut short of its
+//! Content-Length) makes the probe critical whatever its status.
 
 use std::time::Duration;
 
@@ -11,6 +17,10 @@ use crate::model::Status;
 const MAX_REDIRECTS: usize = 5;
 /// Idle pooled connections per host; checks of one target reuse them.
 const POOL_PER_HOST: usize = 4;
+/// Body bytes a probe reads before it stops: enough for any health page worth pooling the
+/// connection for, and a bound on what a target can make the checker read (plus at most one
+/// chunk, as the transport delivers it, past the bound).
+const BODY_PREFIX: usize = 4 * 1024;
 
 /// The shared client of every HTTP check.
 pub fn client() -> reqwest::Client {
@@ -48,26 +58,29 @@ pub fn classify(code: u16) -> Status {
 /// Runs one GET; returns the probe's status and a short reason (`HTTP 200 OK`).
 pub async fn probe(client: &reqwest::Client, url: &str, timeout: Duration) -> (Status, String) {
     let result = tokio::time::timeout(timeout, async {
-        let resp = client.get(url).timeout(timeout).send().await?;
+        let mut resp = client.get(url).timeout(timeout).send().await?;
         let code = resp.status();
-        // Read (a bounded amount of) the body so the connection can go back to the pool.
-        let _ = resp.bytes().await;
-        Ok::<_, reqwest::Error>(code)
+        Ok::<_, reqwest::Error>((code, read_prefix(&mut resp).await))
     })
     .await;
     match result {
-        Ok(Ok(code)) => {
+        Ok(Ok((code, Ok(())))) => {
             let status = classify(code.as_u16());
-            let mut out = format!("HTTP {}", code.as_u16());
-            if let Some(r) = code.canonical_reason() {
-                out.push(' ');
-                out.push_str(r);
-            }
+            let mut out = status_line(code);
             if code.is_redirection() {
                 out.push_str(" (redirect to another host not followed)");
             }
             (status, out)
         }
+        Ok(Ok((_, Err(e)))) if e.is_timeout() => (Status::Critical, timed_out(timeout)),
+        Ok(Ok((code, Err(e)))) => (
+            Status::Critical,
+            format!(
+                "{}, body read failed: {}",
+                status_line(code),
+                root_cause(&e)
+            ),
+        ),
         Ok(Err(e)) if e.is_timeout() => (Status::Critical, timed_out(timeout)),
         Ok(Err(e)) => (
             Status::Critical,
@@ -75,6 +88,29 @@ pub async fn probe(client: &reqwest::Client, url: &str, timeout: Duration) -> (S
         ),
         Err(_) => (Status::Critical, timed_out(timeout)),
     }
+}
+
+/// Reads the body until it ends or [`BODY_PREFIX`] bytes have come, keeping none of it. The
+/// rest, if any, is never read: dropping the response closes its connection.
+async fn read_prefix(resp: &mut reqwest::Response) -> Result<(), reqwest::Error> {
+    let mut read = 0;
+    while read < BODY_PREFIX {
+        match resp.chunk().await? {
+            Some(chunk) => read += chunk.len(),
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+/// `HTTP 200 OK`: the code and, when it has one, its reason phrase.
+fn status_line(code: reqwest::StatusCode) -> String {
+    let mut out = format!("HTTP {}", code.as_u16());
+    if let Some(r) = code.canonical_reason() {
+        out.push(' ');
+        out.push_str(r);
+    }
+    out
 }
 
 fn timed_out(timeout: Duration) -> String {
