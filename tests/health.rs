@@ -1,9 +1,9 @@
 //! Active health checking against real targets started by the test: an HTTP server that can
 //! be switched between healthy (200), failing (503), overloaded (429), hanging and
-//! redirecting, a hand-written HTTP/1.1 server for bodies no framework sends (endless, or cut
-//! short of their Content-Length), and a TCP listener that comes and goes. Each test watches
-//! the instance leave and rejoin DNS answers and the status, output and thresholds shown by
-//! the HTTP API.
+//! redirecting (away, home, or to itself for ever), a hand-written HTTP/1.1 server for bodies
+//! no framework sends (endless, or cut short of their Content-Length), and a TCP listener that
+//! comes and goes. Each test watches the instance leave and rejoin DNS answers and the status,
+//! output and thresholds shown by the HTTP API.
 
 mod common;
 
@@ -21,10 +21,13 @@ use serde_json::{Value, json};
 
 use common::TestServer;
 
-/// What the target answers: an HTTP status, or `HANG` (never answers), or `REDIRECT_AWAY`.
+/// What the target answers: an HTTP status, or `HANG` (never answers), or a 302 to another
+/// host (`REDIRECT_AWAY`), to `/home` on its own host (`REDIRECT_HOME`) or to itself
+/// (`REDIRECT_LOOP`).
 const HANG: u16 = 0;
 const REDIRECT_AWAY: u16 = 1;
 const REDIRECT_HOME: u16 = 2;
+const REDIRECT_LOOP: u16 = 3;
 
 #[derive(Clone)]
 struct Target {
@@ -72,13 +75,13 @@ async fn answer(State(t): State<Target>) -> (StatusCode, HeaderMap, &'static str
             tokio::time::sleep(Duration::from_secs(30)).await;
             (StatusCode::OK, h, "late")
         }
-        REDIRECT_AWAY | REDIRECT_HOME => {
-            let host = if mode == REDIRECT_AWAY {
-                "127.0.0.2"
-            } else {
-                "127.0.0.1"
+        REDIRECT_AWAY | REDIRECT_HOME | REDIRECT_LOOP => {
+            let (host, path) = match mode {
+                REDIRECT_AWAY => ("127.0.0.2", "home"),
+                REDIRECT_HOME => ("127.0.0.1", "home"),
+                _ => ("127.0.0.1", "health"),
             };
-            let loc = format!("http://{host}:{}/home", t.addr.port());
+            let loc = format!("http://{host}:{}/{path}", t.addr.port());
             h.insert("location", loc.parse().unwrap());
             (StatusCode::FOUND, h, "")
         }
@@ -493,8 +496,37 @@ async fn redirects_are_followed_only_on_the_same_host() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let away_out = instance(&s, "web", "away").await.unwrap();
     assert_eq!(away_out["health"]["status"], "critical");
-    let text = away_out["health"]["output"].as_str().unwrap();
-    assert!(text.starts_with("HTTP 302"), "{text}");
+    assert_eq!(
+        away_out["health"]["output"],
+        "HTTP 302 Found (redirect to another host not followed)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_host_redirect_loop_is_reported_as_too_many_redirects() {
+    let s = TestServer::start().await;
+    let t = Target::start().await;
+    t.set(REDIRECT_LOOP);
+    s.register(
+        "web",
+        "loop",
+        json!({"address": "10.5.1.1", "port": 80, "check": http_check(&t.url(), json!({}))}),
+    )
+    .await;
+    let output = || async {
+        instance(&s, "web", "loop").await.unwrap()["health"]["output"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    eventually(5, "the loop probed", || async {
+        output().await.starts_with("HTTP 302")
+    })
+    .await;
+    assert_eq!(output().await, "HTTP 302 Found (too many redirects)");
+    assert_eq!(status(&s, "web", "loop").await, "critical");
+    // The first request and the 5 redirects followed.
+    assert!(t.hits.load(Ordering::SeqCst) >= 6);
 }
 
 /// Content-Length of the endless body: 1 GiB, far more than the target ever sends.

@@ -1,7 +1,10 @@
 //! The HTTP check: `GET` the URL; 2xx passing, 429 warning, anything else or a timeout
 //! critical. One shared client pools connections per host, so a check every second reuses
 //! its connection instead of opening a new one. Redirects are followed only to the same host
-//! and port (at most 5): a health endpoint must not send the checker elsewhere.
+//! and port (at most 5): a health endpoint must not send the checker elsewhere. The redirect
+//! the checker stops at is the probe's answer, critical, and its output says which rule
+//! stopped it (`HTTP 302 Found (too many redirects)`); a 3xx that is no redirect to follow
+//! (a 304, or one without `Location`) is reported by its status alone.
 //!
 //! Of the body only a small prefix is read ([`BODY_PREFIX`]), under the same timeout: a
 //! small body read to its end lets the connection go back to the pool, and a target answering
@@ -9,7 +12,10 @@
 //! instead of pooled). A body that fails within that prefix (reset, or cut short of its
 //! Content-Length) makes the probe critical whatever its status.
 
+use std::fmt;
 use std::time::Duration;
+
+use reqwest::StatusCode;
 
 use crate::model::Status;
 
@@ -30,11 +36,17 @@ pub fn client() -> reqwest::Client {
                 && first.port_or_known_default() == attempt.url().port_or_known_default()
                 && first.scheme() == attempt.url().scheme()
         });
-        if attempt.previous().len() > MAX_REDIRECTS || !same_origin {
-            attempt.stop()
+        let why = if !same_origin {
+            "redirect to another host not followed"
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            "too many redirects"
         } else {
-            attempt.follow()
-        }
+            return attempt.follow();
+        };
+        // An error rather than `stop`: the stopped response alone would not tell the probe
+        // which of the two rules stopped it.
+        let status = attempt.status();
+        attempt.error(NotFollowed { status, why })
     });
     reqwest::Client::builder()
         .redirect(policy)
@@ -45,6 +57,21 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("a client without TLS or proxies always builds")
 }
+
+/// A redirect the policy did not follow: its status and why not.
+#[derive(Debug)]
+struct NotFollowed {
+    status: StatusCode,
+    why: &'static str,
+}
+
+impl fmt::Display for NotFollowed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", status_line(self.status), self.why)
+    }
+}
+
+impl std::error::Error for NotFollowed {}
 
 /// Maps an HTTP status to the check's status.
 pub fn classify(code: u16) -> Status {
@@ -64,14 +91,7 @@ pub async fn probe(client: &reqwest::Client, url: &str, timeout: Duration) -> (S
     })
     .await;
     match result {
-        Ok(Ok((code, Ok(())))) => {
-            let status = classify(code.as_u16());
-            let mut out = status_line(code);
-            if code.is_redirection() {
-                out.push_str(" (redirect to another host not followed)");
-            }
-            (status, out)
-        }
+        Ok(Ok((code, Ok(())))) => (classify(code.as_u16()), status_line(code)),
         Ok(Ok((_, Err(e)))) if e.is_timeout() => (Status::Critical, timed_out(timeout)),
         Ok(Ok((code, Err(e)))) => (
             Status::Critical,
@@ -82,10 +102,13 @@ pub async fn probe(client: &reqwest::Client, url: &str, timeout: Duration) -> (S
             ),
         ),
         Ok(Err(e)) if e.is_timeout() => (Status::Critical, timed_out(timeout)),
-        Ok(Err(e)) => (
-            Status::Critical,
-            format!("HTTP GET failed: {}", root_cause(&e)),
-        ),
+        Ok(Err(e)) => match not_followed(&e) {
+            Some(stop) => (classify(stop.status.as_u16()), stop.to_string()),
+            None => (
+                Status::Critical,
+                format!("HTTP GET failed: {}", root_cause(&e)),
+            ),
+        },
         Err(_) => (Status::Critical, timed_out(timeout)),
     }
 }
@@ -103,8 +126,20 @@ async fn read_prefix(resp: &mut reqwest::Response) -> Result<(), reqwest::Error>
     Ok(())
 }
 
+/// The redirect the policy stopped at, when that is what ended the request.
+fn not_followed<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a NotFollowed> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(stop) = err.downcast_ref::<NotFollowed>() {
+            return Some(stop);
+        }
+        cur = err.source();
+    }
+    None
+}
+
 /// `HTTP 200 OK`: the code and, when it has one, its reason phrase.
-fn status_line(code: reqwest::StatusCode) -> String {
+fn status_line(code: StatusCode) -> String {
     let mut out = format!("HTTP {}", code.as_u16());
     if let Some(r) = code.canonical_reason() {
         out.push(' ');
