@@ -1,7 +1,9 @@
 //! Active health checking against real targets started by the test: an HTTP server that can
 //! be switched between healthy (200), failing (503), overloaded (429), hanging and
-//! redirecting, and a TCP listener that comes and goes. Each test watches the instance leave
-//! and rejoin DNS answers and the status, output and thresholds shown by the HTTP API.
+//! redirecting (away, home, or to itself for ever), a hand-written HTTP/1.1 server for bodies
+//! no framework sends (endless, or cut short of their Content-Length), and a TCP listener that
+//! comes and goes. Each test watches the instance leave and rejoin DNS answers and the status,
+//! output and thresholds shown by the HTTP API.
 
 mod common;
 
@@ -10,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use hickory_proto::rr::{RData, RecordType};
@@ -17,10 +21,13 @@ use serde_json::{Value, json};
 
 use common::TestServer;
 
-/// What the target answers: an HTTP status, or `HANG` (never answers), or `REDIRECT_AWAY`.
+/// What the target answers: an HTTP status, or `HANG` (never answers), or a 302 to another
+/// host (`REDIRECT_AWAY`), to `/home` on its own host (`REDIRECT_HOME`) or to itself
+/// (`REDIRECT_LOOP`).
 const HANG: u16 = 0;
 const REDIRECT_AWAY: u16 = 1;
 const REDIRECT_HOME: u16 = 2;
+const REDIRECT_LOOP: u16 = 3;
 
 #[derive(Clone)]
 struct Target {
@@ -68,13 +75,13 @@ async fn answer(State(t): State<Target>) -> (StatusCode, HeaderMap, &'static str
             tokio::time::sleep(Duration::from_secs(30)).await;
             (StatusCode::OK, h, "late")
         }
-        REDIRECT_AWAY | REDIRECT_HOME => {
-            let host = if mode == REDIRECT_AWAY {
-                "127.0.0.2"
-            } else {
-                "127.0.0.1"
+        REDIRECT_AWAY | REDIRECT_HOME | REDIRECT_LOOP => {
+            let (host, path) = match mode {
+                REDIRECT_AWAY => ("127.0.0.2", "home"),
+                REDIRECT_HOME => ("127.0.0.1", "home"),
+                _ => ("127.0.0.1", "health"),
             };
-            let loc = format!("http://{host}:{}/home", t.addr.port());
+            let loc = format!("http://{host}:{}/{path}", t.addr.port());
             h.insert("location", loc.parse().unwrap());
             (StatusCode::FOUND, h, "")
         }
@@ -84,6 +91,76 @@ async fn answer(State(t): State<Target>) -> (StatusCode, HeaderMap, &'static str
             }
             (StatusCode::from_u16(code).unwrap(), h, "")
         }
+    }
+}
+
+/// A target writing HTTP/1.1 by hand: to every request, a 200 with `Content-Length:
+/// content_length` and then `send` bytes of body, written as fast as the checker takes them;
+/// after those it keeps the connection open (`hold`, for up to 30 s) or closes it.
+#[derive(Clone)]
+struct RawTarget {
+    addr: SocketAddr,
+    /// Requests answered.
+    hits: Arc<AtomicUsize>,
+    /// Connections on which a write failed before `send` bytes were out: the checker hung up.
+    hung_up: Arc<AtomicUsize>,
+    /// The most body bytes written on one connection.
+    most_sent: Arc<AtomicUsize>,
+}
+
+impl RawTarget {
+    async fn start(content_length: u64, send: usize, hold: bool) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let t = RawTarget {
+            addr: listener.local_addr().unwrap(),
+            hits: Arc::default(),
+            hung_up: Arc::default(),
+            most_sent: Arc::default(),
+        };
+        let t2 = t.clone();
+        tokio::spawn(async move {
+            loop {
+                let (sock, _) = listener.accept().await.unwrap();
+                tokio::spawn(t2.clone().serve(sock, content_length, send, hold));
+            }
+        });
+        t
+    }
+
+    async fn serve(self, mut sock: tokio::net::TcpStream, len: u64, send: usize, hold: bool) {
+        // The whole request first: closing on unread bytes would send a reset, not a close.
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => req.extend_from_slice(&buf[..n]),
+            }
+        }
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+        if sock.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let piece = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < send {
+            let n = piece.len().min(send - sent);
+            if sock.write_all(&piece[..n]).await.is_err() {
+                self.hung_up.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            sent += n;
+            self.most_sent.fetch_max(sent, Ordering::SeqCst);
+        }
+        if hold && sent == send {
+            // Neither more body nor a close: only the checker can end this connection.
+            let _ = tokio::time::timeout(Duration::from_secs(30), sock.read(&mut buf)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/health", self.addr)
     }
 }
 
@@ -419,8 +496,117 @@ async fn redirects_are_followed_only_on_the_same_host() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let away_out = instance(&s, "web", "away").await.unwrap();
     assert_eq!(away_out["health"]["status"], "critical");
-    let text = away_out["health"]["output"].as_str().unwrap();
-    assert!(text.starts_with("HTTP 302"), "{text}");
+    assert_eq!(
+        away_out["health"]["output"],
+        "HTTP 302 Found (redirect to another host not followed)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_host_redirect_loop_is_reported_as_too_many_redirects() {
+    let s = TestServer::start().await;
+    let t = Target::start().await;
+    t.set(REDIRECT_LOOP);
+    s.register(
+        "web",
+        "loop",
+        json!({"address": "10.5.1.1", "port": 80, "check": http_check(&t.url(), json!({}))}),
+    )
+    .await;
+    let output = || async {
+        instance(&s, "web", "loop").await.unwrap()["health"]["output"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    eventually(5, "the loop probed", || async {
+        output().await.starts_with("HTTP 302")
+    })
+    .await;
+    assert_eq!(output().await, "HTTP 302 Found (too many redirects)");
+    assert_eq!(status(&s, "web", "loop").await, "critical");
+    // The first request and the 5 redirects followed.
+    assert!(t.hits.load(Ordering::SeqCst) >= 6);
+}
+
+/// Content-Length of the endless body: 1 GiB, far more than the target ever sends.
+const GIB: u64 = 1 << 30;
+/// What the endless target sends at most on one connection before it stops and waits.
+const ENDLESS_CAP: usize = 256 << 20;
+/// Body bytes one connection may take from the target when the checker reads only a prefix:
+/// what the two loopback socket buffers hold (4 MiB sending plus up to 32 MiB receiving at
+/// Linux's tuned maximums, far less at its defaults), with room to spare.
+const BUFFERED_AT_MOST: usize = 64 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_body_is_not_read_whole() {
+    let s = TestServer::start().await;
+    let t = RawTarget::start(GIB, ENDLESS_CAP, true).await;
+    // A timeout long enough to take the whole cap over loopback: a checker reading the body
+    // whole takes all of it, then waits for the rest of the gibibyte until it times out.
+    let check = http_check(&t.url(), json!({"interval": "200ms", "timeout": "2s"}));
+    s.register(
+        "big",
+        "b1",
+        json!({"address": "10.8.0.1", "port": 80, "check": check}),
+    )
+    .await;
+    eventually(5, "b1 passing on its 200", || async {
+        status(&s, "big", "b1").await == "passing"
+    })
+    .await;
+    let out = instance(&s, "big", "b1").await.unwrap();
+    assert_eq!(out["health"]["output"], "HTTP 200 OK");
+    assert_eq!(in_dns(&s, "big").await, vec!["10.8.0.1".to_string()]);
+    // The checker hung up on the body instead of draining it: the target's writes failed
+    // once the socket buffers were full, long before its cap.
+    eventually(5, "the checker hanging up or draining", || async {
+        t.hung_up.load(Ordering::SeqCst) > 0
+            || t.most_sent.load(Ordering::SeqCst) >= BUFFERED_AT_MOST
+    })
+    .await;
+    let most = t.most_sent.load(Ordering::SeqCst);
+    assert!(
+        most < BUFFERED_AT_MOST,
+        "{most} body bytes taken on one connection"
+    );
+    assert!(t.hung_up.load(Ordering::SeqCst) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_short_of_its_length_is_critical() {
+    let s = TestServer::start().await;
+    let t = RawTarget::start(1000, 10, false).await;
+    s.register(
+        "cut",
+        "c1",
+        json!({"address": "10.8.1.1", "port": 80, "check": http_check(&t.url(), json!({}))}),
+    )
+    .await;
+    // Critical from the start; the output shows the probe ran and why it failed.
+    let output = || async {
+        instance(&s, "cut", "c1").await.unwrap()["health"]["output"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    eventually(5, "c1 probed", || async {
+        output().await.starts_with("HTTP 200")
+    })
+    .await;
+    let text = output().await;
+    assert!(
+        text.starts_with("HTTP 200 OK, body read failed: "),
+        "{text}"
+    );
+    // Several probes later it is still critical and out of DNS.
+    let hits = t.hits.load(Ordering::SeqCst);
+    eventually(5, "more probes", || async {
+        t.hits.load(Ordering::SeqCst) >= hits + 3
+    })
+    .await;
+    assert_eq!(status(&s, "cut", "c1").await, "critical");
+    assert!(in_dns(&s, "cut").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -620,6 +620,84 @@ async fn maintenance_on_and_off() {
     r.error();
 }
 
+/// What follows the JSON value in a refused body: garbage, a second value, stray tokens.
+const TRAILERS: [&[u8]; 4] = [b"garbage", b"{}", b" x", b"\n]"];
+
+#[tokio::test]
+async fn trailing_data_after_the_json_body_is_refused() {
+    let s = TestServer::start().await;
+    let reg = br#"{"address": "10.0.0.1", "port": 80, "check": {"ttl": "30s"}}"#;
+    let start = get(&s, "/v1/services").await.index();
+    for tail in TRAILERS {
+        let body = [&reg[..], tail].concat();
+        // The registration route ahead of the router, and the router's (escapes go there).
+        for path in [
+            inst_path("web", "web-1"),
+            "/v1/services/w%65b/instances/web-1".to_string(),
+        ] {
+            let r = put_raw(&s, &path, body.clone()).await;
+            let what = format!("PUT {path} {}", String::from_utf8_lossy(&body));
+            assert_eq!(r.status, 400, "{what}");
+            assert!(
+                r.error()
+                    .contains("trailing characters after the JSON value"),
+                "{what}: {}",
+                r.body
+            );
+            assert_eq!(r.index(), start, "{what}: the index moved");
+        }
+        assert_eq!(get(&s, &inst_path("web", "web-1")).await.status, 404);
+        assert_eq!(get(&s, "/v1/services").await.body, json!({"services": []}));
+    }
+    // Whitespace after the value is no trailing data.
+    let r = put_raw(
+        &s,
+        &inst_path("web", "web-1"),
+        [&reg[..], b" \r\n\t"].concat(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let health = inst_path("web", "web-1/health");
+    let r = put_raw(
+        &s,
+        &health,
+        &br#"{"status": "passing", "output": "ok"} "#[..],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let maintenance = inst_path("web", "web-1/maintenance");
+    let before = get(&s, &inst_path("web", "web-1")).await;
+    for tail in TRAILERS {
+        for (path, body) in [
+            (&health, &br#"{"status": "critical", "output": "down"}"#[..]),
+            (
+                &maintenance,
+                &br#"{"enabled": true, "reason": "deploy"}"#[..],
+            ),
+        ] {
+            let body = [body, tail].concat();
+            let r = put_raw(&s, path, body.clone()).await;
+            let what = format!("PUT {path} {}", String::from_utf8_lossy(&body));
+            assert_eq!(r.status, 400, "{what}");
+            assert!(
+                r.error()
+                    .contains("trailing characters after the JSON value"),
+                "{what}: {}",
+                r.body
+            );
+            assert_eq!(r.index(), before.index(), "{what}: the index moved");
+        }
+    }
+    let after = get(&s, &inst_path("web", "web-1")).await;
+    assert_eq!(
+        after.body, before.body,
+        "a refused body changed the instance"
+    );
+    assert_eq!(after.body["health"]["output"], "ok");
+    assert!(after.body["maintenance"].is_null());
+}
+
 #[tokio::test]
 async fn services_list_and_filters() {
     let s = TestServer::start().await;

@@ -1,6 +1,8 @@
 //! Request bodies: read under the configured size limit (413 beyond it) and parsed as JSON
 //! with the path of the offending field in the error (`check.interval: invalid type ...`).
-//! Any Content-Type is accepted, so `curl -d` works as typed.
+//! A body is one JSON value: anything but whitespace after it is refused (`body: trailing
+//! characters after the JSON value at line 1 column 37`), as a body two writes were glued
+//! into must not half succeed. Any Content-Type is accepted, so `curl -d` works as typed.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -30,9 +32,19 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     }
     // Parsed without tracking the path first (the tracker wraps every value it visits); only
-    // a body that fails is parsed again, with it, to name the field.
-    if let Ok(v) = T::deserialize(&mut serde_json::Deserializer::from_slice(bytes)) {
-        return Ok(v);
+    // a body whose value fails is parsed again, with it, to name the field.
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    if let Ok(v) = T::deserialize(&mut *de) {
+        // `deserialize` stops at the value's end; `end` refuses what follows it (its only
+        // error on a slice), at the position of the first such character.
+        return match de.end() {
+            Ok(()) => Ok(v),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "body: trailing characters after the JSON value at line {} column {}",
+                e.line(),
+                e.column()
+            ))),
+        };
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -44,4 +56,26 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ApiError::bad_request(format!("{path}: {inner}"))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_value_then_only_whitespace() {
+        let v: serde_json::Value = parse(b" {\"a\": 1} \r\n\t").unwrap();
+        assert_eq!(v, serde_json::json!({"a": 1}));
+        for (body, column) in [(&b"{\"a\": 1}x"[..], 9), (b"{\"a\": 1} {}", 10)] {
+            let e = parse::<serde_json::Value>(body).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+            assert_eq!(
+                e.message,
+                format!("body: trailing characters after the JSON value at line 1 column {column}")
+            );
+        }
+        // A value that fails names its field, whatever follows it.
+        let e = parse::<std::collections::HashMap<String, u8>>(b"{\"a\": \"x\"} x").unwrap_err();
+        assert!(e.message.starts_with("a: invalid type"), "{}", e.message);
+    }
 }
