@@ -910,7 +910,7 @@ async fn write_latency(http: SocketAddr, samples: usize) -> Res<(f64, f64)> {
 fn preload(data: &Path, args: &Args, insts: &[Instance], ports: &[u16]) -> Res<()> {
     use signpost::model::ServiceName;
     use signpost::model::{CheckKind, CheckSpec, Instance as Model, InstanceId, InstanceKey};
-    use signpost::store::{Backend, Change, Embedded};
+    use signpost::store::{Change, Embedded};
     let bad = |e: signpost::model::InvalidField| format!("{e:?}");
     let mut changes = Vec::with_capacity(insts.len());
     for (inst, &port) in insts.iter().zip(ports) {

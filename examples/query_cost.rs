@@ -43,7 +43,9 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let store = Embedded::open(dir.path()).unwrap();
-        let (registry, writer) = Registry::open(Arc::new(store), vec![view.clone()]).unwrap();
+        let (registry, writer) = Registry::open(Arc::new(store), vec![view.clone()])
+            .await
+            .unwrap();
         let stop = CancellationToken::new();
         let w = tokio::spawn(writer.run(stop.clone()));
         let mut tasks = Vec::new();

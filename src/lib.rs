@@ -52,6 +52,9 @@ pub enum Error {
     Bind(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The registry's writer stopped abnormally (it panicked): writes after that failed.
+    #[error("the registry writer stopped abnormally: {0}")]
+    Writer(String),
 }
 
 /// Validates a config file and every zone file it points at.
@@ -93,8 +96,13 @@ impl Running {
         self.tracker.close();
         let http = self.http.await;
         self.tracker.wait().await;
-        self.registry.flush().await?;
-        let _ = self.writer.await;
+        let flushed = self.registry.flush().await;
+        // A writer that panicked is reported, not hidden behind a clean exit: the flush above
+        // then found it gone and had nothing to say.
+        if let Err(e) = self.writer.await {
+            return Err(Error::Writer(e.to_string()));
+        }
+        flushed?;
         match http {
             Ok(r) => r?,
             Err(e) => return Err(Error::Io(std::io::Error::other(e))),
@@ -115,12 +123,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     let checker = Arc::new(health::checker::Supervisor::default());
     let (registry, writer) =
-        Registry::open(Arc::new(backend), vec![view.clone(), checker.clone()])?;
+        Registry::open(Arc::new(backend), vec![view.clone(), checker.clone()]).await?;
     memory::release_free_memory();
-    // Not in the tracker: the writer serves until `Running::wait` flushes it, after every
-    // tracked task (and HTTP) has drained.
-    let writer = tokio::spawn(writer.run(shutdown.clone()));
 
+    // Every socket is bound before any task is spawned: a failed bind leaves nothing running.
     let mut bound = Vec::new();
     for addr in &config.dns.listen {
         bound.push(dns::bind(*addr, dns::workers()).map_err(Error::Bind)?);
@@ -139,6 +145,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .map_err(|e| Error::Bind(format!("cannot bind HTTP {}: {e}", config.http.listen)))?;
     let http_addr = http_listener.local_addr()?;
 
+    // Not in the tracker: the writer serves until `Running::wait` flushes it, after every
+    // tracked task (and HTTP) has drained.
+    let writer = tokio::spawn(writer.run(shutdown.clone()));
     let tracker = TaskTracker::new();
     if let Some(f) = &forwarder {
         tracing::info!(upstreams = ?f.upstreams(), "forwarding names outside signpost's zones");

@@ -38,8 +38,8 @@ use zonefile::ZoneError;
 pub struct DnsView {
     statics: Statics,
     /// The dynamic names, updated per changed service. Locked only by the registry writer's
-    /// `View` calls (on its task, or on the store's thread for a publish, never both at
-    /// once); queries never touch it, they read the table it last published.
+    /// `View` calls, on its task; queries never touch it, they read the table it last
+    /// published.
     builder: std::sync::Mutex<Prepared>,
     /// The table queries read. Stored by the registry writer (via `publish`), loaded by every
     /// query; readers never wait for writers.

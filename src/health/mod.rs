@@ -1,10 +1,9 @@
 //! Health checking (CONTRACT §3): the checker runs HTTP and TCP checks (`checker`, `http`,
-//! `tcp`); TTL checks are reports over HTTP that go critical when overdue; `deregister_after`
-//! removes an instance critical that long. `state` is the pure state machine; `timers` holds
-//! the TTL and deregistration deadlines, which the registry's writer fires.
+//! `tcp`); `state` is the pure state machine of a check's thresholds. TTL checks (reports over
+//! HTTP that go critical when overdue) and `deregister_after` are timing the registry's writer
+//! keeps itself (`registry::policy`).
 
 pub mod checker;
 pub mod http;
 pub mod state;
 pub mod tcp;
-pub mod timers;

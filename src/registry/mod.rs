@@ -2,12 +2,19 @@
 //!
 //! Every change is a command to the writer task (`writer`), which takes whatever commands
 //! are waiting (up to a batch), applies them in order to a copy of the current `Snapshot`,
-//! persists the batch's durable changes through the store `Backend` in one commit (one
-//! fsync for many registrations), hands the new snapshot to every `View` (the DNS name table,
-//! the checker), and only then publishes it, bumps the index and answers each caller. So once
-//! a write returns, the very next DNS answer and HTTP read see it, and a failed write changes
-//! nothing. The writer also owns the TTL and `deregister_after` deadlines and fires them.
+//! commits the batch's durable changes through the store `Backend` (one fsync for many
+//! registrations) and takes the index the store assigned, hands the new snapshot to every
+//! `View` (the DNS name table, the checker), and only then publishes it, bumps the index and
+//! answers each caller. So once a write returns, the very next DNS answer and HTTP read see
+//! it, and a failed write changes nothing. Changes committed elsewhere (another replica,
+//! through a shared store) enter the same writer and are published the same way. The writer
+//! keeps the TTL and `deregister_after` deadlines (`policy`) and fires them.
+//!
+//! Ownership: handles (`Registry`) hold the command sender and the published state; the
+//! writer holds the receiver and the published state, never a handle, so it ends when the
+//! last handle is dropped.
 
+pub(crate) mod policy;
 mod snapshot;
 mod writer;
 
@@ -45,15 +52,14 @@ pub enum Changed<'a> {
 }
 
 /// Something rebuilt from every new snapshot before it is published (the DNS name table,
-/// the checker). Its methods run on the writer's path, so they must not block.
+/// the checker). Its methods run on the writer's task, so they must not block.
 ///
 /// A batch's snapshot is first offered to `prepare` while the batch's commit is still on its
-/// way to the disk: work done there is hidden from readers until `publish`, and overlaps the
-/// `fdatasync` instead of following it. Then exactly one of `publish` (the commit succeeded;
-/// same arguments) or `discard` (it failed; `committed` is the registry as it still is) is
-/// called. `publish` alone, without `prepare`, must do the whole job (start-up, `All`).
-/// After a durable commit `publish` runs on the store's thread (right after the `fdatasync`,
-/// once `prepare` has returned), otherwise on the writer's.
+/// way to the store: work done there is hidden from readers until `publish`, and overlaps the
+/// commit instead of following it. Then exactly one of `publish` (the commit succeeded;
+/// the same changes, with the snapshot's index now the one the store assigned) or `discard`
+/// (it failed; `committed` is the registry as it still is) is called. `publish` alone, without
+/// `prepare`, must do the whole job (start-up, `All`, changes from elsewhere).
 pub trait View: Send + Sync + 'static {
     fn prepare(&self, _snapshot: &Snapshot, _changed: Changed<'_>) {}
     fn discard(&self, _committed: &Snapshot, _changed: Changed<'_>) {}
@@ -82,12 +88,26 @@ pub(crate) enum Command {
 /// HTTP writes and check results rather than unbounded memory).
 const QUEUE: usize = 8192;
 
-/// The handle everyone shares: reads are lock-free, writes go to the writer task.
-pub struct Registry {
+/// What the writer publishes and everyone reads.
+pub(crate) struct Published {
     /// The published snapshot. Stored only by the writer; read lock-free by anyone.
     current: ArcSwap<Snapshot>,
     /// The index of `current`, for long-polls to wait on. Sent after `current` is stored.
     index: watch::Sender<u64>,
+}
+
+impl Published {
+    /// Publishes `snap` (writer only).
+    fn publish(&self, snap: Snapshot) {
+        let index = snap.index;
+        self.current.store(Arc::new(snap));
+        self.index.send_replace(index);
+    }
+}
+
+/// The handle everyone shares: reads are lock-free, writes go to the writer task.
+pub struct Registry {
+    published: Arc<Published>,
     commands: mpsc::Sender<Command>,
     /// The store, asked only whether it can take writes (`ready`); the writer writes to it.
     store: Arc<dyn Backend>,
@@ -97,54 +117,48 @@ impl Registry {
     /// Loads every registration from `backend`, hands the first snapshot to `views`, and
     /// returns the handle and the writer, which the caller runs (`Writer::run`).
     /// Health is not stored: instances with a check start critical until it passes.
-    pub fn open(
+    pub async fn open(
         backend: Arc<dyn Backend>,
         views: Vec<Arc<dyn View>>,
     ) -> Result<(Arc<Self>, Writer), StoreError> {
         let started = std::time::Instant::now();
-        let loaded = backend.load()?;
+        let loaded = backend.clone().load().await?;
         let load_ms = started.elapsed().as_millis();
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (writer, first) = Writer::new(backend.clone(), loaded, views, rx);
+        let remote = backend.changes(loaded.index);
+        let (writer, first) = Writer::new(backend.clone(), loaded, views, rx, remote);
         tracing::info!(
             load_ms,
             build_ms = started.elapsed().as_millis() - load_ms,
             "registry loaded from the store and its views built"
         );
         let (index, _) = watch::channel(first.index);
-        let registry = Arc::new(Self {
+        let published = Arc::new(Published {
             current: ArcSwap::from_pointee(first),
             index,
+        });
+        let registry = Arc::new(Self {
+            published: published.clone(),
             commands: tx,
             store: backend,
         });
-        Ok((registry.clone(), writer.with_registry(registry)))
+        Ok((registry, writer.publishing_to(published)))
     }
 
     /// The current snapshot; never blocks.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.load_full()
+        self.published.current.load_full()
     }
 
     /// A receiver of the index, to wait for changes (long-poll).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.index.subscribe()
-    }
-
-    /// Publishes `snap` (writer only).
-    fn publish(&self, snap: Snapshot) {
-        let index = snap.index;
-        self.current.store(Arc::new(snap));
-        self.index.send_replace(index);
+        self.published.index.subscribe()
     }
 
     /// `Ok` while the store can take writes (a store whose failure has passed is repaired
     /// here).
     pub async fn ready(&self) -> Result<(), StoreError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.ready())
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Write(format!("store task failed: {e}"))))
+        self.store.clone().ready().await
     }
 
     async fn ask(&self, op: Op) -> Result<Option<Arc<Entry>>, RegistryError> {

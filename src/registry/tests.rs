@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::model::{CheckKind, CheckSpec, Instance, InstanceId, InstanceKey, ServiceName, Status};
-use crate::store::Embedded;
+use crate::store::{Backend, Change, Embedded, Loaded, Remote, StoreError, StoreFuture};
 
 fn inst(id: &str, ttl: u64, deregister_after: Option<u64>) -> Instance {
     Instance {
@@ -79,8 +79,9 @@ fn status_of(r: &Registry, id: &str) -> Option<Status> {
 #[tokio::test(start_paused = true)]
 async fn ttl_goes_critical_exactly_when_overdue() {
     let dir = tempfile::tempdir().unwrap();
-    let (r, writer) =
-        Registry::open(Arc::new(Embedded::open(dir.path()).unwrap()), vec![]).unwrap();
+    let (r, writer) = Registry::open(Arc::new(Embedded::open(dir.path()).unwrap()), vec![])
+        .await
+        .unwrap();
     let stop = CancellationToken::new();
     let _writer = tokio::spawn(writer.run(stop.clone()));
     let i = inst("b1", 15, None);
@@ -111,8 +112,9 @@ async fn ttl_goes_critical_exactly_when_overdue() {
 #[tokio::test(start_paused = true)]
 async fn deregister_after_removes_at_the_deadline_durably() {
     let dir = tempfile::tempdir().unwrap();
-    let (r, writer) =
-        Registry::open(Arc::new(Embedded::open(dir.path()).unwrap()), vec![]).unwrap();
+    let (r, writer) = Registry::open(Arc::new(Embedded::open(dir.path()).unwrap()), vec![])
+        .await
+        .unwrap();
     let stop = CancellationToken::new();
     let writer = tokio::spawn(writer.run(stop.clone()));
     // Never reports: critical from registration; removed 10 s later.
@@ -143,8 +145,9 @@ async fn deregister_after_removes_at_the_deadline_durably() {
 #[tokio::test(start_paused = true)]
 async fn recovery_cancels_deregistration() {
     let dir = tempfile::tempdir().unwrap();
-    let (r, writer) =
-        Registry::open(Arc::new(Embedded::open(dir.path()).unwrap()), vec![]).unwrap();
+    let (r, writer) = Registry::open(Arc::new(Embedded::open(dir.path()).unwrap()), vec![])
+        .await
+        .unwrap();
     let stop = CancellationToken::new();
     let _writer = tokio::spawn(writer.run(stop.clone()));
     let b1 = inst("b1", 60, Some(10));
@@ -158,32 +161,48 @@ async fn recovery_cancels_deregistration() {
     stop.cancel();
 }
 
-/// The real store, counting commits, and failing them on demand (a full disk cannot be made
-/// to happen on cue).
+/// The real store, counting commits, failing them on demand (a full disk cannot be made to
+/// happen on cue), and with a stream of changes "made elsewhere" that a test feeds.
 struct Counting {
-    inner: Embedded,
+    inner: Arc<Embedded>,
     commits: std::sync::atomic::AtomicUsize,
     fail: std::sync::atomic::AtomicBool,
+    remote: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Remote>>>,
 }
 
-impl crate::store::Backend for Counting {
-    fn load(&self) -> Result<crate::store::Loaded, crate::store::StoreError> {
-        self.inner.load()
+impl Counting {
+    fn new(inner: Embedded) -> (Arc<Self>, tokio::sync::mpsc::Sender<Remote>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let c = Counting {
+            inner: Arc::new(inner),
+            commits: Default::default(),
+            fail: Default::default(),
+            remote: std::sync::Mutex::new(Some(rx)),
+        };
+        (Arc::new(c), tx)
     }
-    fn apply(
-        &self,
-        changes: &[crate::store::Change],
-        index: u64,
-    ) -> Result<(), crate::store::StoreError> {
+}
+
+impl Backend for Counting {
+    fn load(self: Arc<Self>) -> StoreFuture<Loaded> {
+        self.inner.clone().load()
+    }
+    fn commit(self: Arc<Self>, changes: Vec<Change>, at_least: u64) -> StoreFuture<u64> {
         use std::sync::atomic::Ordering::SeqCst;
         if self.fail.load(SeqCst) {
-            return Err(crate::store::StoreError::Write("disk full".into()));
+            return Box::pin(async { Err(StoreError::Write("disk full".into())) });
         }
         self.commits.fetch_add(1, SeqCst);
-        self.inner.apply(changes, index)
+        self.inner.clone().commit(changes, at_least)
     }
-    fn flush(&self) -> Result<(), crate::store::StoreError> {
-        self.inner.flush()
+    fn changes(&self, _from: u64) -> tokio::sync::mpsc::Receiver<Remote> {
+        self.remote.lock().unwrap().take().expect("asked once")
+    }
+    fn flush(self: Arc<Self>) -> StoreFuture<()> {
+        self.inner.clone().flush()
+    }
+    fn ready(self: Arc<Self>) -> StoreFuture<()> {
+        self.inner.clone().ready()
     }
 }
 
@@ -197,12 +216,8 @@ fn plain(id: usize) -> Instance {
 async fn concurrent_writes_share_commits_and_all_land() {
     use std::sync::atomic::Ordering::SeqCst;
     let dir = tempfile::tempdir().unwrap();
-    let backend = Arc::new(Counting {
-        inner: Embedded::open(dir.path()).unwrap(),
-        commits: Default::default(),
-        fail: Default::default(),
-    });
-    let (r, writer) = Registry::open(backend.clone(), vec![]).unwrap();
+    let (backend, _remote) = Counting::new(Embedded::open(dir.path()).unwrap());
+    let (r, writer) = Registry::open(backend.clone(), vec![]).await.unwrap();
     let stop = CancellationToken::new();
     let writer = tokio::spawn(writer.run(stop.clone()));
     let n = 400;
@@ -237,11 +252,7 @@ async fn concurrent_writes_share_commits_and_all_land() {
 async fn a_failed_commit_changes_nothing() {
     use std::sync::atomic::Ordering::SeqCst;
     let dir = tempfile::tempdir().unwrap();
-    let backend = Arc::new(Counting {
-        inner: Embedded::open(dir.path()).unwrap(),
-        commits: Default::default(),
-        fail: Default::default(),
-    });
+    let (backend, _remote) = Counting::new(Embedded::open(dir.path()).unwrap());
     let mut config = crate::config::Config::default();
     config.dns.zones_dir = dir.path().join("zones");
     std::fs::create_dir(&config.dns.zones_dir).unwrap();
@@ -256,7 +267,9 @@ async fn a_failed_commit_changes_nothing() {
             crate::dns::table::Lookup::Found(..)
         )
     };
-    let (r, writer) = Registry::open(backend.clone(), vec![dns.clone()]).unwrap();
+    let (r, writer) = Registry::open(backend.clone(), vec![dns.clone()])
+        .await
+        .unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(writer.run(stop.clone()));
     r.register(plain(1)).await.unwrap();
@@ -282,4 +295,64 @@ async fn a_failed_commit_changes_nothing() {
     r.register(plain(3)).await.unwrap();
     assert!(in_dns(1) && in_dns(2) && in_dns(3) && !in_dns(9));
     stop.cancel();
+}
+
+#[tokio::test]
+async fn changes_made_elsewhere_are_published_like_local_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, remote) = Counting::new(Embedded::open(dir.path()).unwrap());
+    let mut config = crate::config::Config::default();
+    config.dns.zones_dir = dir.path().join("zones");
+    std::fs::create_dir(&config.dns.zones_dir).unwrap();
+    let dns = crate::dns::DnsView::new(&config).unwrap();
+    let in_dns = |id: &str| {
+        let name = crate::dns::names::from_dotted(&format!("{id}.batch.instance.internal."));
+        matches!(
+            dns.table().lookup(&name.unwrap()),
+            crate::dns::table::Lookup::Found(..)
+        )
+    };
+    let (r, writer) = Registry::open(backend.clone(), vec![dns.clone()])
+        .await
+        .unwrap();
+    let writer = tokio::spawn(writer.run(CancellationToken::new()));
+    r.register(plain(1)).await.unwrap();
+    let mut index = r.subscribe();
+    let mut elsewhere = plain(7);
+    elsewhere.maintenance = Some(crate::model::Maintenance {
+        reason: "kept as stored".into(),
+        since: std::time::SystemTime::UNIX_EPOCH,
+    });
+    remote
+        .send(Remote {
+            index: 40,
+            changes: vec![
+                Change::Put(Box::new(elsewhere.clone())),
+                Change::Delete(plain(1).key),
+            ],
+        })
+        .await
+        .unwrap();
+    index.wait_for(|i| *i == 40).await.unwrap();
+    let snap = r.snapshot();
+    assert_eq!(snap.index, 40, "the store's index, not a local count");
+    assert!(snap.get(&plain(1).key).is_none());
+    let e = snap.get(&elsewhere.key).unwrap();
+    assert_eq!(e.instance, elsewhere, "taken as stored (maintenance too)");
+    assert!(in_dns("p7") && !in_dns("p1"));
+    assert_eq!(
+        backend.commits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "not stored again"
+    );
+    // A local write after them continues above their index.
+    let e = r.register(plain(2)).await.unwrap();
+    assert!(r.snapshot().index > 40, "{}", r.snapshot().index);
+    assert!(r.snapshot().get(&e.instance.key).is_some());
+    // The writer ends when the last handle is gone (no cycle keeps it alive).
+    drop(r);
+    tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .expect("the writer ended with its last handle")
+        .unwrap();
 }

@@ -1,27 +1,33 @@
 //! The writer task: the only code that changes the registry.
 //!
-//! It waits for a command or the next deadline, then takes every command already queued (up
-//! to `MAX_BATCH`) and applies them in order to a working copy of the snapshot. Durable
-//! changes of the whole batch go to the store in one commit; only when that succeeded does the
-//! working copy become the registry: views are published (they prepare their share while the
-//! commit is on the disk, out of readers' sight, and are published by the store's thread as
-//! soon as the commit is durable), the snapshot published, the index bumped, and every caller
-//! answered. A failed commit answers every caller of the batch with the
-//! error, has the views discard what they prepared, and leaves the registry as it was.
+//! It waits for a command, a batch of changes committed elsewhere, or the next deadline, then
+//! takes every command already queued (up to `MAX_BATCH`) and applies them in order to a
+//! working copy of the snapshot. The commit is one straight line:
+//!
+//! 1. the batch's durable changes go to the store, which starts committing them at once;
+//! 2. meanwhile the views `prepare` their share, out of readers' sight;
+//! 3. the store returns the index it assigned (its log's counter, or a shared store's
+//!    revision), which becomes the snapshot's;
+//! 4. the views `publish`, on this task; then the snapshot is published and the index bumped;
+//! 5. every caller is answered.
+//!
+//! A failed commit answers every caller of the batch with the error, has the views discard
+//! what they prepared, and leaves the registry as it was. Changes from elsewhere skip the
+//! store (it holds them already) and are published the same way, with their index.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::policy::{self, Timers};
 use super::{
-    Changed, Command, Entry, Op, Registry, RegistryError, Reply, ServiceInstances, Snapshot, View,
+    Changed, Command, Entry, Op, Published, RegistryError, Reply, ServiceInstances, Snapshot, View,
 };
-use crate::health::timers::Deadlines;
 use crate::model::{CheckKind, Health, Instance, InstanceKey, Maintenance, ServiceName, Status};
-use crate::store::{Backend, Change, Loaded, StoreError};
+use crate::store::{Backend, Change, Loaded, Remote};
 
 /// Most commands applied and committed together. Bounds the latency a batch adds and the
 /// size of one store transaction.
@@ -29,45 +35,6 @@ const MAX_BATCH: usize = 1024;
 
 fn now() -> SystemTime {
     SystemTime::now()
-}
-
-/// The health a newly registered (or changed) instance starts with.
-fn initial_health(inst: &Instance) -> Health {
-    match &inst.check {
-        None => Health::new(Status::Passing, "registered without a check", now()),
-        Some(c) => match c.kind {
-            CheckKind::Ttl(_) => Health::new(Status::Critical, "awaiting first ttl report", now()),
-            _ => Health::new(Status::Critical, "awaiting first check", now()),
-        },
-    }
-}
-
-fn ttl_of(inst: &Instance) -> Option<Duration> {
-    match inst.check.as_ref()?.kind {
-        CheckKind::Ttl(d) => Some(d),
-        _ => None,
-    }
-}
-
-/// Keeps `reap` in step with `entry`: a critical instance with `deregister_after`, not in
-/// maintenance, is removed that long after it went critical. A deadline already set stays
-/// put while the instance stays critical.
-fn sync_reap(reap: &mut Deadlines, entry: &Entry) {
-    let key = &entry.instance.key;
-    let rule = entry.instance.deregister_after.filter(|_| {
-        entry.health.status == Status::Critical && entry.instance.maintenance.is_none()
-    });
-    match rule {
-        Some(_) if reap.contains(key) => {}
-        Some(after) => {
-            let critical_for = now().duration_since(entry.health.since).unwrap_or_default();
-            reap.set(
-                key.clone(),
-                Instant::now() + after.saturating_sub(critical_for),
-            );
-        }
-        None => reap.remove(key),
-    }
 }
 
 /// One batch being applied: the working snapshot and what must happen on commit.
@@ -85,13 +52,13 @@ pub struct Writer {
     backend: Arc<dyn Backend>,
     /// The registry as last committed; equal to the published snapshot between batches.
     snapshot: Snapshot,
-    /// When each TTL-checked instance goes critical unless it reports.
-    ttl: Deadlines,
-    /// When each critical instance with `deregister_after` is removed.
-    reap: Deadlines,
+    /// TTL expiries and `deregister_after` removals.
+    timers: Timers,
     views: Vec<Arc<dyn View>>,
     commands: mpsc::Receiver<Command>,
-    registry: Option<Arc<Registry>>,
+    /// Changes committed elsewhere; `None` once the store's stream ended.
+    remote: Option<mpsc::Receiver<Remote>>,
+    published: Option<Arc<Published>>,
 }
 
 impl Writer {
@@ -101,29 +68,26 @@ impl Writer {
         loaded: Loaded,
         views: Vec<Arc<dyn View>>,
         commands: mpsc::Receiver<Command>,
+        remote: mpsc::Receiver<Remote>,
     ) -> (Self, Snapshot) {
         let mut snapshot = Snapshot {
             index: loaded.index,
             ..Snapshot::default()
         };
-        let mut ttl = Deadlines::default();
-        let mut reap = Deadlines::default();
-        let start = Instant::now();
+        let mut timers = Timers::default();
+        let (start, wall) = (Instant::now(), now());
         // Built service by service and published whole: inserting one by one through
         // `Snapshot::set` would copy a service's map for every instance.
         let mut services: std::collections::HashMap<ServiceName, ServiceInstances> =
             std::collections::HashMap::new();
         for inst in loaded.instances {
-            if let Some(d) = ttl_of(&inst) {
-                ttl.set(inst.key.clone(), start + d);
-            }
-            let health = initial_health(&inst);
+            let health = policy::initial_health(&inst, wall);
             let service = inst.key.service.clone();
             let entry = Entry {
                 instance: inst,
                 health,
             };
-            sync_reap(&mut reap, &entry);
+            timers.loaded(&entry, start, wall);
             services.entry(service).or_default().insert(Arc::new(entry));
         }
         snapshot.services = services
@@ -140,24 +104,30 @@ impl Writer {
         let w = Self {
             backend,
             snapshot,
-            ttl,
-            reap,
+            timers,
             views,
             commands,
-            registry: None,
+            remote: Some(remote),
+            published: None,
         };
         (w, first)
     }
 
-    pub(super) fn with_registry(mut self, registry: Arc<Registry>) -> Self {
-        self.registry = Some(registry);
+    pub(super) fn publishing_to(mut self, published: Arc<Published>) -> Self {
+        self.published = Some(published);
         self
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        match (self.ttl.next(), self.reap.next()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        self.timers.next()
+    }
+
+    fn batch(&self) -> Batch {
+        Batch {
+            snap: self.snapshot.clone(),
+            changes: Vec::new(),
+            keys: Vec::new(),
+            replies: Vec::new(),
         }
     }
 
@@ -174,7 +144,20 @@ impl Writer {
             let first = tokio::select! {
                 c = self.commands.recv() => match c {
                     Some(c) => Some(c),
+                    // Every handle is gone: nothing can ask for anything any more.
                     None => return,
+                },
+                r = async {
+                    match &mut self.remote {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match r {
+                        Some(remote) => self.apply_remote(remote).await,
+                        None => self.remote = None,
+                    }
+                    continue;
                 },
                 _ = async {
                     match next {
@@ -184,12 +167,7 @@ impl Writer {
                 } => None,
                 _ = shutdown.cancelled(), if next.is_some() => continue,
             };
-            let mut batch = Batch {
-                snap: self.snapshot.clone(),
-                changes: Vec::new(),
-                keys: Vec::new(),
-                replies: Vec::new(),
-            };
+            let mut batch = self.batch();
             let mut flush = None;
             let mut queued = first.into_iter().collect::<Vec<_>>();
             while queued.len() < MAX_BATCH {
@@ -218,11 +196,7 @@ impl Writer {
             }
             self.commit(batch).await;
             if let Some(reply) = flush {
-                let backend = self.backend.clone();
-                let r = tokio::task::spawn_blocking(move || backend.flush())
-                    .await
-                    .unwrap_or_else(|e| Err(StoreError::Write(format!("store task failed: {e}"))));
-                let _ = reply.send(r);
+                let _ = reply.send(self.backend.clone().flush().await);
                 return;
             }
         }
@@ -230,15 +204,35 @@ impl Writer {
 
     /// Sets `entry` (or removes `key`) in the batch, one index step.
     fn put(&mut self, batch: &mut Batch, key: &InstanceKey, entry: Option<Arc<Entry>>) {
-        if let Some(e) = &entry {
-            sync_reap(&mut self.reap, e);
-        } else {
-            self.reap.remove(key);
-            self.ttl.remove(key);
+        match &entry {
+            Some(e) => self.timers.changed(e, Instant::now(), now()),
+            None => self.timers.removed(key),
         }
         batch.snap.index += 1;
         batch.snap.set(key, entry);
         batch.keys.push(key.clone());
+    }
+
+    /// Sets a registration (stored or to be stored by the caller): its health is kept when
+    /// its check did not change, and starts over (with its deadlines) when it did.
+    fn set_instance(&mut self, batch: &mut Batch, inst: Instance) -> Arc<Entry> {
+        let old = batch.snap.get(&inst.key).cloned();
+        let check_changed = old.as_ref().is_none_or(|o| o.instance.check != inst.check);
+        let health = match &old {
+            Some(o) if !check_changed => o.health.clone(),
+            _ => policy::initial_health(&inst, now()),
+        };
+        if check_changed {
+            // A changed check starts over, deregister_after included.
+            self.timers.check_replaced(&inst, Instant::now());
+        }
+        let key = inst.key.clone();
+        let entry = Arc::new(Entry {
+            instance: inst,
+            health,
+        });
+        self.put(batch, &key, Some(entry.clone()));
+        entry
     }
 
     /// A new health for `old` (not stored). Only a change of status or output is a change.
@@ -283,31 +277,11 @@ impl Writer {
         match op {
             Op::Register(inst) => {
                 let mut inst = *inst;
-                let old = batch.snap.get(&inst.key).cloned();
-                if let Some(old) = &old {
+                if let Some(old) = batch.snap.get(&inst.key) {
                     inst.maintenance = old.instance.maintenance.clone();
                 }
-                let check_changed = old.as_ref().is_none_or(|o| o.instance.check != inst.check);
-                let health = match &old {
-                    Some(o) if !check_changed => o.health.clone(),
-                    _ => initial_health(&inst),
-                };
-                if check_changed {
-                    // A changed check starts over, deregister_after included.
-                    self.reap.remove(&inst.key);
-                    match ttl_of(&inst) {
-                        Some(d) => self.ttl.set(inst.key.clone(), Instant::now() + d),
-                        None => self.ttl.remove(&inst.key),
-                    }
-                }
                 batch.changes.push(Change::Put(Box::new(inst.clone())));
-                let key = inst.key.clone();
-                let entry = Arc::new(Entry {
-                    instance: inst,
-                    health,
-                });
-                self.put(batch, &key, Some(entry.clone()));
-                Ok(Some(entry))
+                Ok(Some(self.set_instance(batch, inst)))
             }
             Op::Deregister(key) => {
                 Self::existing(batch, &key)?;
@@ -317,7 +291,7 @@ impl Writer {
             }
             Op::Report(key, status, output) => {
                 let old = Self::existing(batch, &key)?;
-                let Some(ttl) = ttl_of(&old.instance) else {
+                let Some(ttl) = policy::ttl_of(&old.instance) else {
                     let from = match old.instance.check.as_ref().map(|c| &c.kind) {
                         Some(CheckKind::Http(_)) => "its http check",
                         Some(CheckKind::Tcp(_)) => "its tcp check",
@@ -325,7 +299,7 @@ impl Writer {
                     };
                     return Err(RegistryError::NoTtlCheck(key, from));
                 };
-                self.ttl.set(key.clone(), Instant::now() + ttl);
+                self.timers.reported(&key, ttl, Instant::now());
                 Ok(Some(self.set_health(batch, &old, status, output)))
             }
             Op::CheckResult(key, spec, status, output) => {
@@ -368,18 +342,14 @@ impl Writer {
     /// Fires every deadline at or before `at` into the batch: overdue TTL checks go critical;
     /// instances critical for their `deregister_after` are removed.
     fn fire_deadlines(&mut self, batch: &mut Batch, at: Instant) {
-        while let Some(key) = self.ttl.pop_due(at) {
+        while let Some(key) = self.timers.pop_expired(at) {
             let Some(old) = batch.snap.get(&key).cloned() else {
                 continue;
             };
-            let ttl = ttl_of(&old.instance).unwrap_or_default();
-            let output = format!(
-                "ttl expired: no report within {}",
-                humantime::format_duration(ttl)
-            );
-            self.set_health(batch, &old, Status::Critical, output);
+            let ttl = policy::ttl_of(&old.instance).unwrap_or_default();
+            self.set_health(batch, &old, Status::Critical, policy::ttl_expired(ttl));
         }
-        while let Some(key) = self.reap.pop_due(at) {
+        while let Some(key) = self.timers.pop_removal(at) {
             if batch.snap.get(&key).is_none() {
                 continue;
             }
@@ -389,107 +359,81 @@ impl Writer {
         }
     }
 
-    /// Persists the batch's changes in one commit, then publishes and answers.
+    /// The commit line: the store commits the batch's durable changes while the views
+    /// prepare; then, with the index the store assigned, the views publish, the snapshot is
+    /// published, and every caller is answered.
     async fn commit(&mut self, batch: Batch) {
         let Batch {
             mut snap,
             changes,
-            mut keys,
+            keys,
             replies,
         } = batch;
-        // Whether the views were published by the store's thread (see below).
-        let mut published = false;
         if !changes.is_empty() {
-            let backend = self.backend.clone();
-            let index = snap.index;
-            let shared = Arc::new((snap, keys));
-            let on_store = shared.clone();
-            let views = (!shared.1.is_empty()).then(|| self.views.clone());
-            let (ready, prepared) = std::sync::mpsc::channel::<()>();
-            let task = tokio::task::spawn_blocking(move || {
-                let result = backend.apply(&changes, index);
-                // The views are published here, the moment the batch is durable, rather than
-                // after this thread has woken the writer: DNS shows the change one thread
-                // hand-off sooner. Only once the writer has prepared them (it does so while
-                // this thread waits on the disk); if it never does, the writer publishes.
-                // A publish that panics is not taken for a failed commit (the batch is
-                // durable): the writer publishes again, and meets the same panic as before.
-                let published = result.is_ok()
-                    && views.is_some_and(|views| {
-                        prepared.recv().is_ok()
-                            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                for v in &views {
-                                    v.publish(&on_store.0, Changed::Some(&on_store.1));
-                                }
-                            }))
-                            .is_ok()
-                    });
-                drop(on_store);
-                (result, published)
-            });
-            // The views' share of the batch is done while the disk syncs the log.
-            if !shared.1.is_empty() {
+            // Started now: the store's work overlaps the views' share below.
+            let committed = self.backend.clone().commit(changes, snap.index);
+            if !keys.is_empty() {
                 for v in &self.views {
-                    v.prepare(&shared.0, Changed::Some(&shared.1));
+                    v.prepare(&snap, Changed::Some(&keys));
                 }
             }
-            let _ = ready.send(());
-            let (result, on_store) = task.await.unwrap_or_else(|e| {
-                (
-                    Err(StoreError::Write(format!("store task failed: {e}"))),
-                    false,
-                )
-            });
-            published = on_store;
-            (snap, keys) = Arc::try_unwrap(shared).unwrap_or_else(|s| (s.0.clone(), s.1.clone()));
-            if let Err(e) = result {
-                tracing::error!(error = %e, "store commit failed; the batch was not applied");
-                for v in &self.views {
-                    v.discard(&self.snapshot, Changed::Some(&keys));
+            match committed.await {
+                Ok(index) => snap.index = index,
+                Err(e) => {
+                    tracing::error!(error = %e, "store commit failed; the batch was not applied");
+                    for v in &self.views {
+                        v.discard(&self.snapshot, Changed::Some(&keys));
+                    }
+                    for (reply, _) in replies {
+                        let _ = reply.send(Err(RegistryError::Store(e.clone())));
+                    }
+                    let (at, wall) = (Instant::now(), now());
+                    for key in &keys {
+                        let entry = self.snapshot.get(key).cloned();
+                        self.timers.resync(key, entry.as_deref(), at, wall);
+                    }
+                    return;
                 }
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(RegistryError::Store(e.clone())));
-                }
-                self.resync_deadlines(&keys);
-                return;
             }
         }
-        if !keys.is_empty() {
-            self.snapshot = snap;
-            if !published {
-                for v in &self.views {
-                    v.publish(&self.snapshot, Changed::Some(&keys));
-                }
-            }
-            if let Some(r) = &self.registry {
-                r.publish(self.snapshot.clone());
-            }
-        }
+        self.publish(snap, &keys);
         for (reply, entry) in replies {
             let _ = reply.send(Ok(entry));
         }
     }
 
-    /// After a failed commit: deadlines of `keys` follow the registry as it still is.
-    fn resync_deadlines(&mut self, keys: &[InstanceKey]) {
-        for key in keys {
-            match self.snapshot.get(key).cloned() {
-                Some(e) => {
-                    match ttl_of(&e.instance) {
-                        Some(d) if !self.ttl.contains(key) => {
-                            self.ttl.set(key.clone(), Instant::now() + d)
-                        }
-                        Some(_) => {}
-                        None => self.ttl.remove(key),
-                    }
-                    self.reap.remove(key);
-                    sync_reap(&mut self.reap, &e);
+    /// Makes `snap` the registry: the views first, then the snapshot and its index.
+    fn publish(&mut self, snap: Snapshot, keys: &[InstanceKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        for v in &self.views {
+            v.publish(&snap, Changed::Some(keys));
+        }
+        self.snapshot = snap;
+        if let Some(p) = &self.published {
+            p.publish(self.snapshot.clone());
+        }
+    }
+
+    /// Changes committed elsewhere: applied like registrations and removals, without the
+    /// store (it holds them), and published with the index the store gave them.
+    async fn apply_remote(&mut self, remote: Remote) {
+        let mut batch = self.batch();
+        for change in remote.changes {
+            match change {
+                Change::Put(inst) => {
+                    self.set_instance(&mut batch, *inst);
                 }
-                None => {
-                    self.ttl.remove(key);
-                    self.reap.remove(key);
+                Change::Delete(key) => {
+                    if batch.snap.get(&key).is_some() {
+                        self.put(&mut batch, &key, None);
+                    }
                 }
             }
         }
+        let Batch { mut snap, keys, .. } = batch;
+        snap.index = snap.index.max(remote.index);
+        self.publish(snap, &keys);
     }
 }

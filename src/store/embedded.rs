@@ -19,7 +19,9 @@ use std::time::Duration;
 use super::checkpoint::{Checkpointer, Every};
 use super::database::Db;
 use super::wal::{self, Wal};
-use super::{Backend, Change, Loaded, StoreError};
+use tokio::sync::mpsc;
+
+use super::{Backend, Change, Loaded, Remote, StoreError, StoreFuture};
 
 /// Log and checkpoint sizes; tests shrink them.
 #[derive(Debug, Clone, Copy)]
@@ -136,25 +138,29 @@ fn recover(db: &Db, dir: &Path) -> Result<u64, StoreError> {
     Ok(last)
 }
 
-impl Backend for Embedded {
-    fn load(&self) -> Result<Loaded, StoreError> {
+impl Embedded {
+    /// Reads every stored registration (blocking).
+    pub fn load(&self) -> Result<Loaded, StoreError> {
         self.db.load()
     }
 
-    fn apply(&self, changes: &[Change], index: u64) -> Result<(), StoreError> {
+    /// Appends `changes` as one log record and `fdatasync`s it (blocking); returns the index
+    /// the record was given: `at_least`, or one above the last record's if that is higher.
+    pub fn apply(&self, changes: &[Change], at_least: u64) -> Result<u64, StoreError> {
         let mut frame = wal::encode(changes).map_err(StoreError::Write)?;
         let mut log = self.log()?;
-        log.append(&mut frame, index)?;
+        let index = log.append(&mut frame, at_least)?;
         if let Some(c) = &self.checkpointer {
             // Read before the hand-off: what redb held durably before this record.
             let durable = c.durable();
             c.send(frame);
             log.remove_through(durable);
         }
-        Ok(())
+        Ok(index)
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
+    /// Makes everything written durable in redb and removes the log (blocking).
+    pub fn flush(&self) -> Result<(), StoreError> {
         let Some(c) = &self.checkpointer else {
             return Ok(());
         };
@@ -166,8 +172,33 @@ impl Backend for Embedded {
         Ok(())
     }
 
-    fn ready(&self) -> Result<(), StoreError> {
+    /// `Ok` while the log can take a write, repairing a failure whose cause is gone
+    /// (blocking).
+    pub fn ready(&self) -> Result<(), StoreError> {
         self.log()?.heal()
+    }
+}
+
+impl Backend for Embedded {
+    fn load(self: Arc<Self>) -> StoreFuture<Loaded> {
+        super::blocking(move || Embedded::load(&self))
+    }
+
+    fn commit(self: Arc<Self>, changes: Vec<Change>, at_least: u64) -> StoreFuture<u64> {
+        super::blocking(move || Embedded::apply(&self, &changes, at_least))
+    }
+
+    fn changes(&self, _from: u64) -> mpsc::Receiver<Remote> {
+        // Nothing else writes this data dir: the stream ends at once.
+        mpsc::channel(1).1
+    }
+
+    fn flush(self: Arc<Self>) -> StoreFuture<()> {
+        super::blocking(move || Embedded::flush(&self))
+    }
+
+    fn ready(self: Arc<Self>) -> StoreFuture<()> {
+        super::blocking(move || Embedded::ready(&self))
     }
 }
 

@@ -12,7 +12,12 @@ mod embedded;
 mod record;
 mod wal;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use crate::model::{Instance, InstanceKey};
 
@@ -54,21 +59,46 @@ pub struct Loaded {
     pub index: u64,
 }
 
-/// A durable home for registrations.
-///
-/// Methods block (they fsync); the registry calls them off the async runtime's workers.
+/// Changes another writer of a shared store committed, in the order it committed them,
+/// with the index the store assigned them.
+#[derive(Debug)]
+pub struct Remote {
+    pub index: u64,
+    pub changes: Vec<Change>,
+}
+
+/// What a backend's asynchronous methods return.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
+/// A durable home for registrations: the embedded store here, a shared one (etcd) for
+/// replicas. Every method is asynchronous; a backend whose work blocks (the embedded one
+/// fsyncs) runs it off the runtime's workers.
 pub trait Backend: Send + Sync + 'static {
     /// Reads every stored registration. A record that cannot be read is an error, never
     /// skipped: a silent partial registry would hand out wrong answers.
-    fn load(&self) -> Result<Loaded, StoreError>;
-    /// Persists `changes` atomically and durably, stamped with the registry `index` they
-    /// produce. When this returns `Ok`, a crash cannot lose them.
-    fn apply(&self, changes: &[Change], index: u64) -> Result<(), StoreError>;
+    fn load(self: Arc<Self>) -> StoreFuture<Loaded>;
+    /// Persists `changes` atomically and durably and returns the index the store assigned
+    /// them: at least `at_least`, above every index it assigned before (a log's counter, or a
+    /// shared store's revision). When the future returns `Ok`, a crash cannot lose them. The
+    /// work starts when this is called, so the caller can do its own share meanwhile.
+    fn commit(self: Arc<Self>, changes: Vec<Change>, at_least: u64) -> StoreFuture<u64>;
+    /// Changes committed elsewhere after index `from` (another replica's writes), as they
+    /// happen. The embedded store's stream ends at once: nothing else writes its data dir.
+    fn changes(&self, from: u64) -> mpsc::Receiver<Remote>;
     /// Makes everything written so far durable; called once at shutdown.
-    fn flush(&self) -> Result<(), StoreError>;
+    fn flush(self: Arc<Self>) -> StoreFuture<()>;
     /// `Ok` while the store can take writes; a failure whose cause is gone is repaired here,
-    /// so asking is also how writes resume. Blocks (it may write).
-    fn ready(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
+    /// so asking is also how writes resume.
+    fn ready(self: Arc<Self>) -> StoreFuture<()>;
+}
+
+/// Runs blocking store work on tokio's blocking pool, starting now.
+pub(crate) fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> StoreFuture<T> {
+    let task = tokio::task::spawn_blocking(f);
+    Box::pin(async move {
+        task.await
+            .unwrap_or_else(|e| Err(StoreError::Write(format!("store task failed: {e}"))))
+    })
 }

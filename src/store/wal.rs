@@ -145,23 +145,19 @@ impl Wal {
         Ok(())
     }
 
-    /// Appends one record (a frame from `encode`) with registry index `index`, stamping it
-    /// with its index and the index before it, and `fdatasync`s it. When this returns `Ok`
-    /// the record survives a crash; when it returns an error the record is not in the log.
-    pub fn append(&mut self, frame: &mut [u8], index: u64) -> Result<(), StoreError> {
+    /// Appends one record (a frame from `encode`), stamping it with its index (`at_least`, or
+    /// one above the last record's if that is higher) and the index before it, and
+    /// `fdatasync`s it; returns the index. When this returns `Ok` the record survives a crash;
+    /// when it returns an error the record is not in the log.
+    pub fn append(&mut self, frame: &mut [u8], at_least: u64) -> Result<u64, StoreError> {
         self.heal()?;
-        if index <= self.last_index {
-            return Err(StoreError::Write(format!(
-                "log index {index} is not above the last one, {}",
-                self.last_index
-            )));
-        }
+        let index = at_least.max(self.last_index + 1);
         stamp(frame, index, self.last_index);
         let mut region = None;
         match self.append_inner(frame, index, &mut region) {
             Ok(()) => {
                 self.last_index = index;
-                Ok(())
+                Ok(index)
             }
             Err(message) => {
                 let removed = self.removed();
