@@ -909,33 +909,34 @@ async fn write_latency(http: SocketAddr, samples: usize) -> Res<(f64, f64)> {
 /// grows with N² (each write rebuilds the whole DNS table).
 fn preload(data: &Path, args: &Args, insts: &[Instance], ports: &[u16]) -> Res<()> {
     use signpost::model::ServiceName;
-    use signpost::model::{CheckKind, CheckSpec, Instance as Model, InstanceId, InstanceKey};
+    use signpost::model::{
+        CheckKind, CheckSpec, Instance as Model, InstanceId, InstanceKey, Registration,
+    };
     use signpost::store::{Change, Embedded};
     let bad = |e: signpost::model::InvalidField| format!("{e:?}");
     let mut changes = Vec::with_capacity(insts.len());
     for (inst, &port) in insts.iter().zip(ports) {
-        changes.push(Change::Put(Box::new(Model {
-            key: InstanceKey {
-                service: ServiceName::parse(&inst.service).map_err(bad)?,
-                id: InstanceId::parse(&inst.id).map_err(bad)?,
-            },
-            address: inst.address.into(),
+        let key = InstanceKey {
+            service: ServiceName::parse(&inst.service).map_err(bad)?,
+            id: InstanceId::parse(&inst.id).map_err(bad)?,
+        };
+        let check = CheckSpec::new(
+            CheckKind::Http(format!("http://127.0.0.1:{port}/health")),
+            Some(args.interval),
+            Some(args.timeout),
+            None,
+            Some(args.failures),
+        )
+        .map_err(bad)?;
+        let registration = Registration {
+            address: inst.address.to_string(),
             port,
-            tags: Vec::new(),
-            meta: BTreeMap::new(),
-            weight: 1,
-            priority: 0,
-            ttl: None,
-            check: Some(CheckSpec {
-                kind: CheckKind::Http(format!("http://127.0.0.1:{port}/health")),
-                interval: args.interval,
-                timeout: args.timeout,
-                success_before_passing: 1,
-                failures_before_critical: args.failures,
-            }),
-            deregister_after: None,
-            maintenance: None,
-        })));
+            check: Some(check),
+            ..Registration::default()
+        };
+        changes.push(Change::Put(Box::new(
+            Model::new(key, registration).map_err(bad)?,
+        )));
     }
     std::fs::create_dir_all(data)?;
     let store = Embedded::open(data)?;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use signpost::config::Config;
 use signpost::dns::DnsView;
 use signpost::dns::handler::{Transport, handle};
-use signpost::model::{Instance, InstanceId, InstanceKey, ServiceName};
+use signpost::model::{Instance, InstanceId, InstanceKey, Registration, ServiceName};
 use signpost::registry::Registry;
 use signpost::store::Embedded;
 use tokio_util::sync::CancellationToken;
@@ -53,26 +53,18 @@ fn main() {
             for i in 0..3 {
                 let r = registry.clone();
                 tasks.push(tokio::spawn(async move {
-                    r.register(Instance {
-                        key: InstanceKey {
-                            service: ServiceName::parse(&format!("svc-{s:04}")).unwrap(),
-                            id: InstanceId::parse(&format!("i{i}")).unwrap(),
-                        },
-                        address: format!("10.{}.{}.{}", s / 250, s % 250, i + 1)
-                            .parse()
-                            .unwrap(),
+                    let key = InstanceKey {
+                        service: ServiceName::parse(&format!("svc-{s:04}")).unwrap(),
+                        id: InstanceId::parse(&format!("i{i}")).unwrap(),
+                    };
+                    let registration = Registration {
+                        address: format!("10.{}.{}.{}", s / 250, s % 250, i + 1),
                         port: 8000 + i as u16,
-                        tags: vec![],
-                        meta: Default::default(),
-                        weight: 1,
-                        priority: 0,
-                        ttl: None,
-                        check: None,
-                        deregister_after: None,
-                        maintenance: None,
-                    })
-                    .await
-                    .unwrap()
+                        ..Registration::default()
+                    };
+                    r.register(Instance::new(key, registration).unwrap())
+                        .await
+                        .unwrap()
                 }));
             }
         }

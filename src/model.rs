@@ -2,7 +2,10 @@
 //! an `Instance` as registered, its `Health` and its `CheckSpec`.
 //!
 //! Nothing here does I/O or knows a wire format: the HTTP and store edges convert their own
-//! serde types into these by hand, so validation happens once, here, whatever the source.
+//! serde types into these by hand, through the constructors here (`Instance::new`,
+//! `CheckSpec::new`, `Maintenance::new`), so every rule of a registration lives here once and
+//! holds whatever the source. The fields of `Instance`, `CheckSpec` and `Maintenance` are
+//! private: outside this module they can be read, not set to what a rule forbids.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -181,46 +184,304 @@ pub enum CheckKind {
     Ttl(Duration),
 }
 
-/// A check as registered, with its timing and thresholds.
+/// A check as registered, with its timing and thresholds; only `CheckSpec::new` makes one,
+/// so every rule holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckSpec {
-    pub kind: CheckKind,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub success_before_passing: u32,
-    pub failures_before_critical: u32,
+    kind: CheckKind,
+    interval: Duration,
+    timeout: Duration,
+    success_before_passing: u32,
+    failures_before_critical: u32,
 }
 
 /// Defaults for a check's optional fields, as documented in the README.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Shortest check interval: below this a check is a load generator.
+pub const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// Shortest check timeout.
+pub const MIN_CHECK_TIMEOUT: Duration = Duration::from_millis(10);
+/// Shortest TTL of a TTL check, and shortest `deregister_after`.
+pub const MIN_TTL_CHECK: Duration = Duration::from_secs(1);
+/// Most consecutive results a threshold may ask for.
+pub const MAX_THRESHOLD: u32 = 100;
+
+fn at_least(field: &str, d: Duration, min: Duration) -> Result<Duration, InvalidField> {
+    if d < min {
+        return Err(InvalidField::new(
+            field,
+            format!("must be at least {}", humantime::format_duration(min)),
+        ));
+    }
+    Ok(d)
+}
+
+/// An `http://` URL with a host.
+fn check_url(raw: &str) -> Result<(), InvalidField> {
+    let bad = |why: &str| InvalidField::new("check.http", format!("{raw:?} {why}"));
+    let uri: http::Uri = raw.parse().map_err(|_| bad("is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        // The checker carries no TLS stack; a tcp check covers a TLS port's liveness.
+        Some("https") => {
+            return Err(bad(
+                "is https, which checks do not support: use http:// or a tcp check",
+            ));
+        }
+        _ => return Err(bad("must start with http://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("has no host"));
+    }
+    Ok(())
+}
+
+/// `HOST:PORT` or `[V6]:PORT`, port 1–65535.
+fn check_host_port(raw: &str) -> Result<(), InvalidField> {
+    let bad = || InvalidField::new("check.tcp", format!("{raw:?} is not HOST:PORT"));
+    let (host, port) = raw.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+impl CheckSpec {
+    /// Validates a check: its target (`http://` URL with a host, `HOST:PORT`, a TTL of at
+    /// least 1 s), an interval of at least 100 ms (default 10 s), a timeout of at least
+    /// 10 ms (default 2 s, or the interval if shorter) and thresholds of 1 to 100 (default
+    /// 1). Errors name the field as a client sends it (`check.interval`).
+    pub fn new(
+        kind: CheckKind,
+        interval: Option<Duration>,
+        timeout: Option<Duration>,
+        success_before_passing: Option<u32>,
+        failures_before_critical: Option<u32>,
+    ) -> Result<Self, InvalidField> {
+        match &kind {
+            CheckKind::Http(url) => check_url(url)?,
+            CheckKind::Tcp(addr) => check_host_port(addr)?,
+            CheckKind::Ttl(d) => {
+                at_least("check.ttl", *d, MIN_TTL_CHECK)?;
+            }
+        }
+        let interval = match interval {
+            Some(d) => at_least("check.interval", d, MIN_CHECK_INTERVAL)?,
+            None => DEFAULT_CHECK_INTERVAL,
+        };
+        let timeout = match timeout {
+            Some(d) => at_least("check.timeout", d, MIN_CHECK_TIMEOUT)?,
+            None => DEFAULT_CHECK_TIMEOUT.min(interval),
+        };
+        let count = |field: &str, v: Option<u32>| match v {
+            None => Ok(1),
+            Some(0) => Err(InvalidField::new(field, "must be at least 1")),
+            Some(n) if n > MAX_THRESHOLD => Err(InvalidField::new(
+                field,
+                format!("must be at most {MAX_THRESHOLD}"),
+            )),
+            Some(n) => Ok(n),
+        };
+        Ok(CheckSpec {
+            kind,
+            interval,
+            timeout,
+            success_before_passing: count("check.success_before_passing", success_before_passing)?,
+            failures_before_critical: count(
+                "check.failures_before_critical",
+                failures_before_critical,
+            )?,
+        })
+    }
+
+    pub fn kind(&self) -> &CheckKind {
+        &self.kind
+    }
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    pub fn success_before_passing(&self) -> u32 {
+        self.success_before_passing
+    }
+    pub fn failures_before_critical(&self) -> u32 {
+        self.failures_before_critical
+    }
+}
+
+/// Longest maintenance reason.
+pub const MAX_REASON: usize = 1024;
 
 /// Maintenance mode: drained from DNS while set, whatever the checks say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Maintenance {
-    pub reason: String,
-    pub since: SystemTime,
+    reason: String,
+    since: SystemTime,
 }
 
-/// One registered instance: what was registered (durable) plus its maintenance mode (durable).
-/// Health is kept beside it by the registry, since health is not stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instance {
-    pub key: InstanceKey,
-    pub address: IpAddr,
+impl Maintenance {
+    /// Validates the reason (at most 1,024 bytes).
+    pub fn new(reason: String, since: SystemTime) -> Result<Self, InvalidField> {
+        if reason.len() > MAX_REASON {
+            return Err(InvalidField::new(
+                "reason",
+                format!("at most {MAX_REASON} bytes"),
+            ));
+        }
+        Ok(Maintenance { reason, since })
+    }
+    /// The same maintenance, started at `since` (turning it on again keeps the first start).
+    pub fn started(mut self, since: SystemTime) -> Self {
+        self.since = since;
+        self
+    }
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+    pub fn since(&self) -> SystemTime {
+        self.since
+    }
+}
+
+/// What a registration asks for, before it is validated into an `Instance`.
+#[derive(Debug, Clone, Default)]
+pub struct Registration {
+    /// An IPv4 or IPv6 address, as text.
+    pub address: String,
     pub port: u16,
-    pub tags: Vec<Tag>,
+    pub tags: Vec<String>,
     pub meta: BTreeMap<String, String>,
-    pub weight: u16,
-    pub priority: u16,
-    /// Per-service DNS TTL in seconds; `None` means `dns.ttl`.
+    /// Default 1.
+    pub weight: Option<u16>,
+    /// Default 0.
+    pub priority: Option<u16>,
     pub ttl: Option<u32>,
     pub check: Option<CheckSpec>,
     pub deregister_after: Option<Duration>,
-    pub maintenance: Option<Maintenance>,
+}
+
+/// One registered instance: what was registered (durable) plus its maintenance mode (durable).
+/// Health is kept beside it by the registry, since health is not stored. Only
+/// `Instance::new` makes one, so every rule of a registration holds, whatever its source (a
+/// client, a stored record, another replica).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    key: InstanceKey,
+    address: IpAddr,
+    port: u16,
+    tags: Vec<Tag>,
+    meta: BTreeMap<String, String>,
+    weight: u16,
+    priority: u16,
+    ttl: Option<u32>,
+    check: Option<CheckSpec>,
+    deregister_after: Option<Duration>,
+    maintenance: Option<Maintenance>,
 }
 
 impl Instance {
+    /// Validates `r` as instance `key`: an IP address, a port other than 0, at most 32 tags
+    /// (DNS labels, duplicates dropped), metadata within its limits, a TTL of at most a day,
+    /// `deregister_after` of at least 1 s. Errors name the field as a client sends it.
+    pub fn new(key: InstanceKey, r: Registration) -> Result<Self, InvalidField> {
+        let address = r.address.parse().map_err(|_| {
+            InvalidField::new(
+                "address",
+                format!("{:?} is not an IPv4 or IPv6 address", r.address),
+            )
+        })?;
+        if r.port == 0 {
+            return Err(InvalidField::new("port", "must be 1 to 65535"));
+        }
+        if r.tags.len() > MAX_TAGS {
+            return Err(InvalidField::new(
+                "tags",
+                format!("at most {MAX_TAGS} tags"),
+            ));
+        }
+        let mut tags: Vec<Tag> = Vec::with_capacity(r.tags.len());
+        for (i, t) in r.tags.iter().enumerate() {
+            let t = Tag::parse_at(t, i)?;
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        validate_meta(&r.meta)?;
+        if let Some(t) = r.ttl
+            && t > MAX_TTL
+        {
+            return Err(InvalidField::new(
+                "ttl",
+                format!("at most {MAX_TTL} seconds"),
+            ));
+        }
+        let deregister_after = r
+            .deregister_after
+            .map(|d| at_least("deregister_after", d, MIN_TTL_CHECK))
+            .transpose()?;
+        Ok(Instance {
+            key,
+            address,
+            port: r.port,
+            tags,
+            meta: r.meta,
+            weight: r.weight.unwrap_or(1),
+            priority: r.priority.unwrap_or(0),
+            ttl: r.ttl,
+            check: r.check,
+            deregister_after,
+            maintenance: None,
+        })
+    }
+
+    /// The same instance with maintenance mode on (`Some`) or off.
+    pub fn with_maintenance(mut self, maintenance: Option<Maintenance>) -> Self {
+        self.maintenance = maintenance;
+        self
+    }
+
+    pub fn key(&self) -> &InstanceKey {
+        &self.key
+    }
+    pub fn address(&self) -> IpAddr {
+        self.address
+    }
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    pub fn tags(&self) -> &[Tag] {
+        &self.tags
+    }
+    pub fn meta(&self) -> &BTreeMap<String, String> {
+        &self.meta
+    }
+    pub fn weight(&self) -> u16 {
+        self.weight
+    }
+    pub fn priority(&self) -> u16 {
+        self.priority
+    }
+    /// Per-service DNS TTL in seconds; `None` means `dns.ttl`.
+    pub fn ttl(&self) -> Option<u32> {
+        self.ttl
+    }
+    pub fn check(&self) -> Option<&CheckSpec> {
+        self.check.as_ref()
+    }
+    pub fn deregister_after(&self) -> Option<Duration> {
+        self.deregister_after
+    }
+    pub fn maintenance(&self) -> Option<&Maintenance> {
+        self.maintenance.as_ref()
+    }
+
     pub fn has_tag(&self, tag: &Tag) -> bool {
         self.tags.iter().any(|t| t == tag)
     }
@@ -237,7 +498,7 @@ pub const MAX_TAGS: usize = 32;
 pub const MAX_TTL: u32 = 86_400;
 
 /// Validates metadata: keys `[A-Za-z0-9_-]`, 1–128 characters; `key=value` at most 255 bytes.
-pub fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), InvalidField> {
+fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), InvalidField> {
     if meta.len() > MAX_META_ENTRIES {
         return Err(InvalidField::new(
             "meta",
@@ -282,6 +543,92 @@ pub fn parse_duration(field: &str, raw: &str) -> Result<Duration, InvalidField> 
     humantime::parse_duration(raw).map_err(|e| {
         InvalidField::new(field, format!("{raw:?} is not a duration like \"5s\": {e}"))
     })
+}
+
+/// Instances for tests, built from a few calls instead of a literal of every field:
+/// `instance("web", "a").address("10.0.0.2").tags(&["v2"]).build()`. Panics on what
+/// `Instance::new` refuses.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    pub(crate) struct Draft {
+        key: InstanceKey,
+        r: Registration,
+        maintenance: Option<Maintenance>,
+    }
+
+    /// `service`/`id` at 10.0.0.1:80, no tags, no check.
+    pub(crate) fn instance(service: &str, id: &str) -> Draft {
+        Draft {
+            key: key(service, id),
+            r: Registration {
+                address: "10.0.0.1".into(),
+                port: 80,
+                ..Registration::default()
+            },
+            maintenance: None,
+        }
+    }
+
+    pub(crate) fn key(service: &str, id: &str) -> InstanceKey {
+        InstanceKey {
+            service: ServiceName::parse(service).unwrap(),
+            id: InstanceId::parse(id).unwrap(),
+        }
+    }
+
+    impl Draft {
+        pub(crate) fn address(mut self, a: &str) -> Self {
+            self.r.address = a.into();
+            self
+        }
+        pub(crate) fn port(mut self, p: u16) -> Self {
+            self.r.port = p;
+            self
+        }
+        pub(crate) fn tags(mut self, t: &[&str]) -> Self {
+            self.r.tags = t.iter().map(|s| s.to_string()).collect();
+            self
+        }
+        pub(crate) fn meta(mut self, k: &str, v: &str) -> Self {
+            self.r.meta.insert(k.into(), v.into());
+            self
+        }
+        pub(crate) fn weight(mut self, w: u16) -> Self {
+            self.r.weight = Some(w);
+            self
+        }
+        pub(crate) fn priority(mut self, p: u16) -> Self {
+            self.r.priority = Some(p);
+            self
+        }
+        pub(crate) fn ttl(mut self, t: u32) -> Self {
+            self.r.ttl = Some(t);
+            self
+        }
+        pub(crate) fn check(mut self, c: CheckSpec) -> Self {
+            self.r.check = Some(c);
+            self
+        }
+        /// A TTL check of `ttl` with default timing.
+        pub(crate) fn ttl_check(self, ttl: Duration) -> Self {
+            self.check(CheckSpec::new(CheckKind::Ttl(ttl), None, None, None, None).unwrap())
+        }
+        pub(crate) fn deregister_after(mut self, d: Duration) -> Self {
+            self.r.deregister_after = Some(d);
+            self
+        }
+        pub(crate) fn maintenance(mut self, reason: &str, since: SystemTime) -> Self {
+            self.maintenance = Some(Maintenance::new(reason.into(), since).unwrap());
+            self
+        }
+        pub(crate) fn build(self) -> Instance {
+            Instance::new(self.key, self.r)
+                .unwrap()
+                .with_maintenance(self.maintenance)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -983,3 +983,74 @@ async fn registrations_survive_a_restart() {
     s.register("web", "web-3", json!({"address": "10.0.0.3", "port": 80}))
         .await;
 }
+
+/// A long-poll on one service returns when *that* service changes (its registrations or
+/// health), not on every write anywhere, as Consul's blocking queries; the index header still
+/// grows registry-wide.
+#[tokio::test]
+async fn long_poll_wakes_only_for_its_own_service() {
+    let s = TestServer::start().await;
+    s.register("web", "web-1", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    let n = get(&s, "/v1/services/web").await.index();
+
+    let url = |svc: &str, id: &str| s.url(&inst_path(svc, id));
+    let (other, mine) = (url("api", "api-1"), url("web", "web-2"));
+    let client = s.client.clone();
+    let writer = tokio::spawn(async move {
+        // Writes elsewhere first: they must not end the watch.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let r = client
+                .put(&other)
+                .json(&json!({"address": "10.0.0.2", "port": 80}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = client
+            .put(&mine)
+            .json(&json!({"address": "10.0.0.3", "port": 80}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    });
+    let started = Instant::now();
+    let r = get(&s, &format!("/v1/services/web?index={n}&wait=10s")).await;
+    let took = started.elapsed();
+    writer.await.unwrap();
+    assert!(
+        took >= Duration::from_millis(450),
+        "woken by another service's write after {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "returned only after {took:?}"
+    );
+    assert_eq!(ids(&r.body), ["web-1", "web-2"]);
+    assert!(
+        r.index() > n + 1,
+        "the index grew registry-wide: {}",
+        r.index()
+    );
+
+    // A watch from an index older than the service's last change returns at once; one from
+    // before only other services' changes waits.
+    let m = r.index();
+    let before = Instant::now();
+    let again = get(&s, &format!("/v1/services/web?index={n}&wait=5s")).await;
+    assert!(before.elapsed() < Duration::from_secs(1));
+    assert_eq!(ids(&again.body), ["web-1", "web-2"]);
+    s.register("api", "api-2", json!({"address": "10.0.0.4", "port": 80}))
+        .await;
+    let before = Instant::now();
+    let unchanged = get(&s, &format!("/v1/services/web?index={m}&wait=300ms")).await;
+    assert!(
+        before.elapsed() >= Duration::from_millis(280),
+        "woken by api"
+    );
+    assert_eq!(unchanged.body, again.body);
+}

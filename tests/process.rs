@@ -820,7 +820,13 @@ async fn a_removed_data_dir_refuses_writes() {
     let s = start(tmp.path(), &data, &[]);
     let c = client();
     register(&c, s.http, "web", "a", "10.0.0.1").await;
-    std::fs::remove_dir_all(&data).unwrap();
+    // The checkpointer may be making its spare segment in it meanwhile: try again.
+    let mut tries = 0;
+    while let Err(e) = std::fs::remove_dir_all(&data) {
+        tries += 1;
+        assert!(tries < 100, "cannot remove the data dir: {e}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     for id in ["b", "c"] {
         let r = c
             .put(format!("http://{}/v1/services/web/instances/{id}", s.http))

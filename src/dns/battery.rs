@@ -9,7 +9,6 @@
 //! the same expectations. Answers rotate, so each section is compared as a sorted set;
 //! `rotation_puts_each_instance_first_once` checks the order separately.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -22,9 +21,7 @@ use super::names;
 use super::table::{Settings, Statics, Table};
 use super::wire::{self, AA, HEADER_LEN, QR, RA, RD, TC};
 use super::zonefile;
-use crate::model::{
-    Health, Instance, InstanceId, InstanceKey, Maintenance, ServiceName, Status, Tag,
-};
+use crate::model::{Health, Status, testing};
 use crate::registry::{Entry, Snapshot};
 
 // ---------------------------------------------------------------------------------------------
@@ -69,61 +66,42 @@ fn settings(include_warning: bool) -> Settings {
 /// the service's TTL from `dns.ttl`), passing, not in maintenance; the methods change one
 /// field each.
 struct Inst {
-    instance: Instance,
+    instance: testing::Draft,
     status: Status,
 }
 
 impl Inst {
     fn new(service: &str, id: &str, address: &str, port: u16) -> Self {
         Self {
-            instance: Instance {
-                key: InstanceKey {
-                    service: ServiceName::parse(service).expect("a valid service"),
-                    id: InstanceId::parse(id).expect("a valid id"),
-                },
-                address: address.parse().expect("an address"),
-                port,
-                tags: Vec::new(),
-                meta: BTreeMap::new(),
-                weight: 1,
-                priority: 0,
-                ttl: None,
-                check: None,
-                deregister_after: None,
-                maintenance: None,
-            },
+            instance: testing::instance(service, id).address(address).port(port),
             status: Status::Passing,
         }
     }
 
     fn tags(mut self, tags: &[&str]) -> Self {
-        self.instance.tags = tags
-            .iter()
-            .map(|t| Tag::parse(t).expect("a valid tag"))
-            .collect();
+        self.instance = self.instance.tags(tags);
         self
     }
 
     fn meta(mut self, meta: &[(&str, &str)]) -> Self {
-        self.instance.meta = meta
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        for (k, v) in meta {
+            self.instance = self.instance.meta(k, v);
+        }
         self
     }
 
     fn weight(mut self, weight: u16) -> Self {
-        self.instance.weight = weight;
+        self.instance = self.instance.weight(weight);
         self
     }
 
     fn priority(mut self, priority: u16) -> Self {
-        self.instance.priority = priority;
+        self.instance = self.instance.priority(priority);
         self
     }
 
     fn ttl(mut self, ttl: u32) -> Self {
-        self.instance.ttl = Some(ttl);
+        self.instance = self.instance.ttl(ttl);
         self
     }
 
@@ -133,16 +111,13 @@ impl Inst {
     }
 
     fn maintenance(mut self) -> Self {
-        self.instance.maintenance = Some(Maintenance {
-            reason: "drained".into(),
-            since: SystemTime::UNIX_EPOCH,
-        });
+        self.instance = self.instance.maintenance("drained", SystemTime::UNIX_EPOCH);
         self
     }
 
     fn entry(self) -> Arc<Entry> {
         Arc::new(Entry {
-            instance: self.instance,
+            instance: self.instance.build(),
             health: Health::new(self.status, "", SystemTime::UNIX_EPOCH),
         })
     }
@@ -182,7 +157,7 @@ fn registry() -> Snapshot {
     let mut snap = Snapshot::default();
     for i in instances {
         let e = i.entry();
-        let service = e.instance.key.service.clone();
+        let service = e.instance.key().service.clone();
         let mut set = snap
             .services
             .get(&service)

@@ -43,13 +43,13 @@ struct Built {
 
 impl Built {
     fn id(&self) -> &InstanceId {
-        &self.entry.instance.key.id
+        &self.entry.instance.key().id
     }
 }
 
 /// Whether the SRV record built from `a` still holds for `b` (same instance name).
 fn same_srv(a: &Instance, b: &Instance) -> bool {
-    a.port == b.port && a.priority == b.priority && a.weight == b.weight
+    a.port() == b.port() && a.priority() == b.priority() && a.weight() == b.weight()
 }
 
 /// What one service put into the table, so its next change can take out only what changed.
@@ -104,19 +104,19 @@ fn empty_non_terminal() -> Arc<Node> {
 /// same for `a` and `b`, given the same TTL.
 fn same_own_names(a: &Arc<Entry>, b: &Arc<Entry>) -> bool {
     Arc::ptr_eq(a, b)
-        || (a.instance.address == b.instance.address && a.instance.meta == b.instance.meta)
+        || (a.instance.address() == b.instance.address() && a.instance.meta() == b.instance.meta())
 }
 
 /// Whether the service-level answers built from `a` and from `b` are the same.
 fn same_service_view(a: &Arc<Entry>, b: &Arc<Entry>) -> bool {
     let (x, y) = (&a.instance, &b.instance);
     Arc::ptr_eq(a, b)
-        || (x.key.id == y.key.id
-            && x.address == y.address
-            && x.port == y.port
-            && x.priority == y.priority
-            && x.weight == y.weight
-            && x.tags == y.tags)
+        || (x.key().id == y.key().id
+            && x.address() == y.address()
+            && x.port() == y.port()
+            && x.priority() == y.priority()
+            && x.weight() == y.weight()
+            && x.tags() == y.tags())
 }
 
 impl Default for Builder {
@@ -337,8 +337,8 @@ impl Builder {
             let members: Vec<Member<'_>> = healthy
                 .iter()
                 .map(|b| Member {
-                    address: b.entry.instance.address,
-                    tags: &b.entry.instance.tags,
+                    address: b.entry.instance.address(),
+                    tags: b.entry.instance.tags(),
                     addr: &b.addr,
                     srv: &b.srv,
                 })
@@ -385,12 +385,12 @@ impl Builder {
         touched: &mut BTreeSet<IpAddr>,
     ) -> Built {
         let d = &statics.settings.domain;
-        let addr_rec = addr_rec(e.instance.address);
+        let addr_rec = addr_rec(e.instance.address());
         let srv = srv_rec(svc, d, &e.instance, &addr_rec);
         let (name, node) = instance_node(d, svc, &e.instance, ttl, &addr_rec);
         let name: Arc<[u8]> = name.into();
         self.insert_name(statics, name.clone(), node);
-        let addr = e.instance.address;
+        let addr = e.instance.address();
         let set = self.reverse.entry(addr).or_default();
         if let Err(at) = set.binary_search(&name) {
             set.insert(at, name.clone());
@@ -407,7 +407,7 @@ impl Builder {
     /// Takes out what `add_instance` put in.
     fn remove_instance(&mut self, statics: &Statics, b: Built, touched: &mut BTreeSet<IpAddr>) {
         self.remove_name(statics, &b.name);
-        let addr = b.entry.instance.address;
+        let addr = b.entry.instance.address();
         if let Some(set) = self.reverse.get_mut(&addr)
             && let Ok(at) = set.binary_search(&b.name)
         {
@@ -496,7 +496,7 @@ impl Builder {
 fn service_ttl(s: &table::Settings, instances: &ServiceInstances) -> u32 {
     instances
         .values()
-        .filter_map(|e| e.instance.ttl)
+        .filter_map(|e| e.instance.ttl())
         .min()
         .unwrap_or(s.ttl)
 }
@@ -504,12 +504,12 @@ fn service_ttl(s: &table::Settings, instances: &ServiceInstances) -> u32 {
 /// An instance's own name and node: its address (`addr`, shared with the service-level
 /// answers), and its metadata as TXT.
 fn instance_node(d: &[u8], svc: &str, i: &Instance, ttl: u32, addr: &Rec) -> (Box<[u8]>, Node) {
-    let target = names::instance(i.key.id.as_str(), svc, d);
+    let target = names::instance(i.key().id.as_str(), svc, d);
     let mut rrsets: RRSets =
-        smallvec::smallvec![RRSet::fixed(addr_type(i.address), ttl, [addr.clone()])];
-    if !i.meta.is_empty() {
+        smallvec::smallvec![RRSet::fixed(addr_type(i.address()), ttl, [addr.clone()])];
+    if !i.meta().is_empty() {
         let recs: Vec<Rec> = i
-            .meta
+            .meta()
             .iter()
             .map(|(k, v)| {
                 let kv = format!("{k}={v}");
@@ -579,7 +579,7 @@ mod tests {
 
     use super::*;
     use crate::dns::table::Settings;
-    use crate::model::{Health, Instance, InstanceId, InstanceKey, Status, Tag};
+    use crate::model::{Health, Status, testing};
 
     fn statics() -> Statics {
         let settings = Settings {
@@ -592,24 +592,9 @@ mod tests {
         Statics::new(settings, &[], 1)
     }
 
-    fn entry(svc: &str, id: &str, addr: &str, tags: &[&str], status: Status) -> Arc<Entry> {
+    fn entry_of(draft: testing::Draft, status: Status) -> Arc<Entry> {
         Arc::new(Entry {
-            instance: Instance {
-                key: InstanceKey {
-                    service: ServiceName::parse(svc).unwrap(),
-                    id: InstanceId::parse(id).unwrap(),
-                },
-                address: addr.parse().unwrap(),
-                port: 80,
-                tags: tags.iter().map(|t| Tag::parse(t).unwrap()).collect(),
-                meta: BTreeMap::new(),
-                weight: 1,
-                priority: 0,
-                ttl: None,
-                check: None,
-                deregister_after: None,
-                maintenance: None,
-            },
+            instance: draft.build(),
             health: Health::new(status, "", SystemTime::UNIX_EPOCH),
         })
     }
@@ -679,15 +664,17 @@ mod tests {
                     Status::Passing
                 };
                 // Vary every input of the names too: port, TTL, metadata.
-                let mut e = (*entry(svc, &id, &addr, &t, status)).clone();
-                e.instance.port = 8000 + (rng(&mut seed) % 2) as u16;
-                e.instance.ttl = rng(&mut seed).is_multiple_of(5).then_some(5);
-                if rng(&mut seed).is_multiple_of(3) {
-                    e.instance
-                        .meta
-                        .insert("v".into(), (rng(&mut seed) % 2).to_string());
+                let mut d = testing::instance(svc, &id)
+                    .address(&addr)
+                    .tags(&t)
+                    .port(8000 + (rng(&mut seed) % 2) as u16);
+                if rng(&mut seed).is_multiple_of(5) {
+                    d = d.ttl(5);
                 }
-                insts.insert(Arc::new(e));
+                if rng(&mut seed).is_multiple_of(3) {
+                    d = d.meta("v", &(rng(&mut seed) % 2).to_string());
+                }
+                insts.insert(entry_of(d, status));
             }
             if insts.is_empty() {
                 snap.services.remove(&name);

@@ -418,10 +418,10 @@ pub(super) struct Member<'a> {
 /// as target, its address as glue.
 pub(super) fn srv_rec(svc: &str, d: &[u8], i: &crate::model::Instance, addr: &Rec) -> Rec {
     let mut r = Vec::with_capacity(SRV_TARGET + 64);
-    r.extend_from_slice(&i.priority.to_be_bytes());
-    r.extend_from_slice(&i.weight.to_be_bytes());
-    r.extend_from_slice(&i.port.to_be_bytes());
-    r.extend_from_slice(&names::instance(i.key.id.as_str(), svc, d));
+    r.extend_from_slice(&i.priority().to_be_bytes());
+    r.extend_from_slice(&i.weight().to_be_bytes());
+    r.extend_from_slice(&i.port().to_be_bytes());
+    r.extend_from_slice(&names::instance(i.key().id.as_str(), svc, d));
     Rec {
         rdata: r.into(),
         glue: Some(addr.rdata.clone()),

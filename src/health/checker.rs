@@ -64,7 +64,7 @@ pub struct Supervisor {
 
 /// The check the checker runs for `spec`: HTTP and TCP only (TTL checks are reports).
 fn active(spec: Option<&CheckSpec>) -> Option<CheckSpec> {
-    spec.filter(|c| !matches!(c.kind, CheckKind::Ttl(_)))
+    spec.filter(|c| !matches!(c.kind(), CheckKind::Ttl(_)))
         .cloned()
 }
 
@@ -78,8 +78,8 @@ impl View for Supervisor {
             Changed::All => {
                 let before = std::mem::take(&mut p.active);
                 for e in snapshot.entries() {
-                    if let Some(spec) = active(e.instance.check.as_ref()) {
-                        p.record(&e.instance.key, Some(spec));
+                    if let Some(spec) = active(e.instance.check()) {
+                        p.record(e.instance.key(), Some(spec));
                     }
                 }
                 for key in before {
@@ -90,9 +90,7 @@ impl View for Supervisor {
             }
             Changed::Some(keys) => {
                 for key in keys {
-                    let spec = snapshot
-                        .get(key)
-                        .and_then(|e| active(e.instance.check.as_ref()));
+                    let spec = snapshot.get(key).and_then(|e| active(e.instance.check()));
                     p.record(key, spec);
                 }
             }
@@ -160,9 +158,9 @@ impl Supervisor {
 
 /// One probe of `spec`.
 async fn probe(spec: &CheckSpec, client: &reqwest::Client) -> (Status, String) {
-    match &spec.kind {
-        CheckKind::Http(url) => http::probe(client, url, spec.timeout).await,
-        CheckKind::Tcp(target) => tcp::probe(target, spec.timeout).await,
+    match &spec.kind() {
+        CheckKind::Http(url) => http::probe(client, url, spec.timeout()).await,
+        CheckKind::Tcp(target) => tcp::probe(target, spec.timeout()).await,
         CheckKind::Ttl(_) => unreachable!("ttl checks are not probed"),
     }
 }
@@ -176,9 +174,12 @@ async fn run_check(
     slots: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
-    let mut state = CheckState::new(spec.success_before_passing, spec.failures_before_critical);
-    let first = Instant::now() + jitter(&key, spec.interval);
-    let mut ticks = tokio::time::interval_at(first, spec.interval);
+    let mut state = CheckState::new(
+        spec.success_before_passing(),
+        spec.failures_before_critical(),
+    );
+    let first = Instant::now() + jitter(&key, spec.interval());
+    let mut ticks = tokio::time::interval_at(first, spec.interval());
     // A probe that ran long (waiting for a slot) is not followed by a burst of catch-up probes.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut first = true;

@@ -41,6 +41,7 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         let status = match &e {
             RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
+            RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
             RegistryError::NoTtlCheck(..) => StatusCode::CONFLICT,
             RegistryError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
             RegistryError::Store(StoreError::Unavailable(err)) => {

@@ -26,7 +26,9 @@ pub async fn list(State(st): State<Arc<AppState>>) -> Response {
             instances: insts.len(),
             passing: insts
                 .values()
-                .filter(|e| e.health.status == Status::Passing && e.instance.maintenance.is_none())
+                .filter(|e| {
+                    e.health.status == Status::Passing && e.instance.maintenance().is_none()
+                })
                 .count(),
         })
         .collect();
@@ -66,11 +68,14 @@ pub async fn get(
         let max = Duration::from_secs(st.max_wait);
         let wait = wait.unwrap_or(DEFAULT_WAIT).min(max);
         let mut rx = st.registry.subscribe();
-        // Waits only while the index is exactly `n`. A smaller one means there is news
-        // already; a larger one means the server restarted below it (health changes are not
-        // stored), so, as with Consul, the client gets the current state and starts over.
+        // Waits while this service is unchanged since index `n` (a change of another service
+        // does not wake it, as with Consul's blocking queries). An index above the registry's
+        // means the server restarted below it (health changes are not stored), so, as with
+        // Consul, the client gets the current state at once and starts over.
+        let registry = &st.registry;
+        let changed = |i: &u64| *i < n || registry.snapshot().service_index(&service) > n;
         tokio::select! {
-            _ = tokio::time::timeout(wait, rx.wait_for(|i| *i != n)) => {}
+            _ = tokio::time::timeout(wait, rx.wait_for(changed)) => {}
             _ = st.shutdown.cancelled() => {}
         }
     }

@@ -1,5 +1,6 @@
 //! The JSON shapes of the HTTP API (CONTRACT §3) and their hand-written conversions to and
-//! from the domain types, where every field is validated and named on error.
+//! from the domain types: plain shapes; every rule is checked by `model`'s constructors, which
+//! name the field on error.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -7,17 +8,12 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    CheckKind, CheckSpec, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, Instance, InstanceKey,
-    InvalidField, MAX_TAGS, MAX_TTL, Status, Tag, parse_duration, validate_meta,
+    CheckKind, CheckSpec, Instance, InstanceKey, InvalidField, Registration, Status, parse_duration,
 };
 use crate::registry::Entry;
 
 /// Longest health `output` kept; longer reports are refused rather than cut.
 pub const MAX_OUTPUT: usize = 4096;
-/// Longest maintenance `reason`.
-pub const MAX_REASON: usize = 1024;
-/// Shortest check interval and TTL: below this a check is a load generator.
-const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,25 +43,12 @@ pub struct CheckBody {
     failures_before_critical: Option<u32>,
 }
 
-fn at_least(field: &str, d: Duration, min: Duration) -> Result<Duration, InvalidField> {
-    if d < min {
-        return Err(InvalidField::new(
-            field,
-            format!("must be at least {}", humantime::format_duration(min)),
-        ));
-    }
-    Ok(d)
-}
-
 impl CheckBody {
     fn into_spec(self) -> Result<CheckSpec, InvalidField> {
         let kind = match (self.http, self.tcp, self.ttl) {
-            (Some(url), None, None) => CheckKind::Http(validate_url(&url)?),
-            (None, Some(addr), None) => CheckKind::Tcp(validate_host_port(&addr)?),
-            (None, None, Some(ttl)) => {
-                let d = parse_duration("check.ttl", &ttl)?;
-                CheckKind::Ttl(at_least("check.ttl", d, Duration::from_secs(1))?)
-            }
+            (Some(url), None, None) => CheckKind::Http(url),
+            (None, Some(addr), None) => CheckKind::Tcp(addr),
+            (None, None, Some(ttl)) => CheckKind::Ttl(parse_duration("check.ttl", &ttl)?),
             _ => {
                 return Err(InvalidField::new(
                     "check",
@@ -73,134 +56,40 @@ impl CheckBody {
                 ));
             }
         };
-        let interval = match self.interval {
-            Some(s) => at_least(
-                "check.interval",
-                parse_duration("check.interval", &s)?,
-                MIN_INTERVAL,
-            )?,
-            None => DEFAULT_CHECK_INTERVAL,
-        };
-        let timeout = match self.timeout {
-            Some(s) => at_least(
-                "check.timeout",
-                parse_duration("check.timeout", &s)?,
-                Duration::from_millis(10),
-            )?,
-            None => DEFAULT_CHECK_TIMEOUT.min(interval),
-        };
-        let count = |field: &str, v: Option<u32>| match v {
-            None => Ok(1),
-            Some(0) => Err(InvalidField::new(field, "must be at least 1")),
-            Some(n) if n > 100 => Err(InvalidField::new(field, "must be at most 100")),
-            Some(n) => Ok(n),
-        };
-        Ok(CheckSpec {
+        let duration =
+            |field: &str, v: Option<String>| v.map(|s| parse_duration(field, &s)).transpose();
+        CheckSpec::new(
             kind,
-            interval,
-            timeout,
-            success_before_passing: count(
-                "check.success_before_passing",
-                self.success_before_passing,
-            )?,
-            failures_before_critical: count(
-                "check.failures_before_critical",
-                self.failures_before_critical,
-            )?,
-        })
+            duration("check.interval", self.interval)?,
+            duration("check.timeout", self.timeout)?,
+            self.success_before_passing,
+            self.failures_before_critical,
+        )
     }
-}
-
-/// An `http://` URL with a host.
-fn validate_url(raw: &str) -> Result<String, InvalidField> {
-    let bad = |why: &str| InvalidField::new("check.http", format!("{raw:?} {why}"));
-    let uri: axum::http::Uri = raw.parse().map_err(|_| bad("is not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        // The checker carries no TLS stack; a tcp check covers a TLS port's liveness.
-        Some("https") => {
-            return Err(bad(
-                "is https, which checks do not support: use http:// or a tcp check",
-            ));
-        }
-        _ => return Err(bad("must start with http://")),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(bad("has no host"));
-    }
-    Ok(raw.to_string())
-}
-
-/// `HOST:PORT` or `[V6]:PORT`, port 1–65535.
-fn validate_host_port(raw: &str) -> Result<String, InvalidField> {
-    let bad = || InvalidField::new("check.tcp", format!("{raw:?} is not HOST:PORT"));
-    let (host, port) = raw.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    if host.is_empty() || port == 0 || host.contains(char::is_whitespace) {
-        return Err(bad());
-    }
-    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return Err(bad());
-    }
-    Ok(raw.to_string())
 }
 
 impl RegisterBody {
-    /// Validates every field and builds the instance for `key`.
+    /// The instance for `key`, validated by `Instance::new` (errors name the field).
     pub fn into_instance(self, key: InstanceKey) -> Result<Instance, InvalidField> {
-        let address = self.address.parse().map_err(|_| {
-            InvalidField::new(
-                "address",
-                format!("{:?} is not an IPv4 or IPv6 address", self.address),
-            )
-        })?;
-        if self.port == 0 {
-            return Err(InvalidField::new("port", "must be 1 to 65535"));
-        }
-        if self.tags.len() > MAX_TAGS {
-            return Err(InvalidField::new(
-                "tags",
-                format!("at most {MAX_TAGS} tags"),
-            ));
-        }
-        let mut tags: Vec<Tag> = Vec::with_capacity(self.tags.len());
-        for (i, t) in self.tags.iter().enumerate() {
-            let t = Tag::parse_at(t, i)?;
-            if !tags.contains(&t) {
-                tags.push(t);
-            }
-        }
-        validate_meta(&self.meta)?;
-        if let Some(t) = self.ttl
-            && t > MAX_TTL
-        {
-            return Err(InvalidField::new(
-                "ttl",
-                format!("at most {MAX_TTL} seconds"),
-            ));
-        }
         let check = self.check.map(CheckBody::into_spec).transpose()?;
-        let deregister_after = match self.deregister_after {
-            None => None,
-            Some(s) => Some(at_least(
-                "deregister_after",
-                parse_duration("deregister_after", &s)?,
-                Duration::from_secs(1),
-            )?),
-        };
-        Ok(Instance {
+        let deregister_after = self
+            .deregister_after
+            .map(|s| parse_duration("deregister_after", &s))
+            .transpose()?;
+        Instance::new(
             key,
-            address,
-            port: self.port,
-            tags,
-            meta: self.meta,
-            weight: self.weight.unwrap_or(1),
-            priority: self.priority.unwrap_or(0),
-            ttl: self.ttl,
-            check,
-            deregister_after,
-            maintenance: None,
-        })
+            Registration {
+                address: self.address,
+                port: self.port,
+                tags: self.tags,
+                meta: self.meta,
+                weight: self.weight,
+                priority: self.priority,
+                ttl: self.ttl,
+                check,
+                deregister_after,
+            },
+        )
     }
 }
 
@@ -237,14 +126,9 @@ pub struct MaintenanceBody {
 }
 
 impl MaintenanceBody {
-    /// `Some(reason)` to enable, `None` to disable.
+    /// `Some(reason)` to enable, `None` to disable (the reason is validated with the
+    /// maintenance it starts, in `model::Maintenance::new`).
     pub fn validate(self) -> Result<Option<String>, InvalidField> {
-        if self.reason.len() > MAX_REASON {
-            return Err(InvalidField::new(
-                "reason",
-                format!("at most {MAX_REASON} bytes"),
-            ));
-        }
         Ok(self.enabled.then_some(self.reason))
     }
 }
@@ -310,17 +194,17 @@ impl<'a> From<&'a Entry> for InstanceOut<'a> {
     fn from(e: &'a Entry) -> Self {
         let i = &e.instance;
         InstanceOut {
-            service: i.key.service.as_str(),
-            id: i.key.id.as_str(),
-            address: i.address,
-            port: i.port,
-            tags: i.tags.iter().map(|t| t.as_str()).collect(),
-            meta: &i.meta,
-            weight: i.weight,
-            priority: i.priority,
-            ttl: i.ttl,
-            check: i.check.as_ref().map(|c| {
-                let (http, tcp, ttl) = match &c.kind {
+            service: i.key().service.as_str(),
+            id: i.key().id.as_str(),
+            address: i.address(),
+            port: i.port(),
+            tags: i.tags().iter().map(|t| t.as_str()).collect(),
+            meta: i.meta(),
+            weight: i.weight(),
+            priority: i.priority(),
+            ttl: i.ttl(),
+            check: i.check().map(|c| {
+                let (http, tcp, ttl) = match &c.kind() {
                     CheckKind::Http(u) => (Some(u.as_str()), None, None),
                     CheckKind::Tcp(a) => (None, Some(a.as_str()), None),
                     CheckKind::Ttl(t) => (None, None, Some(dur(*t))),
@@ -329,22 +213,22 @@ impl<'a> From<&'a Entry> for InstanceOut<'a> {
                     http,
                     tcp,
                     ttl,
-                    interval: dur(c.interval),
-                    timeout: dur(c.timeout),
-                    success_before_passing: c.success_before_passing,
-                    failures_before_critical: c.failures_before_critical,
+                    interval: dur(c.interval()),
+                    timeout: dur(c.timeout()),
+                    success_before_passing: c.success_before_passing(),
+                    failures_before_critical: c.failures_before_critical(),
                 }
             }),
-            deregister_after: i.deregister_after.map(dur),
+            deregister_after: i.deregister_after().map(dur),
             health: HealthOut {
                 status: e.health.status.as_str(),
                 output: &e.health.output,
                 since: rfc3339(e.health.since),
             },
-            maintenance: i.maintenance.as_ref().map(|m| MaintenanceOut {
+            maintenance: i.maintenance().as_ref().map(|m| MaintenanceOut {
                 enabled: true,
-                reason: &m.reason,
-                since: rfc3339(m.since),
+                reason: m.reason(),
+                since: rfc3339(m.since()),
             }),
         }
     }

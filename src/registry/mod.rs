@@ -23,7 +23,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::model::{CheckSpec, Instance, InstanceKey, Status};
+use crate::model::{CheckSpec, Instance, InstanceKey, InvalidField, Maintenance, Status};
 use crate::store::{Backend, StoreError};
 
 pub use snapshot::{Entry, ServiceInstances, Snapshot};
@@ -36,6 +36,8 @@ pub enum RegistryError {
     NotFound(InstanceKey),
     #[error("instance {0} has no ttl check: its health comes from {1}")]
     NoTtlCheck(InstanceKey, &'static str),
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the registry is shutting down")]
@@ -73,7 +75,7 @@ pub(crate) enum Op {
     Deregister(InstanceKey),
     Report(InstanceKey, Status, String),
     CheckResult(InstanceKey, Box<CheckSpec>, Status, String),
-    Maintenance(InstanceKey, Option<String>),
+    Maintenance(InstanceKey, Option<Maintenance>),
 }
 
 type Reply = oneshot::Sender<Result<Option<Arc<Entry>>, RegistryError>>;
@@ -217,7 +219,11 @@ impl Registry {
         key: &InstanceKey,
         reason: Option<String>,
     ) -> Result<Arc<Entry>, RegistryError> {
-        self.ask_entry(Op::Maintenance(key.clone(), reason)).await
+        let maintenance = reason
+            .map(|r| Maintenance::new(r, std::time::SystemTime::now()))
+            .transpose()?;
+        self.ask_entry(Op::Maintenance(key.clone(), maintenance))
+            .await
     }
 
     /// Makes everything durable and stops the writer; called once at shutdown after the

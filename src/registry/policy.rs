@@ -15,9 +15,9 @@ use crate::model::{CheckKind, Health, Instance, InstanceKey, Status};
 /// The health a newly registered (or re-checked) instance starts with: passing without a
 /// check, critical until its first result with one.
 pub(crate) fn initial_health(inst: &Instance, wall: SystemTime) -> Health {
-    match &inst.check {
+    match &inst.check() {
         None => Health::new(Status::Passing, "registered without a check", wall),
-        Some(c) => match c.kind {
+        Some(c) => match c.kind() {
             CheckKind::Ttl(_) => Health::new(Status::Critical, "awaiting first ttl report", wall),
             _ => Health::new(Status::Critical, "awaiting first check", wall),
         },
@@ -26,8 +26,8 @@ pub(crate) fn initial_health(inst: &Instance, wall: SystemTime) -> Health {
 
 /// The TTL of an instance's TTL check, if it has one.
 pub(crate) fn ttl_of(inst: &Instance) -> Option<Duration> {
-    match inst.check.as_ref()?.kind {
-        CheckKind::Ttl(d) => Some(d),
+    match inst.check()?.kind() {
+        CheckKind::Ttl(d) => Some(*d),
         _ => None,
     }
 }
@@ -54,7 +54,7 @@ impl Timers {
     /// is critical with `deregister_after` is due for removal.
     pub(crate) fn loaded(&mut self, entry: &Entry, now: Instant, wall: SystemTime) {
         if let Some(d) = ttl_of(&entry.instance) {
-            self.ttl.set(entry.instance.key.clone(), now + d);
+            self.ttl.set(entry.instance.key().clone(), now + d);
         }
         self.changed(entry, now, wall);
     }
@@ -62,10 +62,10 @@ impl Timers {
     /// A registration whose check changed (or a new one): the TTL starts over, and so does
     /// `deregister_after`.
     pub(crate) fn check_replaced(&mut self, inst: &Instance, now: Instant) {
-        self.reap.remove(&inst.key);
+        self.reap.remove(inst.key());
         match ttl_of(inst) {
-            Some(d) => self.ttl.set(inst.key.clone(), now + d),
-            None => self.ttl.remove(&inst.key),
+            Some(d) => self.ttl.set(inst.key().clone(), now + d),
+            None => self.ttl.remove(inst.key()),
         }
     }
 
@@ -78,9 +78,9 @@ impl Timers {
     /// maintenance, is removed that long after it went critical. A deadline already set stays
     /// put while the instance stays critical.
     pub(crate) fn changed(&mut self, entry: &Entry, now: Instant, wall: SystemTime) {
-        let key = &entry.instance.key;
-        let rule = entry.instance.deregister_after.filter(|_| {
-            entry.health.status == Status::Critical && entry.instance.maintenance.is_none()
+        let key = entry.instance.key();
+        let rule = entry.instance.deregister_after().filter(|_| {
+            entry.health.status == Status::Critical && entry.instance.maintenance().is_none()
         });
         match rule {
             Some(_) if self.reap.contains(key) => {}

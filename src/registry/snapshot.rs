@@ -21,7 +21,7 @@ pub struct Entry {
 impl Entry {
     /// Whether DNS hands this instance out: healthy enough and not in maintenance.
     pub fn in_service(&self, include_warning: bool) -> bool {
-        self.instance.maintenance.is_none()
+        self.instance.maintenance().is_none()
             && match self.health.status {
                 Status::Passing => true,
                 Status::Warning => include_warning,
@@ -30,10 +30,14 @@ impl Entry {
     }
 }
 
-/// The instances of one service, ordered by id, each id once. The id is the entry's own
-/// (`entry.instance.key.id`), not stored beside it.
+/// The instances of one service, ordered by id, each id once (the id is the entry's own,
+/// not stored beside it), and the registry index of the service's last change: a long-poll
+/// on the service waits for that, not for every change anywhere.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServiceInstances(Vec<Arc<Entry>>);
+pub struct ServiceInstances {
+    entries: Vec<Arc<Entry>>,
+    changed: u64,
+}
 
 type Iter<'a> = std::iter::Map<
     std::slice::Iter<'a, Arc<Entry>>,
@@ -41,55 +45,61 @@ type Iter<'a> = std::iter::Map<
 >;
 
 fn id_of(e: &Arc<Entry>) -> &InstanceId {
-    &e.instance.key.id
+    &e.instance.key().id
 }
 
 impl ServiceInstances {
     /// Where `id` is, or where it would go.
     fn find(&self, id: &InstanceId) -> Result<usize, usize> {
-        self.0.binary_search_by(|e| id_of(e).cmp(id))
+        self.entries.binary_search_by(|e| id_of(e).cmp(id))
     }
 
     pub fn get(&self, id: &InstanceId) -> Option<&Arc<Entry>> {
-        self.find(id).ok().map(|at| &self.0[at])
+        self.find(id).ok().map(|at| &self.entries[at])
     }
 
     /// Sets the entry of its instance's id; the entry it replaced, if any.
     pub fn insert(&mut self, entry: Arc<Entry>) -> Option<Arc<Entry>> {
         match self.find(id_of(&entry)) {
-            Ok(at) => Some(std::mem::replace(&mut self.0[at], entry)),
+            Ok(at) => Some(std::mem::replace(&mut self.entries[at], entry)),
             Err(at) => {
-                self.0.insert(at, entry);
+                self.entries.insert(at, entry);
                 None
             }
         }
     }
 
     pub fn remove(&mut self, id: &InstanceId) -> Option<Arc<Entry>> {
-        self.find(id).ok().map(|at| self.0.remove(at))
+        self.find(id).ok().map(|at| self.entries.remove(at))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
+    }
+
+    /// The registry index of this service's last change.
+    pub fn changed(&self) -> u64 {
+        self.changed
     }
 
     /// `(id, entry)` in id order.
     pub fn iter(&self) -> Iter<'_> {
-        self.0.iter().map(|e| (id_of(e), e))
+        self.entries.iter().map(|e| (id_of(e), e))
     }
 
     /// Entries in id order.
     pub fn values(&self) -> impl Iterator<Item = &Arc<Entry>> {
-        self.0.iter()
+        self.entries.iter()
     }
 
-    /// Frees spare capacity (after a bulk load).
-    pub(super) fn shrink_to_fit(&mut self) {
-        self.0.shrink_to_fit();
+    /// Frees spare capacity and stamps the index (after a bulk load).
+    pub(super) fn loaded(&mut self, index: u64) {
+        self.entries.shrink_to_fit();
+        self.changed = index;
     }
 }
 
@@ -107,11 +117,41 @@ pub struct Snapshot {
     /// The registry index this snapshot reflects.
     pub index: u64,
     pub services: imbl::OrdMap<ServiceName, Arc<ServiceInstances>>,
+    /// The index at which a service last disappeared (its last instance removed): what a
+    /// long-poll on a service that is not there waits past. One number for all, not a
+    /// tombstone per name: such a watch wakes on any service's removal, a rare event.
+    removed: u64,
 }
 
 impl Snapshot {
     pub fn get(&self, key: &InstanceKey) -> Option<&Arc<Entry>> {
         self.services.get(&key.service)?.get(&key.id)
+    }
+
+    /// The index of the last change of `service`'s instances (or of the last removal of a
+    /// whole service, when it has none): a long-poll's result changed iff this passed its
+    /// index.
+    pub fn service_index(&self, service: &ServiceName) -> u64 {
+        self.services
+            .get(service)
+            .map_or(self.removed, |s| s.changed)
+    }
+
+    /// Gives the changes of this batch, made at the indexes counted while it was applied,
+    /// the index the store assigned it instead (`before`: the index the batch started from).
+    pub(super) fn reindex(&mut self, keys: &[InstanceKey], before: u64, index: u64) {
+        for key in keys {
+            if let Some(s) = self.services.get_mut(&key.service)
+                && s.changed > before
+                && s.changed != index
+            {
+                Arc::make_mut(s).changed = index;
+            }
+        }
+        if self.removed > before {
+            self.removed = index;
+        }
+        self.index = index;
     }
 
     /// Every entry, ordered by service then id.
@@ -125,10 +165,16 @@ impl Snapshot {
         let mut svc = match self.services.get(&key.service) {
             Some(s) => {
                 let mut v = Vec::with_capacity(s.len() + 1);
-                v.extend(s.0.iter().cloned());
-                ServiceInstances(v)
+                v.extend(s.entries.iter().cloned());
+                ServiceInstances {
+                    entries: v,
+                    changed: self.index,
+                }
             }
-            None => ServiceInstances::default(),
+            None => ServiceInstances {
+                entries: Vec::new(),
+                changed: self.index,
+            },
         };
         match entry {
             Some(e) => {
@@ -139,7 +185,9 @@ impl Snapshot {
             }
         }
         if svc.is_empty() {
-            self.services.remove(&key.service);
+            if self.services.remove(&key.service).is_some() {
+                self.removed = self.index;
+            }
         } else {
             self.services.insert(key.service.clone(), Arc::new(svc));
         }

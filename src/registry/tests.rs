@@ -9,32 +9,28 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::model::{CheckKind, CheckSpec, Instance, InstanceId, InstanceKey, ServiceName, Status};
+use crate::model::{CheckKind, CheckSpec, Instance, Status, testing};
 use crate::store::{Backend, Change, Embedded, Loaded, Remote, StoreError, StoreFuture};
 
-fn inst(id: &str, ttl: u64, deregister_after: Option<u64>) -> Instance {
-    Instance {
-        key: InstanceKey {
-            service: ServiceName::parse("batch").unwrap(),
-            id: InstanceId::parse(id).unwrap(),
-        },
-        address: "10.0.0.1".parse().unwrap(),
-        port: 80,
-        tags: vec![],
-        meta: Default::default(),
-        weight: 1,
-        priority: 0,
-        ttl: None,
-        check: Some(CheckSpec {
-            kind: CheckKind::Ttl(Duration::from_secs(ttl)),
-            interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(1),
-            success_before_passing: 1,
-            failures_before_critical: 1,
-        }),
-        deregister_after: deregister_after.map(Duration::from_secs),
-        maintenance: None,
+/// `batch/<id>` with a TTL check of `ttl` seconds (interval 10 s, timeout 1 s).
+fn draft(id: &str, ttl: u64, deregister_after: Option<u64>) -> testing::Draft {
+    let check = CheckSpec::new(
+        CheckKind::Ttl(Duration::from_secs(ttl)),
+        Some(Duration::from_secs(10)),
+        Some(Duration::from_secs(1)),
+        None,
+        None,
+    )
+    .unwrap();
+    let d = testing::instance("batch", id).check(check);
+    match deregister_after {
+        Some(s) => d.deregister_after(Duration::from_secs(s)),
+        None => d,
     }
+}
+
+fn inst(id: &str, ttl: u64, deregister_after: Option<u64>) -> Instance {
+    draft(id, ttl, deregister_after).build()
 }
 
 async fn settle() {
@@ -72,7 +68,7 @@ async fn gone(r: &Registry, id: &str) -> bool {
 }
 
 fn status_of(r: &Registry, id: &str) -> Option<Status> {
-    let key = inst(id, 1, None).key;
+    let key = inst(id, 1, None).key().clone();
     r.snapshot().get(&key).map(|e| e.health.status)
 }
 
@@ -91,13 +87,13 @@ async fn ttl_goes_critical_exactly_when_overdue() {
         Some(Status::Critical),
         "critical until reported"
     );
-    r.report(&i.key, Status::Passing, String::new())
+    r.report(i.key(), Status::Passing, String::new())
         .await
         .unwrap();
     step(Duration::from_millis(14_900)).await;
     assert_eq!(status_of(&r, "b1"), Some(Status::Passing));
     // A report restarts the TTL.
-    r.report(&i.key, Status::Passing, String::new())
+    r.report(i.key(), Status::Passing, String::new())
         .await
         .unwrap();
     step(Duration::from_millis(14_900)).await;
@@ -122,7 +118,7 @@ async fn deregister_after_removes_at_the_deadline_durably() {
     // Reports once, then goes quiet: critical at 5 s, removed at 5 + 10 s.
     let b2 = inst("b2", 5, Some(10));
     r.register(b2.clone()).await.unwrap();
-    r.report(&b2.key, Status::Passing, String::new())
+    r.report(b2.key(), Status::Passing, String::new())
         .await
         .unwrap();
     step(Duration::from_millis(9_900)).await;
@@ -153,7 +149,7 @@ async fn recovery_cancels_deregistration() {
     let b1 = inst("b1", 60, Some(10));
     r.register(b1.clone()).await.unwrap();
     step(Duration::from_secs(5)).await;
-    r.report(&b1.key, Status::Passing, String::new())
+    r.report(b1.key(), Status::Passing, String::new())
         .await
         .unwrap();
     step(Duration::from_secs(30)).await;
@@ -207,9 +203,7 @@ impl Backend for Counting {
 }
 
 fn plain(id: usize) -> Instance {
-    let mut i = inst(&format!("p{id}"), 1, None);
-    i.check = None;
-    i
+    testing::instance("batch", &format!("p{id}")).build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,7 +224,7 @@ async fn concurrent_writes_share_commits_and_all_land() {
     for t in tasks {
         let e = t.await.unwrap().unwrap();
         // Answered only once visible.
-        assert!(r.snapshot().get(&e.instance.key).is_some());
+        assert!(r.snapshot().get(e.instance.key()).is_some());
     }
     assert_eq!(r.snapshot().index, n as u64);
     let commits = backend.commits.load(SeqCst);
@@ -277,14 +271,13 @@ async fn a_failed_commit_changes_nothing() {
     backend.fail.store(true, SeqCst);
     let err = r.register(plain(2)).await.unwrap_err();
     assert!(err.to_string().contains("disk full"), "{err}");
-    let err = r.deregister(&plain(1).key).await.unwrap_err();
+    let err = r.deregister(plain(1).key()).await.unwrap_err();
     assert!(matches!(err, RegistryError::Store(_)), "{err}");
-    let mut other = plain(9);
-    other.key.service = ServiceName::parse("other").unwrap();
+    let other = testing::instance("other", "p9").build();
     r.register(other).await.unwrap_err();
     let snap = r.snapshot();
     assert_eq!(snap.index, 1);
-    assert!(snap.get(&plain(1).key).is_some() && snap.get(&plain(2).key).is_none());
+    assert!(snap.get(plain(1).key()).is_some() && snap.get(plain(2).key()).is_none());
     assert!(in_dns(1) && !in_dns(2) && !in_dns(9));
     backend.fail.store(false, SeqCst);
     r.register(plain(2)).await.unwrap();
@@ -318,17 +311,15 @@ async fn changes_made_elsewhere_are_published_like_local_ones() {
     let writer = tokio::spawn(writer.run(CancellationToken::new()));
     r.register(plain(1)).await.unwrap();
     let mut index = r.subscribe();
-    let mut elsewhere = plain(7);
-    elsewhere.maintenance = Some(crate::model::Maintenance {
-        reason: "kept as stored".into(),
-        since: std::time::SystemTime::UNIX_EPOCH,
-    });
+    let elsewhere = testing::instance("batch", "p7")
+        .maintenance("kept as stored", std::time::SystemTime::UNIX_EPOCH)
+        .build();
     remote
         .send(Remote {
             index: 40,
             changes: vec![
                 Change::Put(Box::new(elsewhere.clone())),
-                Change::Delete(plain(1).key),
+                Change::Delete(plain(1).key().clone()),
             ],
         })
         .await
@@ -336,8 +327,10 @@ async fn changes_made_elsewhere_are_published_like_local_ones() {
     index.wait_for(|i| *i == 40).await.unwrap();
     let snap = r.snapshot();
     assert_eq!(snap.index, 40, "the store's index, not a local count");
-    assert!(snap.get(&plain(1).key).is_none());
-    let e = snap.get(&elsewhere.key).unwrap();
+    let batch = crate::model::ServiceName::parse("batch").unwrap();
+    assert_eq!(snap.service_index(&batch), 40, "its service's last change too");
+    assert!(snap.get(plain(1).key()).is_none());
+    let e = snap.get(elsewhere.key()).unwrap();
     assert_eq!(e.instance, elsewhere, "taken as stored (maintenance too)");
     assert!(in_dns("p7") && !in_dns("p1"));
     assert_eq!(
@@ -348,7 +341,7 @@ async fn changes_made_elsewhere_are_published_like_local_ones() {
     // A local write after them continues above their index.
     let e = r.register(plain(2)).await.unwrap();
     assert!(r.snapshot().index > 40, "{}", r.snapshot().index);
-    assert!(r.snapshot().get(&e.instance.key).is_some());
+    assert!(r.snapshot().get(e.instance.key()).is_some());
     // The writer ends when the last handle is gone (no cycle keeps it alive).
     drop(r);
     tokio::time::timeout(Duration::from_secs(5), writer)

@@ -26,7 +26,7 @@ use super::policy::{self, Timers};
 use super::{
     Changed, Command, Entry, Op, Published, RegistryError, Reply, ServiceInstances, Snapshot, View,
 };
-use crate::model::{CheckKind, Health, Instance, InstanceKey, Maintenance, ServiceName, Status};
+use crate::model::{CheckKind, Health, Instance, InstanceKey, ServiceName, Status};
 use crate::store::{Backend, Change, Loaded, Remote};
 
 /// Most commands applied and committed together. Bounds the latency a batch adds and the
@@ -70,10 +70,8 @@ impl Writer {
         commands: mpsc::Receiver<Command>,
         remote: mpsc::Receiver<Remote>,
     ) -> (Self, Snapshot) {
-        let mut snapshot = Snapshot {
-            index: loaded.index,
-            ..Snapshot::default()
-        };
+        let mut snapshot = Snapshot::default();
+        snapshot.index = loaded.index;
         let mut timers = Timers::default();
         let (start, wall) = (Instant::now(), now());
         // Built service by service and published whole: inserting one by one through
@@ -82,7 +80,7 @@ impl Writer {
             std::collections::HashMap::new();
         for inst in loaded.instances {
             let health = policy::initial_health(&inst, wall);
-            let service = inst.key.service.clone();
+            let service = inst.key().service.clone();
             let entry = Entry {
                 instance: inst,
                 health,
@@ -93,7 +91,7 @@ impl Writer {
         snapshot.services = services
             .into_iter()
             .map(|(name, mut instances)| {
-                instances.shrink_to_fit();
+                instances.loaded(loaded.index);
                 (name, Arc::new(instances))
             })
             .collect();
@@ -216,8 +214,10 @@ impl Writer {
     /// Sets a registration (stored or to be stored by the caller): its health is kept when
     /// its check did not change, and starts over (with its deadlines) when it did.
     fn set_instance(&mut self, batch: &mut Batch, inst: Instance) -> Arc<Entry> {
-        let old = batch.snap.get(&inst.key).cloned();
-        let check_changed = old.as_ref().is_none_or(|o| o.instance.check != inst.check);
+        let old = batch.snap.get(inst.key()).cloned();
+        let check_changed = old
+            .as_ref()
+            .is_none_or(|o| o.instance.check() != inst.check());
         let health = match &old {
             Some(o) if !check_changed => o.health.clone(),
             _ => policy::initial_health(&inst, now()),
@@ -226,7 +226,7 @@ impl Writer {
             // A changed check starts over, deregister_after included.
             self.timers.check_replaced(&inst, Instant::now());
         }
-        let key = inst.key.clone();
+        let key = inst.key().clone();
         let entry = Arc::new(Entry {
             instance: inst,
             health,
@@ -259,7 +259,7 @@ impl Writer {
                 since,
             },
         });
-        self.put(batch, &old.instance.key, Some(entry.clone()));
+        self.put(batch, old.instance.key(), Some(entry.clone()));
         entry
     }
 
@@ -277,8 +277,8 @@ impl Writer {
         match op {
             Op::Register(inst) => {
                 let mut inst = *inst;
-                if let Some(old) = batch.snap.get(&inst.key) {
-                    inst.maintenance = old.instance.maintenance.clone();
+                if let Some(old) = batch.snap.get(inst.key()) {
+                    inst = inst.with_maintenance(old.instance.maintenance().cloned());
                 }
                 batch.changes.push(Change::Put(Box::new(inst.clone())));
                 Ok(Some(self.set_instance(batch, inst)))
@@ -292,7 +292,7 @@ impl Writer {
             Op::Report(key, status, output) => {
                 let old = Self::existing(batch, &key)?;
                 let Some(ttl) = policy::ttl_of(&old.instance) else {
-                    let from = match old.instance.check.as_ref().map(|c| &c.kind) {
+                    let from = match old.instance.check().map(|c| c.kind()) {
                         Some(CheckKind::Http(_)) => "its http check",
                         Some(CheckKind::Tcp(_)) => "its tcp check",
                         _ => "its registration (no check: passing while registered)",
@@ -304,30 +304,24 @@ impl Writer {
             }
             Op::CheckResult(key, spec, status, output) => {
                 match batch.snap.get(&key).cloned() {
-                    Some(old) if old.instance.check.as_ref() == Some(&*spec) => {
+                    Some(old) if old.instance.check() == Some(&*spec) => {
                         Ok(Some(self.set_health(batch, &old, status, output)))
                     }
                     // Gone, or a late result of a replaced check.
                     _ => Ok(None),
                 }
             }
-            Op::Maintenance(key, reason) => {
+            Op::Maintenance(key, maintenance) => {
                 let old = Self::existing(batch, &key)?;
                 // Turning it on again keeps the original start time.
-                let maintenance = reason.map(|reason| Maintenance {
-                    since: old
-                        .instance
-                        .maintenance
-                        .as_ref()
-                        .map(|m| m.since)
-                        .unwrap_or_else(now),
-                    reason,
+                let maintenance = maintenance.map(|m| match old.instance.maintenance() {
+                    Some(was) => m.started(was.since()),
+                    None => m,
                 });
-                if old.instance.maintenance == maintenance {
+                if old.instance.maintenance() == maintenance.as_ref() {
                     return Ok(Some(old));
                 }
-                let mut inst = old.instance.clone();
-                inst.maintenance = maintenance;
+                let inst = old.instance.clone().with_maintenance(maintenance);
                 batch.changes.push(Change::Put(Box::new(inst.clone())));
                 let entry = Arc::new(Entry {
                     instance: inst,
@@ -378,7 +372,10 @@ impl Writer {
                 }
             }
             match committed.await {
-                Ok(index) => snap.index = index,
+                Ok(index) if index != snap.index => {
+                    snap.reindex(&keys, self.snapshot.index, index);
+                }
+                Ok(_) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "store commit failed; the batch was not applied");
                     for v in &self.views {
@@ -433,7 +430,8 @@ impl Writer {
             }
         }
         let Batch { mut snap, keys, .. } = batch;
-        snap.index = snap.index.max(remote.index);
+        let index = snap.index.max(remote.index);
+        snap.reindex(&keys, self.snapshot.index, index);
         self.publish(snap, &keys);
     }
 }

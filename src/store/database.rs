@@ -109,10 +109,10 @@ impl Db {
                     let (k, v) = row.map_err(|e| e.to_string())?;
                     let key = k.value().to_string();
                     let checked = record::decode(v.value()).and_then(|inst| {
-                        if key_of(&inst.key) == key {
+                        if key_of(inst.key()) == key {
                             Ok(inst)
                         } else {
-                            Err(format!("holds instance {}", inst.key))
+                            Err(format!("holds instance {}", inst.key()))
                         }
                     });
                     match checked {

@@ -207,29 +207,17 @@ mod tests {
     use super::*;
     use crate::model::*;
 
+    fn draft(id: &str) -> testing::Draft {
+        testing::instance("web", id)
+            .tags(&["v2"])
+            .meta("k", "v")
+            .ttl(7)
+            .ttl_check(std::time::Duration::from_secs(15))
+            .deregister_after(std::time::Duration::from_secs(600))
+    }
+
     fn inst(id: &str) -> Instance {
-        Instance {
-            key: InstanceKey {
-                service: ServiceName::parse("web").unwrap(),
-                id: InstanceId::parse(id).unwrap(),
-            },
-            address: "10.0.0.1".parse().unwrap(),
-            port: 80,
-            tags: vec![Tag::parse("v2").unwrap()],
-            meta: [("k".to_string(), "v".to_string())].into(),
-            weight: 1,
-            priority: 0,
-            ttl: Some(7),
-            check: Some(CheckSpec {
-                kind: CheckKind::Ttl(std::time::Duration::from_secs(15)),
-                interval: DEFAULT_CHECK_INTERVAL,
-                timeout: DEFAULT_CHECK_TIMEOUT,
-                success_before_passing: 1,
-                failures_before_critical: 1,
-            }),
-            deregister_after: Some(std::time::Duration::from_secs(600)),
-            maintenance: None,
-        }
+        draft(id).build()
     }
 
     #[test]
@@ -246,7 +234,8 @@ mod tests {
                 2,
             )
             .unwrap();
-            s.apply(&[Change::Delete(inst("a").key)], 3).unwrap();
+            s.apply(&[Change::Delete(inst("a").key().clone())], 3)
+                .unwrap();
         }
         let s = Embedded::open(dir.path()).unwrap();
         let l = s.load().unwrap();
@@ -259,7 +248,7 @@ mod tests {
     }
 
     fn ids(l: &Loaded) -> Vec<String> {
-        let mut v: Vec<String> = l.instances.iter().map(|i| i.key.id.to_string()).collect();
+        let mut v: Vec<String> = l.instances.iter().map(|i| i.key().id.to_string()).collect();
         v.sort();
         v
     }
@@ -306,7 +295,8 @@ mod tests {
         {
             let s = Embedded::open_tuned(dir.path(), log_only(Tuning::default().sizes)).unwrap();
             s.apply(&[put("a"), put("b")], 2).unwrap();
-            s.apply(&[Change::Delete(inst("a").key)], 3).unwrap();
+            s.apply(&[Change::Delete(inst("a").key().clone())], 3)
+                .unwrap();
             s.apply(&[put("c")], 4).unwrap();
         }
         assert_eq!(redb_alone(dir.path()), 0, "redb was not to get the writes");
@@ -333,16 +323,16 @@ mod tests {
         }
         {
             let s = Embedded::open_tuned(dir.path(), log_only(Tuning::default().sizes)).unwrap();
-            s.apply(&[Change::Delete(inst("a").key)], 3).unwrap();
-            let mut c = inst("c");
-            c.port = 99;
+            s.apply(&[Change::Delete(inst("a").key().clone())], 3)
+                .unwrap();
+            let c = draft("c").port(99).build();
             s.apply(&[put("c"), Change::Put(Box::new(c))], 5).unwrap();
         }
         assert_eq!(redb_alone(dir.path()), 2);
         let l = Embedded::open(dir.path()).unwrap().load().unwrap();
         assert_eq!((ids(&l), l.index), (vec!["b".into(), "c".into()], 5));
-        let c = l.instances.iter().find(|i| i.key.id.to_string() == "c");
-        assert_eq!(c.map(|c| c.port), Some(99), "the later put of a key wins");
+        let c = l.instances.iter().find(|i| i.key().id.to_string() == "c");
+        assert_eq!(c.map(|c| c.port()), Some(99), "the later put of a key wins");
     }
 
     #[test]
@@ -441,7 +431,8 @@ mod tests {
             for i in 1..=5u64 {
                 s.apply(&[put(&format!("i{i}"))], i).unwrap();
             }
-            s.apply(&[Change::Delete(inst("i3").key)], 6).unwrap();
+            s.apply(&[Change::Delete(inst("i3").key().clone())], 6)
+                .unwrap();
             s.flush().unwrap();
             assert!(wal::segments(dir.path()).unwrap().is_empty());
             // Writes after a flush still land.
@@ -591,7 +582,7 @@ mod tests {
                 let mut got: Vec<u64> = l
                     .instances
                     .iter()
-                    .map(|i| i.key.id.to_string()[1..].parse().unwrap())
+                    .map(|i| i.key().id.to_string()[1..].parse().unwrap())
                     .collect();
                 got.sort();
                 assert_eq!(got, acked, "{op:?}/{skip}/torn {torn}");
@@ -628,7 +619,13 @@ mod tests {
         let data = dir.path().join("data");
         let s = Embedded::open(&data).unwrap();
         s.apply(&[put("a")], 1).unwrap();
-        std::fs::remove_dir_all(&data).unwrap();
+        // The checkpointer may be making its spare segment in it meanwhile: try again.
+        let mut tries = 0;
+        while let Err(e) = std::fs::remove_dir_all(&data) {
+            tries += 1;
+            assert!(tries < 100, "cannot remove the data dir: {e}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let e = s.apply(&[put("b")], 2).unwrap_err();
         assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
         assert!(e.to_string().contains("removed"), "{e}");

@@ -12,7 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    CheckKind, CheckSpec, Instance, InstanceId, InstanceKey, Maintenance, ServiceName, Tag,
+    CheckKind, CheckSpec, Instance, InstanceId, InstanceKey, Maintenance, Registration, ServiceName,
 };
 
 /// Format version written in every record; a reader refuses versions it does not know.
@@ -89,17 +89,17 @@ impl From<&Instance> for Record {
     fn from(i: &Instance) -> Self {
         Record {
             v: VERSION,
-            service: i.key.service.to_string(),
-            id: i.key.id.to_string(),
-            address: i.address.to_string(),
-            port: i.port,
-            tags: i.tags.iter().map(|t| t.to_string()).collect(),
-            meta: i.meta.clone(),
-            weight: i.weight,
-            priority: i.priority,
-            ttl: i.ttl,
-            check: i.check.as_ref().map(|c| {
-                let (kind, target, ttl) = match &c.kind {
+            service: i.key().service.to_string(),
+            id: i.key().id.to_string(),
+            address: i.address().to_string(),
+            port: i.port(),
+            tags: i.tags().iter().map(|t| t.to_string()).collect(),
+            meta: i.meta().clone(),
+            weight: i.weight(),
+            priority: i.priority(),
+            ttl: i.ttl(),
+            check: i.check().as_ref().map(|c| {
+                let (kind, target, ttl) = match &c.kind() {
                     CheckKind::Http(u) => ("http", u.clone(), Duration::ZERO),
                     CheckKind::Tcp(a) => ("tcp", a.clone(), Duration::ZERO),
                     CheckKind::Ttl(t) => ("ttl", String::new(), *t),
@@ -108,17 +108,17 @@ impl From<&Instance> for Record {
                     kind: kind.into(),
                     target,
                     ttl_ms: ms(ttl),
-                    interval_ms: ms(c.interval),
-                    timeout_ms: ms(c.timeout),
-                    success_before_passing: c.success_before_passing,
-                    failures_before_critical: c.failures_before_critical,
+                    interval_ms: ms(c.interval()),
+                    timeout_ms: ms(c.timeout()),
+                    success_before_passing: c.success_before_passing(),
+                    failures_before_critical: c.failures_before_critical(),
                 }
             }),
-            deregister_after_ms: i.deregister_after.map(ms),
-            maintenance: i.maintenance.as_ref().map(|m| MaintenanceRecord {
-                reason: m.reason.clone(),
+            deregister_after_ms: i.deregister_after().map(ms),
+            maintenance: i.maintenance().as_ref().map(|m| MaintenanceRecord {
+                reason: m.reason().to_string(),
                 since_ms: m
-                    .since
+                    .since()
                     .duration_since(UNIX_EPOCH)
                     .map(ms)
                     .unwrap_or_default(),
@@ -133,49 +133,53 @@ impl Record {
         if self.v != VERSION {
             return Err(format!("record version {} is not {VERSION}", self.v));
         }
+        // The same rules as a client's registration: a record that breaks one (written by
+        // another version, or by another replica) is an error, never encoded silently.
         let e = |x: crate::model::InvalidField| x.to_string();
         let check = match self.check {
             None => None,
-            Some(c) => Some(CheckSpec {
-                kind: match c.kind.as_str() {
+            Some(c) => {
+                let kind = match c.kind.as_str() {
                     "http" => CheckKind::Http(c.target),
                     "tcp" => CheckKind::Tcp(c.target),
                     "ttl" => CheckKind::Ttl(Duration::from_millis(c.ttl_ms)),
                     other => return Err(format!("unknown check kind {other:?}")),
-                },
-                interval: Duration::from_millis(c.interval_ms),
-                timeout: Duration::from_millis(c.timeout_ms),
-                success_before_passing: c.success_before_passing,
-                failures_before_critical: c.failures_before_critical,
-            }),
+                };
+                let spec = CheckSpec::new(
+                    kind,
+                    Some(Duration::from_millis(c.interval_ms)),
+                    Some(Duration::from_millis(c.timeout_ms)),
+                    Some(c.success_before_passing),
+                    Some(c.failures_before_critical),
+                );
+                Some(spec.map_err(e)?)
+            }
         };
-        Ok(Instance {
-            key: InstanceKey {
-                service: ServiceName::parse(&self.service).map_err(e)?,
-                id: InstanceId::parse(&self.id).map_err(e)?,
-            },
-            address: self
-                .address
-                .parse()
-                .map_err(|_| format!("address {:?} is not an IP address", self.address))?,
+        let key = InstanceKey {
+            service: ServiceName::parse(&self.service).map_err(e)?,
+            id: InstanceId::parse(&self.id).map_err(e)?,
+        };
+        let registration = Registration {
+            address: self.address,
             port: self.port,
-            tags: self
-                .tags
-                .iter()
-                .map(|t| Tag::parse(t))
-                .collect::<Result<_, _>>()
-                .map_err(e)?,
+            tags: self.tags,
             meta: self.meta,
-            weight: self.weight,
-            priority: self.priority,
+            weight: Some(self.weight),
+            priority: Some(self.priority),
             ttl: self.ttl,
             check,
             deregister_after: self.deregister_after_ms.map(Duration::from_millis),
-            maintenance: self.maintenance.map(|m| Maintenance {
-                reason: m.reason,
-                since: UNIX_EPOCH + Duration::from_millis(m.since_ms),
-            }),
-        })
+        };
+        let maintenance = self
+            .maintenance
+            .map(|m| {
+                Maintenance::new(m.reason, UNIX_EPOCH + Duration::from_millis(m.since_ms))
+                    .map_err(e)
+            })
+            .transpose()?;
+        Ok(Instance::new(key, registration)
+            .map_err(e)?
+            .with_maintenance(maintenance))
     }
 }
 
@@ -190,31 +194,67 @@ mod tests {
     use crate::model::*;
 
     fn full() -> Instance {
-        Instance {
-            key: InstanceKey {
-                service: ServiceName::parse("web").unwrap(),
-                id: InstanceId::parse("web-1").unwrap(),
-            },
-            address: "fd00::7".parse().unwrap(),
-            port: 8443,
-            tags: vec![Tag::parse("v2").unwrap(), Tag::parse("blue").unwrap()],
-            meta: [("zone".to_string(), "a \"quoted\" é".to_string())].into(),
-            weight: 7,
-            priority: 3,
-            ttl: Some(9),
-            check: Some(CheckSpec {
-                kind: CheckKind::Http("http://[fd00::7]:8443/health".into()),
-                interval: Duration::from_millis(2500),
-                timeout: Duration::from_millis(700),
-                success_before_passing: 2,
-                failures_before_critical: 3,
-            }),
-            deregister_after: Some(Duration::from_secs(90)),
-            maintenance: Some(Maintenance {
-                reason: "disk swap".into(),
-                since: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-            }),
+        let check = CheckSpec::new(
+            CheckKind::Http("http://[fd00::7]:8443/health".into()),
+            Some(Duration::from_millis(2500)),
+            Some(Duration::from_millis(700)),
+            Some(2),
+            Some(3),
+        )
+        .unwrap();
+        testing::instance("web", "web-1")
+            .address("fd00::7")
+            .port(8443)
+            .tags(&["v2", "blue"])
+            .meta("zone", "a \"quoted\" é")
+            .weight(7)
+            .priority(3)
+            .ttl(9)
+            .check(check)
+            .deregister_after(Duration::from_secs(90))
+            .maintenance(
+                "disk swap",
+                UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            )
+            .build()
+    }
+
+    /// A stored record (written by another version or replica) that breaks a registration
+    /// rule is an error naming the rule, never taken as it is: a metadata pair over 255 bytes
+    /// would otherwise wrap its length byte in DNS TXT data.
+    #[test]
+    fn records_breaking_a_rule_are_errors() {
+        let good = serde_json::to_value(Record::from(&full())).unwrap();
+        let cases: [(&str, serde_json::Value); 6] = [
+            ("meta.zone", serde_json::json!({"zone": "x".repeat(300)})),
+            ("port", serde_json::json!(0)),
+            ("check.interval", serde_json::json!(5)),
+            ("check.failures_before_critical", serde_json::json!(101)),
+            ("ttl", serde_json::json!(86_401)),
+            ("tags[0]", serde_json::json!(["-bad"])),
+        ];
+        for (field, value) in cases {
+            let mut rec = good.clone();
+            match field {
+                "meta.zone" => rec["meta"] = value,
+                "port" => rec["port"] = value,
+                "check.interval" => rec["check"]["interval_ms"] = value,
+                "check.failures_before_critical" => {
+                    rec["check"]["failures_before_critical"] = value
+                }
+                "ttl" => rec["ttl"] = value,
+                _ => rec["tags"] = value,
+            }
+            let e = decode(&serde_json::to_vec(&rec).unwrap()).unwrap_err();
+            assert!(e.starts_with(field), "{field}: {e}");
         }
+        let mut rec = good;
+        rec["check"]["kind"] = serde_json::json!("http");
+        rec["check"]["target"] = serde_json::json!("https://x/health");
+        assert!(
+            decode(&serde_json::to_vec(&rec).unwrap()).is_err(),
+            "https refused"
+        );
     }
 
     #[test]

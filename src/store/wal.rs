@@ -449,7 +449,7 @@ pub fn encode(changes: &[Change]) -> Result<Vec<u8>, String> {
         match c {
             Change::Put(inst) => {
                 buf.push(TAG_PUT);
-                field(&mut buf, key_of(&inst.key).as_bytes());
+                field(&mut buf, key_of(inst.key()).as_bytes());
                 // Written in place after a length placeholder: no second copy of the record.
                 let at = buf.len();
                 buf.extend_from_slice(&[0; 4]);
