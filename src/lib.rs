@@ -204,3 +204,47 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         writer,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A view that panics on its first publish after start-up: the writer task dies with it.
+    struct Panics;
+
+    impl registry::View for Panics {
+        fn publish(&self, _: &registry::Snapshot, changed: registry::Changed<'_>) {
+            if let registry::Changed::Some(_) = changed {
+                panic!("a view failed");
+            }
+        }
+    }
+
+    /// A writer that panicked is an error at shutdown (exit status 1), not a clean exit.
+    #[tokio::test]
+    async fn a_panicked_writer_is_reported_at_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(store::Embedded::open(dir.path()).unwrap());
+        let (registry, writer) = Registry::open(store, vec![Arc::new(Panics)])
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let writer = tokio::spawn(writer.run(shutdown.clone()));
+        let inst = model::testing::instance("web", "a").build();
+        let err = registry.register(inst).await.unwrap_err();
+        assert!(matches!(err, registry::RegistryError::Stopped), "{err}");
+        let running = Running {
+            dns_addrs: Vec::new(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            registry,
+            shutdown: shutdown.clone(),
+            tracker: TaskTracker::new(),
+            http: tokio::spawn(async { Ok(()) }),
+            writer,
+        };
+        shutdown.cancel();
+        let e = running.wait().await.expect_err("must report the writer");
+        assert!(matches!(e, Error::Writer(_)), "{e}");
+        assert!(e.to_string().contains("stopped abnormally"), "{e}");
+    }
+}
