@@ -1,6 +1,8 @@
 //! The DNS interface: the name table built from registry snapshots (`table`, `names`), static
 //! zones (`zonefile`), protocol policy (`handler`), the query reader (`query`), the response
-//! writer (`answer`), the protocol's numbers (`wire`) and the UDP and TCP transports.
+//! writer (`answer`), the protocol's numbers (`wire`), response-rate limiting (`rrl`) and the
+//! UDP and TCP transports. `DnsView` is the serving state the transports share: the current
+//! table and the rate limiter.
 //!
 //! Only this module imports hickory, to parse zone files and encode their RDATA (and, in
 //! tests, to build and read messages); queries are read by `query`.
@@ -14,6 +16,7 @@ pub mod handler;
 mod name_map;
 pub mod names;
 pub mod query;
+pub mod rrl;
 pub mod table;
 mod tcp;
 mod udp;
@@ -44,6 +47,9 @@ pub struct DnsView {
     /// The table queries read. Stored by the registry writer (via `publish`), loaded by every
     /// query; readers never wait for writers.
     table: ArcSwap<Table>,
+    /// UDP response-rate limiting; `None` when `dns.rate_limit` is 0. Its `dropped` and
+    /// `slipped` counters live here for a metrics endpoint to read.
+    rrl: Option<rrl::Limiter>,
 }
 
 impl DnsView {
@@ -74,12 +80,18 @@ impl DnsView {
                 ahead: false,
             }),
             table,
+            rrl: rrl::Limiter::new(&config.dns),
         }))
     }
 
     /// The current table.
     pub fn table(&self) -> arc_swap::Guard<Arc<Table>> {
         self.table.load()
+    }
+
+    /// The UDP response-rate limiter, when `dns.rate_limit` is on.
+    pub fn rrl(&self) -> Option<&rrl::Limiter> {
+        self.rrl.as_ref()
     }
 
     /// Brings the working copy of the names in line with `snapshot` for the services of
