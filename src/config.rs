@@ -67,6 +67,8 @@ pub struct DnsConfig {
     pub zones_dir: PathBuf,
     /// Most TCP connections served at once; further ones wait in the kernel's backlog.
     pub max_tcp_connections: usize,
+    /// Most TCP connections from one client address at once; one more is closed at once.
+    pub max_tcp_connections_per_client: usize,
     /// A TCP connection idle this long (no complete query) is closed, in seconds.
     pub tcp_idle_timeout: u64,
     /// Response-rate limiting (RRL) of UDP answers: responses per second per client prefix
@@ -125,6 +127,7 @@ impl Default for DnsConfig {
             max_answers: 0,
             zones_dir: PathBuf::from("zones"),
             max_tcp_connections: 1024,
+            max_tcp_connections_per_client: 32,
             tcp_idle_timeout: 10,
             rate_limit: 0,
             rate_limit_slip: 2,
@@ -284,6 +287,12 @@ impl Config {
         if self.dns.max_tcp_connections == 0 {
             return Err(invalid("dns.max_tcp_connections", "must be at least 1"));
         }
+        if self.dns.max_tcp_connections_per_client == 0 {
+            return Err(invalid(
+                "dns.max_tcp_connections_per_client",
+                "must be at least 1",
+            ));
+        }
         if self.dns.tcp_idle_timeout == 0 {
             return Err(invalid("dns.tcp_idle_timeout", "must be at least 1 second"));
         }
@@ -389,6 +398,13 @@ mod tests {
             (5, 5, 0)
         );
         assert!(!c.dns.include_warning);
+        assert_eq!(
+            (
+                c.dns.max_tcp_connections,
+                c.dns.max_tcp_connections_per_client
+            ),
+            (1024, 32)
+        );
         assert_eq!(c.registry.data_dir, PathBuf::from("data"));
     }
 
@@ -471,6 +487,12 @@ mod tests {
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = Config::parse("[dns]\ndomain = \"a..b\"", Path::new("f")).unwrap_err();
         assert!(e.to_string().contains("dns.domain"), "{e}");
+        let e =
+            Config::parse("[dns]\nmax_tcp_connections_per_client = 0", Path::new("f")).unwrap_err();
+        assert!(
+            e.to_string().contains("dns.max_tcp_connections_per_client"),
+            "{e}"
+        );
         let e = Config::parse("[registry]\nbackend = \"x\"", Path::new("f")).unwrap_err();
         assert!(e.to_string().contains("registry.backend"), "{e}");
     }

@@ -8,7 +8,7 @@
 //! `dns.max_answers`, 0x20 case echo, the AA/RA flags, FORMERR/NOTIMP/BADVERS/REFUSED for
 //! what is malformed or unsupported, and registry changes visible in the very next answer;
 //! UDP response-rate limiting (`dns.rate_limit`: the burst, slips, other prefixes, exempt
-//! networks, off).
+//! networks, off) and the per-client cap on TCP connections.
 
 mod common;
 
@@ -1660,4 +1660,84 @@ async fn rate_limit_off_and_exempt_networks_answer_every_query() {
     assert_eq!((f.full, f.slipped), (FLOOD, 0), "127.0.0.2 exempt: {f:?}");
     let f = flood(&one_exempt, "127.0.0.1").await;
     assert!(f.full <= RATE + BURST, "127.0.0.1 limited: {f:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// the per-client cap on DNS-over-TCP connections
+
+/// A TCP connection to `s` from the loopback address `from`.
+async fn tcp_from(s: &TestServer, from: &str) -> tokio::net::TcpStream {
+    let ip: IpAddr = from.parse().unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind((ip, 0).into()).unwrap();
+    sock.connect(s.dns).await.unwrap()
+}
+
+/// Asks the apex SOA on an open connection; whether an answer came within 2 s.
+async fn tcp_answers(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let wire = common::query("internal.", RecordType::SOA, None);
+    let mut framed = (wire.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&wire);
+    let exchange = async {
+        stream.write_all(&framed).await?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await?;
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut reply).await?;
+        Ok::<_, std::io::Error>(reply)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), exchange).await {
+        Ok(Ok(reply)) => {
+            let m = Message::from_vec(&reply).expect("reply parses");
+            m.metadata.response_code == ResponseCode::NoError && m.answers.len() == 1
+        }
+        _ => false,
+    }
+}
+
+/// `dns.max_tcp_connections_per_client` idle connections from one address hold its share; one
+/// more is closed at once, while the held ones and another address are still served, and a
+/// closed connection frees its place.
+#[tokio::test]
+async fn tcp_connections_are_capped_per_client_address() {
+    use tokio::io::AsyncReadExt;
+    const CAP: usize = 4;
+    let s = TestServer::start_with(|c| c.dns.max_tcp_connections_per_client = CAP).await;
+    let mut held = Vec::new();
+    for _ in 0..CAP {
+        held.push(tcp_from(&s, "127.0.0.1").await);
+    }
+    let mut extra = tcp_from(&s, "127.0.0.1").await;
+    let started = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    // Closed by the server without a query: end of stream (or a reset), well before the
+    // 10 s idle timeout that would close an admitted idle connection.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), extra.read(&mut byte))
+        .await
+        .expect("the connection over the cap is closed at once, not left idle");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+
+    assert!(
+        tcp_answers(&mut held[0]).await,
+        "a held connection is served"
+    );
+    let mut other = tcp_from(&s, "127.0.0.2").await;
+    assert!(
+        tcp_answers(&mut other).await,
+        "another client address is served"
+    );
+
+    drop(held.pop());
+    let mut freed = false;
+    for _ in 0..20 {
+        let mut again = tcp_from(&s, "127.0.0.1").await;
+        if tcp_answers(&mut again).await {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(freed, "a closed connection frees its place");
 }

@@ -216,6 +216,8 @@ pub fn bind(addr: SocketAddr, workers: usize) -> Result<Bound, String> {
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
     pub max_connections: usize,
+    /// Most connections from one client address (`dns.max_tcp_connections_per_client`).
+    pub max_per_client: usize,
     pub idle_timeout: Duration,
 }
 
@@ -229,6 +231,8 @@ pub fn serve(
     tracker: &TaskTracker,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Handle::current();
+    // One count per client address for every listener: the cap is the client's, not a port's.
+    let clients = Arc::new(tcp::Clients::default());
     for b in bound {
         for socket in b.udp {
             let (view, forwarder, shutdown, runtime) = (
@@ -245,6 +249,7 @@ pub fn serve(
             view.clone(),
             forwarder.clone(),
             limits,
+            clients.clone(),
             shutdown.clone(),
             tracker.clone(),
         ));
