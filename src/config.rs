@@ -67,8 +67,22 @@ pub struct DnsConfig {
     pub zones_dir: PathBuf,
     /// Most TCP connections served at once; further ones wait in the kernel's backlog.
     pub max_tcp_connections: usize,
+    /// Most TCP connections from one client address at once; one more is closed at once.
+    pub max_tcp_connections_per_client: usize,
     /// A TCP connection idle this long (no complete query) is closed, in seconds.
     pub tcp_idle_timeout: u64,
+    /// Response-rate limiting (RRL) of UDP answers: responses per second per client prefix
+    /// and response class (`dns::rrl`). 0: off.
+    pub rate_limit: u32,
+    /// Every Nth response over the rate is sent truncated (TC, no records) instead of being
+    /// dropped, so a real client retries over TCP. 0: drop all; 1: truncate all.
+    pub rate_limit_slip: u32,
+    /// Prefix length that groups IPv4 clients into one rate-limited source.
+    pub rate_limit_ipv4_prefix: u8,
+    /// Prefix length that groups IPv6 clients into one rate-limited source.
+    pub rate_limit_ipv6_prefix: u8,
+    /// Client networks (CIDR) never rate-limited.
+    pub rate_limit_exempt: Vec<String>,
     /// Forwarding of names outside every zone.
     pub forward: ForwardConfig,
 }
@@ -113,7 +127,13 @@ impl Default for DnsConfig {
             max_answers: 0,
             zones_dir: PathBuf::from("zones"),
             max_tcp_connections: 1024,
+            max_tcp_connections_per_client: 32,
             tcp_idle_timeout: 10,
+            rate_limit: 0,
+            rate_limit_slip: 2,
+            rate_limit_ipv4_prefix: 24,
+            rate_limit_ipv6_prefix: 56,
+            rate_limit_exempt: vec!["127.0.0.0/8".into(), "::1/128".into()],
             forward: ForwardConfig::default(),
         }
     }
@@ -185,6 +205,12 @@ pub fn parse_upstream(s: &str) -> Option<SocketAddr> {
         .ok()
         .map(|ip| SocketAddr::new(ip, 53))
 }
+
+/// The largest `dns.rate_limit`: the limiter counts thousandths of a response per bucket in
+/// 32 bits, so a second's worth must stay below 2^32 / 1000.
+pub const MAX_RATE_LIMIT: u32 = 1_000_000;
+/// The largest `dns.rate_limit_slip`, Knot's bound: past it almost nothing is slipped.
+pub const MAX_RATE_LIMIT_SLIP: u32 = 100;
 
 /// Where `signpost serve` looks when no `--config` is given.
 pub const DEFAULT_PATH: &str = "config/signpost.toml";
@@ -261,8 +287,37 @@ impl Config {
         if self.dns.max_tcp_connections == 0 {
             return Err(invalid("dns.max_tcp_connections", "must be at least 1"));
         }
+        if self.dns.max_tcp_connections_per_client == 0 {
+            return Err(invalid(
+                "dns.max_tcp_connections_per_client",
+                "must be at least 1",
+            ));
+        }
         if self.dns.tcp_idle_timeout == 0 {
             return Err(invalid("dns.tcp_idle_timeout", "must be at least 1 second"));
+        }
+        if self.dns.rate_limit > MAX_RATE_LIMIT {
+            return Err(invalid(
+                "dns.rate_limit",
+                "at most 1000000 responses per second",
+            ));
+        }
+        if self.dns.rate_limit_slip > MAX_RATE_LIMIT_SLIP {
+            return Err(invalid("dns.rate_limit_slip", "must be 0 to 100"));
+        }
+        if self.dns.rate_limit_ipv4_prefix > 32 {
+            return Err(invalid("dns.rate_limit_ipv4_prefix", "must be 0 to 32"));
+        }
+        if self.dns.rate_limit_ipv6_prefix > 128 {
+            return Err(invalid("dns.rate_limit_ipv6_prefix", "must be 0 to 128"));
+        }
+        for a in &self.dns.rate_limit_exempt {
+            a.parse::<ipnet::IpNet>().map_err(|_| {
+                invalid(
+                    "dns.rate_limit_exempt",
+                    &format!("{a:?} is not a network like 127.0.0.0/8"),
+                )
+            })?;
         }
         let f = &self.dns.forward;
         for a in &f.allow {
@@ -343,6 +398,13 @@ mod tests {
             (5, 5, 0)
         );
         assert!(!c.dns.include_warning);
+        assert_eq!(
+            (
+                c.dns.max_tcp_connections,
+                c.dns.max_tcp_connections_per_client
+            ),
+            (1024, 32)
+        );
         assert_eq!(c.registry.data_dir, PathBuf::from("data"));
     }
 
@@ -380,6 +442,41 @@ mod tests {
     }
 
     #[test]
+    fn rate_limit_keys() {
+        let c = Config::parse("", Path::new("x")).unwrap();
+        assert_eq!(
+            (
+                c.dns.rate_limit,
+                c.dns.rate_limit_slip,
+                c.dns.rate_limit_ipv4_prefix,
+                c.dns.rate_limit_ipv6_prefix
+            ),
+            (0, 2, 24, 56)
+        );
+        assert_eq!(c.dns.rate_limit_exempt, ["127.0.0.0/8", "::1/128"]);
+        let c = Config::parse(
+            "[dns]\nrate_limit = 20\nrate_limit_slip = 0\nrate_limit_exempt = []\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!((c.dns.rate_limit, c.dns.rate_limit_slip), (20, 0));
+        for (bad, key) in [
+            ("rate_limit = -1", "dns.rate_limit"),
+            ("rate_limit = 1000001", "dns.rate_limit"),
+            ("rate_limit_slip = 101", "dns.rate_limit_slip"),
+            ("rate_limit_ipv4_prefix = 33", "dns.rate_limit_ipv4_prefix"),
+            ("rate_limit_ipv6_prefix = 129", "dns.rate_limit_ipv6_prefix"),
+            (
+                "rate_limit_exempt = [\"10.0.0.0/33\"]",
+                "dns.rate_limit_exempt",
+            ),
+        ] {
+            let e = Config::parse(&format!("[dns]\n{bad}"), Path::new("x")).unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = Config::parse("[dns]\nttl = \"x\"", Path::new("f.toml")).unwrap_err();
         assert!(
@@ -390,6 +487,12 @@ mod tests {
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = Config::parse("[dns]\ndomain = \"a..b\"", Path::new("f")).unwrap_err();
         assert!(e.to_string().contains("dns.domain"), "{e}");
+        let e =
+            Config::parse("[dns]\nmax_tcp_connections_per_client = 0", Path::new("f")).unwrap_err();
+        assert!(
+            e.to_string().contains("dns.max_tcp_connections_per_client"),
+            "{e}"
+        );
         let e = Config::parse("[registry]\nbackend = \"x\"", Path::new("f")).unwrap_err();
         assert!(e.to_string().contains("registry.backend"), "{e}");
     }

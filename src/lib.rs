@@ -158,6 +158,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         forwarder,
         dns::TcpLimits {
             max_connections: config.dns.max_tcp_connections,
+            max_per_client: config.dns.max_tcp_connections_per_client,
             idle_timeout: config.tcp_idle_timeout(),
         },
         shutdown.clone(),

@@ -6,7 +6,9 @@
 //! round-robin rotation of A and SRV, TTLs (default, per service, configured), NXDOMAIN vs
 //! NODATA with one SOA carrying `dns.negative_ttl`, UDP size limits with TC and EDNS(0),
 //! `dns.max_answers`, 0x20 case echo, the AA/RA flags, FORMERR/NOTIMP/BADVERS/REFUSED for
-//! what is malformed or unsupported, and registry changes visible in the very next answer.
+//! what is malformed or unsupported, and registry changes visible in the very next answer;
+//! UDP response-rate limiting (`dns.rate_limit`: the burst, slips, other prefixes, exempt
+//! networks, off) and the per-client cap on TCP connections.
 
 mod common;
 
@@ -1482,4 +1484,260 @@ async fn nodata_at_reverse_names_carries_an_soa_above_the_name() {
         let (m, _) = s.udp(name, RecordType::PTR, None).await;
         assert_eq!(m.answers.len(), 1, "{name} PTR");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// response-rate limiting (UDP)
+
+/// `dns.rate_limit` of the RRL tests: responses per second per flow. A full bucket holds one
+/// second's worth (the burst, `RATE` again), so no flow gets more than `RATE + BURST` full
+/// answers in its first second.
+const RATE: usize = 10;
+const BURST: usize = RATE;
+/// Queries in a flood.
+const FLOOD: usize = 200;
+
+/// How a flood's replies came back.
+#[derive(Debug, Default)]
+struct Flood {
+    /// Complete answers: NOERROR, records, no TC.
+    full: usize,
+    /// Complete answers that arrived within a second of the first query.
+    full_first_second: usize,
+    /// Slipped: TC set, no records, the question echoed with the query's ID.
+    slipped: usize,
+    /// Anything else (there should be none).
+    other: usize,
+}
+
+impl Flood {
+    fn silent(&self) -> usize {
+        FLOOD - self.full - self.slipped - self.other
+    }
+}
+
+/// A client socket on the loopback address `from` (Linux routes all of 127/8 to `lo`, so
+/// 127.0.0.2 is a second client in another /32).
+async fn client_socket(from: &str) -> std::sync::Arc<tokio::net::UdpSocket> {
+    let ip: IpAddr = from.parse().unwrap();
+    std::sync::Arc::new(tokio::net::UdpSocket::bind((ip, 0)).await.unwrap())
+}
+
+/// Sends `FLOOD` identical queries for the `web` service's SRV records from one socket on
+/// `from`, as fast as it can, while reading the replies, until none came for a second.
+async fn flood(s: &TestServer, from: &str) -> Flood {
+    let sock = client_socket(from).await;
+    let wire = common::query_with("web.service.internal.", RecordType::SRV, None, 77, false);
+    let start = std::time::Instant::now();
+    let reader = {
+        let sock = sock.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 65535];
+            let idle = std::time::Duration::from_secs(1);
+            while let Ok(Ok(n)) = tokio::time::timeout(idle, sock.recv(&mut buf)).await {
+                got.push((start.elapsed(), buf[..n].to_vec()));
+            }
+            got
+        })
+    };
+    for _ in 0..FLOOD {
+        sock.send_to(&wire, s.dns).await.unwrap();
+    }
+    let mut f = Flood::default();
+    for (at, reply) in reader.await.unwrap() {
+        let m = Message::from_vec(&reply).expect("reply parses");
+        let echoed = m.metadata.id == 77
+            && m.queries.len() == 1
+            && lower(&m.queries[0].name) == "web.service.internal.";
+        let noerror = m.metadata.response_code == ResponseCode::NoError;
+        if echoed && noerror && !m.metadata.truncation && !m.answers.is_empty() {
+            f.full += 1;
+            if at < std::time::Duration::from_secs(1) {
+                f.full_first_second += 1;
+            }
+        } else if echoed
+            && noerror
+            && m.metadata.truncation
+            && m.answers.is_empty()
+            && m.authorities.is_empty()
+            && m.additionals.is_empty()
+        {
+            f.slipped += 1;
+        } else {
+            f.other += 1;
+        }
+    }
+    f
+}
+
+/// Asks the `web` SRV once from a fresh socket on `from`; whether a complete answer came.
+async fn answered_in_full(s: &TestServer, from: &str) -> bool {
+    let sock = client_socket(from).await;
+    let wire = common::query("web.service.internal.", RecordType::SRV, None);
+    sock.send_to(&wire, s.dns).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let wait = std::time::Duration::from_secs(2);
+    match tokio::time::timeout(wait, sock.recv(&mut buf)).await {
+        Ok(Ok(n)) => {
+            let m = Message::from_vec(&buf[..n]).expect("reply parses");
+            !m.metadata.truncation && m.answers.len() == 1
+        }
+        _ => false,
+    }
+}
+
+/// A server with one `web` instance and `tweak` applied to its config.
+async fn rrl_server(tweak: impl FnOnce(&mut signpost::config::Config)) -> TestServer {
+    let s = TestServer::start_with(tweak).await;
+    s.register("web", "web-1", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    s
+}
+
+/// 200 identical queries at once from one client with `dns.rate_limit = 10` and slip 2: the
+/// burst is answered, then about every second response is slipped (TC, no records) and the
+/// rest dropped; a client in another prefix is answered in full meanwhile.
+#[tokio::test]
+async fn rate_limit_answers_a_flood_at_the_rate_and_slips_every_second_response() {
+    let s = rrl_server(|c| {
+        c.dns.rate_limit = RATE as u32;
+        c.dns.rate_limit_slip = 2;
+        // Each loopback address its own prefix, and loopback not exempt.
+        c.dns.rate_limit_ipv4_prefix = 32;
+        c.dns.rate_limit_exempt = Vec::new();
+    })
+    .await;
+    let other_client = async {
+        // While the flood is under way, from 127.0.0.2.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut full = 0;
+        for _ in 0..5 {
+            full += usize::from(answered_in_full(&s, "127.0.0.2").await);
+        }
+        full
+    };
+    let (f, other_full) = tokio::join!(flood(&s, "127.0.0.1"), other_client);
+    assert!(
+        f.full_first_second <= RATE + BURST,
+        "at most rate + burst full answers in the first second: {f:?}"
+    );
+    assert!(f.full >= RATE, "the burst is answered: {f:?}");
+    assert_eq!(f.other, 0, "{f:?}");
+    let limited = FLOOD - f.full;
+    assert!(
+        f.slipped.abs_diff(limited / 2) <= 1,
+        "every second limited response slipped: {f:?}"
+    );
+    assert!(
+        f.silent().abs_diff(limited / 2) <= 1,
+        "the others dropped: {f:?}"
+    );
+    assert_eq!(other_full, 5, "another prefix is answered in full");
+}
+
+/// Off (`dns.rate_limit = 0`, the default) every query is answered, loopback exempt or not;
+/// with a rate, clients in `dns.rate_limit_exempt` (loopback by default) are answered in full.
+#[tokio::test]
+async fn rate_limit_off_and_exempt_networks_answer_every_query() {
+    let off = rrl_server(|c| c.dns.rate_limit_exempt = Vec::new()).await;
+    let f = flood(&off, "127.0.0.1").await;
+    assert_eq!((f.full, f.slipped, f.other), (FLOOD, 0, 0), "off: {f:?}");
+    drop(off);
+
+    let default_exempt = rrl_server(|c| c.dns.rate_limit = RATE as u32).await;
+    let f = flood(&default_exempt, "127.0.0.1").await;
+    assert_eq!((f.full, f.slipped), (FLOOD, 0), "loopback exempt: {f:?}");
+    drop(default_exempt);
+
+    let one_exempt = rrl_server(|c| {
+        c.dns.rate_limit = RATE as u32;
+        c.dns.rate_limit_ipv4_prefix = 32;
+        c.dns.rate_limit_exempt = vec!["127.0.0.2/32".into()];
+    })
+    .await;
+    let f = flood(&one_exempt, "127.0.0.2").await;
+    assert_eq!((f.full, f.slipped), (FLOOD, 0), "127.0.0.2 exempt: {f:?}");
+    let f = flood(&one_exempt, "127.0.0.1").await;
+    assert!(f.full <= RATE + BURST, "127.0.0.1 limited: {f:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// the per-client cap on DNS-over-TCP connections
+
+/// A TCP connection to `s` from the loopback address `from`.
+async fn tcp_from(s: &TestServer, from: &str) -> tokio::net::TcpStream {
+    let ip: IpAddr = from.parse().unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind((ip, 0).into()).unwrap();
+    sock.connect(s.dns).await.unwrap()
+}
+
+/// Asks the apex SOA on an open connection; whether an answer came within 2 s.
+async fn tcp_answers(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let wire = common::query("internal.", RecordType::SOA, None);
+    let mut framed = (wire.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&wire);
+    let exchange = async {
+        stream.write_all(&framed).await?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await?;
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut reply).await?;
+        Ok::<_, std::io::Error>(reply)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), exchange).await {
+        Ok(Ok(reply)) => {
+            let m = Message::from_vec(&reply).expect("reply parses");
+            m.metadata.response_code == ResponseCode::NoError && m.answers.len() == 1
+        }
+        _ => false,
+    }
+}
+
+/// `dns.max_tcp_connections_per_client` idle connections from one address hold its share; one
+/// more is closed at once, while the held ones and another address are still served, and a
+/// closed connection frees its place.
+#[tokio::test]
+async fn tcp_connections_are_capped_per_client_address() {
+    use tokio::io::AsyncReadExt;
+    const CAP: usize = 4;
+    let s = TestServer::start_with(|c| c.dns.max_tcp_connections_per_client = CAP).await;
+    let mut held = Vec::new();
+    for _ in 0..CAP {
+        held.push(tcp_from(&s, "127.0.0.1").await);
+    }
+    let mut extra = tcp_from(&s, "127.0.0.1").await;
+    let started = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    // Closed by the server without a query: end of stream (or a reset), well before the
+    // 10 s idle timeout that would close an admitted idle connection.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), extra.read(&mut byte))
+        .await
+        .expect("the connection over the cap is closed at once, not left idle");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+
+    assert!(
+        tcp_answers(&mut held[0]).await,
+        "a held connection is served"
+    );
+    let mut other = tcp_from(&s, "127.0.0.2").await;
+    assert!(
+        tcp_answers(&mut other).await,
+        "another client address is served"
+    );
+
+    drop(held.pop());
+    let mut freed = false;
+    for _ in 0..20 {
+        let mut again = tcp_from(&s, "127.0.0.1").await;
+        if tcp_answers(&mut again).await {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(freed, "a closed connection frees its place");
 }

@@ -7,7 +7,11 @@
 //! (offset 12) and every glue owner at its SRV target, stops exactly at the client's size,
 //! and allocates nothing per query. Queries are read by `query`; hickory parses zone files and
 //! encodes their RDATA once, at load.
+//!
+//! `truncate` cuts a finished response down to its slipped form (header with TC, question,
+//! OPT), what response-rate limiting (`rrl`) sends in place of an answer.
 
+use super::query::skip_name;
 use super::table::Zone;
 use super::wire::{CLASS_IN, HEADER_LEN, MAX_POINTER, OPT, POINTER, QR, SOA, TC};
 
@@ -204,10 +208,66 @@ impl<'b> Response<'b> {
     }
 }
 
+/// Cuts a finished response down to its header, question and OPT record, with TC set and the
+/// counts to match: the *slipped* form of an answer (Knot's term), which costs a forged
+/// source's victim no more than the query did and tells a real client to retry over TCP.
+/// Every RCODE keeps its header (an error is slipped with its RCODE, as Knot does), and the
+/// OPT record stays so an EDNS query still gets one (CONTRACT §2). False, with `buf` unchanged,
+/// when `buf` does not parse as a response.
+pub fn truncate(buf: &mut Vec<u8>) -> bool {
+    let Some((question_end, opt)) = layout(buf) else {
+        return false;
+    };
+    let mut end = question_end;
+    let has_opt = opt.is_some();
+    if let Some(opt) = opt {
+        // The OPT is the last record (`finish`) and moves towards the start.
+        end += opt.len();
+        buf.copy_within(opt, question_end);
+    }
+    buf.truncate(end);
+    buf[2] |= (TC >> 8) as u8;
+    buf[6..10].fill(0);
+    buf[10..12].copy_from_slice(&u16::from(has_opt).to_be_bytes());
+    true
+}
+
+/// Where a response's question ends and where its OPT record lies, by walking its records.
+fn layout(buf: &[u8]) -> Option<(usize, Option<std::ops::Range<usize>>)> {
+    let u16_at = |at: usize| {
+        Some(usize::from(u16::from_be_bytes([
+            *buf.get(at)?,
+            *buf.get(at + 1)?,
+        ])))
+    };
+    let mut at = HEADER_LEN;
+    for _ in 0..u16_at(4)? {
+        at = skip_name(buf, at)? + 4;
+    }
+    let question_end = at;
+    if question_end > buf.len() {
+        return None;
+    }
+    let mut opt = None;
+    for _ in 0..u16_at(6)? + u16_at(8)? + u16_at(10)? {
+        let start = at;
+        at = skip_name(buf, at)?;
+        let rtype = u16_at(at)?;
+        at += 10 + u16_at(at + 8)?;
+        if at > buf.len() {
+            return None;
+        }
+        if rtype == usize::from(OPT) {
+            opt = Some(start..at);
+        }
+    }
+    Some((question_end, opt))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::wire::{AA, BADVERS, NOERROR, RD};
+    use crate::dns::wire::{AA, BADVERS, NOERROR, NXDOMAIN, RD};
 
     #[test]
     fn stops_at_the_limit_and_sets_tc() {
@@ -239,5 +299,35 @@ mod tests {
         assert_eq!(buf[3] & 0x0f, 0);
         assert_eq!(&buf[10..12], &[0, 2]); // one glue + OPT
         assert_eq!(buf[buf.len() - 6], 1); // extended RCODE 16 >> 4
+    }
+
+    #[test]
+    fn truncate_keeps_header_question_and_opt() {
+        let q = b"\x03web\x00\x00\x01\x00\x01";
+        for edns in [false, true] {
+            let mut buf = Vec::new();
+            let mut r = Response::new(&mut buf, 9, AA | RD, q, 4096, edns);
+            r.answer(1, 5, &[10, 0, 0, 1]).unwrap();
+            assert!(r.additional(Owner::Name(b"\x01a\x00"), 28, 5, &[0; 16]));
+            r.finish(u16::from(NXDOMAIN));
+            let full = buf.clone();
+            assert!(truncate(&mut buf));
+            let opt_len = if edns { OPT_LEN } else { 0 };
+            assert_eq!(buf.len(), 12 + q.len() + opt_len, "edns {edns}");
+            assert_eq!(&buf[..2], &[0, 9]);
+            assert_eq!(buf[2], full[2] | (TC >> 8) as u8, "QR AA RD kept, TC set");
+            assert_eq!(buf[3], full[3], "RCODE kept");
+            assert_eq!(&buf[4..12], &[0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
+            assert_eq!(&buf[12..12 + q.len()], q);
+            assert_eq!(&buf[12 + q.len()..], &full[full.len() - opt_len..]);
+        }
+        // A response without a question (FORMERR) keeps its header, with TC.
+        let mut buf = Vec::new();
+        Response::new(&mut buf, 3, 0, &[], 512, false).finish(1);
+        assert!(truncate(&mut buf));
+        assert_eq!(buf.len(), 12);
+        let mut junk = vec![0, 1, 0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x40];
+        assert!(!truncate(&mut junk), "a question that does not parse");
+        assert_eq!(junk.len(), 13);
     }
 }

@@ -1,6 +1,8 @@
 //! The DNS interface: the name table built from registry snapshots (`table`, `names`), static
 //! zones (`zonefile`), protocol policy (`handler`), the query reader (`query`), the response
-//! writer (`answer`), the protocol's numbers (`wire`) and the UDP and TCP transports.
+//! writer (`answer`), the protocol's numbers (`wire`), response-rate limiting (`rrl`) and the
+//! UDP and TCP transports. `DnsView` is the serving state the transports share: the current
+//! table and the rate limiter.
 //!
 //! Only this module imports hickory, to parse zone files and encode their RDATA (and, in
 //! tests, to build and read messages); queries are read by `query`.
@@ -14,6 +16,7 @@ pub mod handler;
 mod name_map;
 pub mod names;
 pub mod query;
+pub mod rrl;
 pub mod table;
 mod tcp;
 mod udp;
@@ -44,6 +47,9 @@ pub struct DnsView {
     /// The table queries read. Stored by the registry writer (via `publish`), loaded by every
     /// query; readers never wait for writers.
     table: ArcSwap<Table>,
+    /// UDP response-rate limiting; `None` when `dns.rate_limit` is 0. Its `dropped` and
+    /// `slipped` counters live here for a metrics endpoint to read.
+    rrl: Option<rrl::Limiter>,
 }
 
 impl DnsView {
@@ -74,12 +80,18 @@ impl DnsView {
                 ahead: false,
             }),
             table,
+            rrl: rrl::Limiter::new(&config.dns),
         }))
     }
 
     /// The current table.
     pub fn table(&self) -> arc_swap::Guard<Arc<Table>> {
         self.table.load()
+    }
+
+    /// The UDP response-rate limiter, when `dns.rate_limit` is on.
+    pub fn rrl(&self) -> Option<&rrl::Limiter> {
+        self.rrl.as_ref()
     }
 
     /// Brings the working copy of the names in line with `snapshot` for the services of
@@ -204,6 +216,8 @@ pub fn bind(addr: SocketAddr, workers: usize) -> Result<Bound, String> {
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
     pub max_connections: usize,
+    /// Most connections from one client address (`dns.max_tcp_connections_per_client`).
+    pub max_per_client: usize,
     pub idle_timeout: Duration,
 }
 
@@ -217,6 +231,8 @@ pub fn serve(
     tracker: &TaskTracker,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Handle::current();
+    // One count per client address for every listener: the cap is the client's, not a port's.
+    let clients = Arc::new(tcp::Clients::default());
     for b in bound {
         for socket in b.udp {
             let (view, forwarder, shutdown, runtime) = (
@@ -233,6 +249,7 @@ pub fn serve(
             view.clone(),
             forwarder.clone(),
             limits,
+            clients.clone(),
             shutdown.clone(),
             tracker.clone(),
         ));

@@ -38,8 +38,9 @@ fn u16_at(p: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]))
 }
 
-/// Skips a (possibly compressed) name at `at`; the offset after it.
-fn skip_name(p: &[u8], mut at: usize) -> Option<usize> {
+/// Skips a (possibly compressed) name at `at`; the offset after it. Also walks the records of
+/// a response signpost wrote (`answer::truncate`).
+pub(super) fn skip_name(p: &[u8], mut at: usize) -> Option<usize> {
     let mut total = 0usize;
     loop {
         let len = *p.get(at)?;

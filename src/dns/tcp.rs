@@ -1,10 +1,17 @@
-//! DNS over TCP: length-prefixed messages, several per connection, answered in order.
+//! DNS over TCP: length-prefixed messages, several per connection, answered in order, and who
+//! may hold a connection.
 //!
 //! A semaphore permit is taken *before* `accept`, so at most `max_connections` are served and
 //! the rest wait in the kernel's backlog; an idle connection is closed after `idle_timeout`.
-//! On shutdown the listener stops and each connection closes after its current answer.
+//! Each client address holds at most `max_per_client` of them (`Clients`): one more is closed
+//! as soon as it is accepted, before anything is read, so a single client cannot take every
+//! slot while others wait in the backlog (Knot and Unbound cap per client alike). On shutdown
+//! the listener stops and each connection closes after its current answer.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -21,6 +28,7 @@ pub async fn run(
     view: Arc<DnsView>,
     forwarder: Option<Arc<Forwarder>>,
     limits: TcpLimits,
+    clients: Arc<Clients>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -42,6 +50,11 @@ pub async fn run(
                 }
             },
         };
+        let Some(counted) = clients.enter(peer.ip(), limits.max_per_client) else {
+            // Dropping the stream closes it; the permit goes back with it.
+            tracing::debug!(%peer, "tcp: client at its connection limit, closed");
+            continue;
+        };
         let view = view.clone();
         let shutdown = shutdown.clone();
         let recursion = forwarder.as_ref().is_some_and(|f| f.allows(peer.ip()));
@@ -50,8 +63,63 @@ pub async fn run(
             if let Err(e) = connection(stream, view, forwarder, limits, shutdown).await {
                 tracing::debug!(%peer, error = %e, "tcp connection");
             }
+            drop(counted);
             drop(permit);
         });
+    }
+}
+
+/// Open connections per client address, shared by every TCP listener. A mutex over a map is
+/// enough: it is taken when a connection opens and when it closes, never per query.
+#[derive(Debug, Default)]
+pub struct Clients(Mutex<HashMap<IpAddr, usize>>);
+
+impl Clients {
+    /// Counts a new connection from `ip`; `None` when `ip` already holds `max`.
+    fn enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Counted> {
+        // An IPv4 client reaching an IPv6 socket is still the same client.
+        let ip = ip.to_canonical();
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Counted {
+            clients: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections open from `ip`.
+    #[cfg(test)]
+    fn open(&self, ip: IpAddr) -> usize {
+        let open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        open.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+/// One connection counted in `Clients`, uncounted when dropped; a client with none left is
+/// removed, so the map holds only clients with an open connection.
+#[derive(Debug)]
+struct Counted {
+    clients: Arc<Clients>,
+    ip: IpAddr,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut open = self
+            .clients
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Entry::Occupied(mut e) = open.entry(self.ip) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
     }
 }
 
@@ -109,5 +177,38 @@ async fn connection(
         tokio::time::timeout(limits.idle_timeout, stream.write_all(&framed))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))??;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_capped_per_address_and_uncounted_on_close() {
+        let clients = Arc::new(Clients::default());
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        let mut held: Vec<_> = (0..3).map(|_| clients.enter(a, 3).unwrap()).collect();
+        assert!(clients.enter(a, 3).is_none(), "over the cap");
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert!(
+            clients.enter(mapped, 3).is_none(),
+            "the same client over IPv6"
+        );
+        let other = clients.enter(b, 3).unwrap();
+        held.pop();
+        assert_eq!(clients.open(a), 2);
+        let again = clients.enter(a, 3);
+        assert!(again.is_some(), "a closed connection frees its place");
+        drop(again);
+        drop(other);
+        assert_eq!(clients.open(b), 0);
+        drop(held);
+        assert_eq!(
+            clients.0.lock().unwrap().len(),
+            0,
+            "no client left in the map"
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! server's worker: no async readiness bookkeeping per datagram, and each thread owns its
 //! buffers, so an answer allocates nothing here. A forwarded query runs as a task on the
 //! runtime (bounded by the forwarder's in-flight limit) so an upstream's round trip never
-//! holds up the worker.
+//! holds up the worker. With `dns.rate_limit` on, each answer passes the response-rate
+//! limiter (`rrl`) before it is sent; off, that is one branch.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::DnsView;
 use super::forward::Forwarder;
 use super::handler::{Outcome, Transport, handle, servfail};
+use super::rrl::Slips;
 
 /// Largest datagram read; bigger ones are cut by the kernel and then fail to parse (FORMERR).
 const MAX_DATAGRAM: usize = 65_535;
@@ -34,6 +36,8 @@ pub fn run(
     let socket = Arc::new(socket);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out = Vec::with_capacity(4096);
+    let rrl = view.rrl();
+    let mut slips = Slips::default();
     while !shutdown.is_cancelled() {
         let (n, peer) = match socket.recv_from(&mut buf) {
             Ok(x) => x,
@@ -59,7 +63,14 @@ pub fn run(
             recursion,
             &mut out,
         ) {
-            Outcome::Answered(_) => send(&socket, &out, peer),
+            Outcome::Answered(rcode) => {
+                if let Some(rrl) = rrl
+                    && !rrl.admit(peer.ip(), rcode, &mut out, &mut slips)
+                {
+                    continue;
+                }
+                send(&socket, &out, peer);
+            }
             Outcome::Dropped => {}
             Outcome::Forward => {
                 let fwd = forwarder.clone().expect("forwarding implies a forwarder");
