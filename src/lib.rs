@@ -226,9 +226,7 @@ mod tests {
     async fn a_panicked_writer_is_reported_at_shutdown() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(store::Embedded::open(dir.path()).unwrap());
-        let (registry, writer) = Registry::open(store, vec![Arc::new(Panics)])
-            .await
-            .unwrap();
+        let (registry, writer) = Registry::open(store, vec![Arc::new(Panics)]).await.unwrap();
         let shutdown = CancellationToken::new();
         let writer = tokio::spawn(writer.run(shutdown.clone()));
         let inst = model::testing::instance("web", "a").build();

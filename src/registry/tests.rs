@@ -328,7 +328,11 @@ async fn changes_made_elsewhere_are_published_like_local_ones() {
     let snap = r.snapshot();
     assert_eq!(snap.index, 40, "the store's index, not a local count");
     let batch = crate::model::ServiceName::parse("batch").unwrap();
-    assert_eq!(snap.service_index(&batch), 40, "its service's last change too");
+    assert_eq!(
+        snap.service_index(&batch),
+        40,
+        "its service's last change too"
+    );
     assert!(snap.get(plain(1).key()).is_none());
     let e = snap.get(elsewhere.key()).unwrap();
     assert_eq!(e.instance, elsewhere, "taken as stored (maintenance too)");
