@@ -128,8 +128,18 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Longest `wait` a long-poll may ask for, seconds; longer ones are cut to it.
     pub max_wait: u64,
-    /// Most HTTP requests handled at once; more wait for a slot.
+    /// Most HTTP requests handled at once, long-polls aside; more wait for a slot.
     pub max_concurrent_requests: usize,
+    /// Most HTTP connections open at once; further ones wait in the kernel's backlog until
+    /// one closes.
+    pub max_connections: usize,
+    /// How long a request's line and headers may take to arrive, from its first byte (or,
+    /// on a new connection, from the connection), e.g. `"10s"`.
+    pub header_timeout: String,
+    /// How long a request's body may take to arrive once the handler reads it; then 408.
+    pub body_timeout: String,
+    /// How long a kept-alive connection may wait for its next request before it is closed.
+    pub idle_timeout: String,
 }
 
 impl Default for HttpConfig {
@@ -139,6 +149,10 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024,
             max_wait: 600,
             max_concurrent_requests: 1024,
+            max_connections: 4096,
+            header_timeout: "10s".into(),
+            body_timeout: "30s".into(),
+            idle_timeout: "60s".into(),
         }
     }
 }
@@ -302,6 +316,17 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1"));
+        }
+        let h = &self.http;
+        for (key, value) in [
+            ("http.header_timeout", &h.header_timeout),
+            ("http.body_timeout", &h.body_timeout),
+            ("http.idle_timeout", &h.idle_timeout),
+        ] {
+            http_timeout(key, value)?;
+        }
         if self.health.max_concurrent_checks == 0 {
             return Err(invalid(
                 "health.max_concurrent_checks",
@@ -326,6 +351,33 @@ impl Config {
     pub fn tcp_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.dns.tcp_idle_timeout)
     }
+
+    /// `http.header_timeout`, validated.
+    pub fn http_header_timeout(&self) -> Duration {
+        http_timeout("http.header_timeout", &self.http.header_timeout).expect("validated")
+    }
+
+    /// `http.body_timeout`, validated.
+    pub fn http_body_timeout(&self) -> Duration {
+        http_timeout("http.body_timeout", &self.http.body_timeout).expect("validated")
+    }
+
+    /// `http.idle_timeout`, validated.
+    pub fn http_idle_timeout(&self) -> Duration {
+        http_timeout("http.idle_timeout", &self.http.idle_timeout).expect("validated")
+    }
+}
+
+/// An HTTP timeout written like `"10s"` or `"300ms"`: from 10 ms (shorter would close
+/// connections before a client on a busy network could speak) to an hour.
+fn http_timeout(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    match humantime::parse_duration(value) {
+        Ok(d) if d >= Duration::from_millis(10) && d <= Duration::from_secs(3600) => Ok(d),
+        _ => Err(ConfigError::Invalid {
+            key,
+            message: format!("{value:?} must be a duration from 10ms to 1h, like \"10s\""),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +396,19 @@ mod tests {
         );
         assert!(!c.dns.include_warning);
         assert_eq!(c.registry.data_dir, PathBuf::from("data"));
+        assert_eq!(c.http.max_connections, 4096);
+        assert_eq!(
+            (
+                c.http_header_timeout(),
+                c.http_body_timeout(),
+                c.http_idle_timeout()
+            ),
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(30),
+                Duration::from_secs(60)
+            )
+        );
     }
 
     #[test]
@@ -390,6 +455,16 @@ mod tests {
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = Config::parse("[dns]\ndomain = \"a..b\"", Path::new("f")).unwrap_err();
         assert!(e.to_string().contains("dns.domain"), "{e}");
+        for bad in [
+            "max_connections = 0",
+            "header_timeout = \"soon\"",
+            "body_timeout = \"1ms\"",
+            "idle_timeout = \"2h\"",
+        ] {
+            let e = Config::parse(&format!("[http]\n{bad}"), Path::new("f")).unwrap_err();
+            let key = format!("http.{}", bad.split(' ').next().unwrap());
+            assert!(e.to_string().contains(&key), "{bad}: {e}");
+        }
         let e = Config::parse("[registry]\nbackend = \"x\"", Path::new("f")).unwrap_err();
         assert!(e.to_string().contains("registry.backend"), "{e}");
     }

@@ -122,7 +122,7 @@ fn registration(req: &Request) -> Option<(String, String)> {
 
 /// The router's registration route, without the router: body extractor, handler, index.
 async fn register(state: Arc<AppState>, service: String, id: String, req: Request) -> Response {
-    let mut resp = match RawBody::from_request(req, &()).await {
+    let mut resp = match RawBody::from_request(req, &state).await {
         Ok(body) => instances::register(State(state.clone()), Path((service, id)), body)
             .await
             .unwrap_or_else(IntoResponse::into_response),

@@ -1,20 +1,26 @@
 //! The HTTP API (CONTRACT §3): the axum router, its limits and the `X-Signpost-Index`
 //! header. Handlers live in `instances` and `services`; JSON shapes in `wire`.
 //!
-//! Only this module imports axum; `stamp` adds the index header.
+//! Only this module imports axum and hyper; `stamp` adds the index header, `serve` runs the
+//! accept loop with its connection limits (`conn`, `io`).
 
 mod body;
+mod conn;
 mod error;
 mod fast;
 mod instances;
+mod io;
+mod serve;
 mod services;
 mod stamp;
 mod wire;
 
+pub use conn::Timeouts;
+pub use serve::{Limits, serve};
+
 use std::sync::Arc;
 
 use axum::Router;
-use axum::ServiceExt;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
@@ -35,6 +41,8 @@ pub struct AppState {
     pub max_wait: u64,
     /// Cancelled at shutdown: long-polls return early so the server can drain.
     pub shutdown: CancellationToken,
+    /// How long a request body may take to arrive once a handler reads it (then 408).
+    pub body_timeout: std::time::Duration,
 }
 
 /// The header carrying `index`.
@@ -116,15 +124,4 @@ fn router(state: Arc<AppState>, body_limit: DefaultBodyLimit) -> Router {
         .fallback(not_found)
         .layer(body_limit)
         .with_state(state)
-}
-
-/// Serves the API on `listener` until `shutdown`; in-flight requests finish first.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: App,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
 }

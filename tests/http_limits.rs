@@ -1,0 +1,265 @@
+//! The HTTP server's limits, over real sockets: the connection cap (and DNS over TCP still
+//! answering while HTTP is full), the header, body and idle timeouts, long-polls kept apart
+//! from other requests, and protocol-level errors answered in the JSON error shape. Every
+//! wait is bounded.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use common::raw::{self, RawReply};
+use hickory_proto::rr::RecordType;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+const INSTANCE: &str = "/v1/services/web/instances/web-1";
+
+/// Connections past `http.max_connections` wait until one closes; the idle ones are closed
+/// by the header timeout, so the waiting client is served soon after; DNS over TCP answers
+/// throughout.
+#[tokio::test]
+async fn connections_over_the_cap_wait_for_a_slot_and_dns_still_answers() {
+    let s = TestServer::start_with(|c| {
+        c.http.max_connections = 8;
+        c.http.header_timeout = "1s".into();
+    })
+    .await;
+    s.register("web", "web-1", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(raw::connect(s.http).await);
+    }
+    let started = Instant::now();
+    let mut ninth = raw::connect(s.http).await;
+    ninth
+        .write_all(&raw::request("GET", "/healthz", &[], b""))
+        .await
+        .unwrap();
+
+    // While every slot is held, DNS over TCP answers at once...
+    let m = s.tcp("web.service.internal.", RecordType::A).await;
+    assert_eq!(m.answers.len(), 1, "{m:?}");
+    // ... and the ninth HTTP client waits: the cap holds.
+    assert!(
+        raw::read_reply(&mut ninth, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "a ninth connection was served while eight held every slot"
+    );
+
+    // The idle eight are closed by the header timeout, and the ninth is served.
+    let r = raw::read_reply(&mut ninth, Duration::from_secs(5))
+        .await
+        .expect("the ninth client served once the idle connections were closed");
+    assert_eq!(r.status, 200);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "served after {took:?}");
+    for (i, c) in idle.iter_mut().enumerate() {
+        assert!(
+            raw::closed_within(c, Duration::from_secs(3))
+                .await
+                .is_some(),
+            "idle connection #{i} still open"
+        );
+    }
+}
+
+/// A request line or headers that do not arrive in time: the connection is closed, whether
+/// they stall halfway or trickle in a byte at a time.
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let s = TestServer::start_with(|c| c.http.header_timeout = "300ms".into()).await;
+
+    // Half a request, then nothing.
+    let mut half = raw::connect(s.http).await;
+    half.write_all(b"PUT /v1/services/web/instances/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
+        .await
+        .unwrap();
+    let took = raw::closed_within(&mut half, Duration::from_secs(3))
+        .await
+        .expect("a stalled request head is closed");
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+
+    // A connection that never says anything.
+    let mut mute = raw::connect(s.http).await;
+    let took = raw::closed_within(&mut mute, Duration::from_secs(3))
+        .await
+        .expect("a silent new connection is closed");
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+
+    // A head trickling in (one byte every 50 ms) gets no more time than a stalled one.
+    let mut drip = raw::connect(s.http).await;
+    let (mut rd, mut wr) = drip.split();
+    let head = raw::request("GET", "/healthz", &[("X-Pad", &"a".repeat(200))], b"");
+    let trickle = async {
+        for b in head {
+            if wr.write_all(&[b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let watch = async {
+        let started = Instant::now();
+        let mut one = [0u8; 1];
+        loop {
+            match tokio::time::timeout(
+                Duration::from_secs(3),
+                tokio::io::AsyncReadExt::read(&mut rd, &mut one),
+            )
+            .await
+            {
+                Err(_) => return None,
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+                Ok(Ok(_)) => {}
+            }
+        }
+    };
+    let closed = tokio::select! {
+        c = watch => c,
+        _ = trickle => None,
+    };
+    let took = closed.expect("a trickling head is closed");
+    assert!(took < Duration::from_secs(2), "closed only after {took:?}");
+}
+
+/// A body that stops short of its Content-Length: 408 with the JSON error shape, and
+/// nothing changes, on the registration path and on a route of the router.
+#[tokio::test]
+async fn a_stalled_body_gets_408() {
+    let s = TestServer::start_with(|c| c.http.body_timeout = "300ms".into()).await;
+    s.register("web", "web-2", json!({"address": "10.0.0.2", "port": 80}))
+        .await;
+    for path in [INSTANCE, "/v1/services/web/instances/web-2/maintenance"] {
+        let mut c = raw::connect(s.http).await;
+        c.write_all(
+            format!(
+                "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{{\"address\""
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let started = Instant::now();
+        let r = raw::read_reply(&mut c, Duration::from_secs(3))
+            .await
+            .unwrap_or_else(|| panic!("{path}: no reply to a stalled body"));
+        let took = started.elapsed();
+        assert_eq!(r.status, 408, "{path}: {r:?}");
+        assert!(r.error().contains("body"), "{path}: {}", r.error());
+        assert!(took >= Duration::from_millis(250), "{path}: after {took:?}");
+        assert!(
+            raw::closed_within(&mut c, Duration::from_secs(3))
+                .await
+                .is_some(),
+            "{path}: the connection is closed after a 408"
+        );
+    }
+    let r = s.client.get(s.url(INSTANCE)).send().await.unwrap();
+    assert_eq!(r.status(), 404, "nothing was registered");
+    let r: serde_json::Value = s
+        .client
+        .get(s.url("/v1/services/web/instances/web-2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["maintenance"], serde_json::Value::Null, "{r}");
+}
+
+/// A kept-alive connection waits `http.idle_timeout` (not the shorter header timeout) for
+/// its next request, then is closed.
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let s = TestServer::start_with(|c| {
+        c.http.header_timeout = "300ms".into();
+        c.http.idle_timeout = "1500ms".into();
+    })
+    .await;
+    let mut c = raw::connect(s.http).await;
+    let get = raw::request("GET", "/healthz", &[], b"");
+    c.write_all(&get).await.unwrap();
+    let r: RawReply = raw::read_reply(&mut c, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+
+    // Longer than the header timeout: still open, and serving.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    c.write_all(&get).await.unwrap();
+    let r = raw::read_reply(&mut c, Duration::from_secs(3))
+        .await
+        .expect("a kept-alive connection outlives the header timeout");
+    assert_eq!(r.status, 200);
+
+    let took = raw::closed_within(&mut c, Duration::from_secs(5))
+        .await
+        .expect("an idle kept-alive connection is closed");
+    assert!(
+        took >= Duration::from_millis(1200) && took < Duration::from_secs(4),
+        "closed after {took:?}"
+    );
+}
+
+/// Shutdown with the accept loop of our own: an idle kept-alive connection is closed at once,
+/// a waiting long-poll returns, and the server stops promptly.
+#[tokio::test]
+async fn shutdown_closes_idle_connections_and_ends_long_polls() {
+    let s = TestServer::start().await;
+    let http = s.http;
+    let mut idle = raw::connect(http).await;
+    idle.write_all(&raw::request("GET", "/healthz", &[], b""))
+        .await
+        .unwrap();
+    assert_eq!(
+        raw::read_reply(&mut idle, Duration::from_secs(3))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let index = s
+        .client
+        .get(s.url("/v1/services/web"))
+        .send()
+        .await
+        .unwrap()
+        .headers()["x-signpost-index"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut poll = raw::connect(http).await;
+    poll.write_all(&raw::request(
+        "GET",
+        &format!("/v1/services/web?index={index}&wait=60s"),
+        &[],
+        b"",
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), s.stop())
+        .await
+        .expect("the server stops within 5 s");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let r = raw::read_reply(&mut poll, Duration::from_secs(1))
+        .await
+        .expect("the long-poll answered at shutdown");
+    assert_eq!(r.status, 200);
+    assert!(
+        raw::closed_within(&mut idle, Duration::from_secs(1))
+            .await
+            .is_some()
+    );
+    assert!(
+        tokio::net::TcpStream::connect(http).await.is_err(),
+        "no longer accepting"
+    );
+}
