@@ -130,6 +130,8 @@ pub struct HttpConfig {
     pub max_wait: u64,
     /// Most HTTP requests handled at once, long-polls aside; more wait for a slot.
     pub max_concurrent_requests: usize,
+    /// Most long-polls (`GET /v1/services/{service}?index=`) waiting at once; more get 503.
+    pub max_watchers: usize,
     /// Most HTTP connections open at once; further ones wait in the kernel's backlog until
     /// one closes.
     pub max_connections: usize,
@@ -149,6 +151,7 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024,
             max_wait: 600,
             max_concurrent_requests: 1024,
+            max_watchers: 4096,
             max_connections: 4096,
             header_timeout: "10s".into(),
             body_timeout: "30s".into(),
@@ -316,6 +319,9 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.http.max_watchers == 0 {
+            return Err(invalid("http.max_watchers", "must be at least 1"));
+        }
         if self.http.max_connections == 0 {
             return Err(invalid("http.max_connections", "must be at least 1"));
         }
@@ -396,7 +402,7 @@ mod tests {
         );
         assert!(!c.dns.include_warning);
         assert_eq!(c.registry.data_dir, PathBuf::from("data"));
-        assert_eq!(c.http.max_connections, 4096);
+        assert_eq!((c.http.max_connections, c.http.max_watchers), (4096, 4096));
         assert_eq!(
             (
                 c.http_header_timeout(),
@@ -457,6 +463,7 @@ mod tests {
         assert!(e.to_string().contains("dns.domain"), "{e}");
         for bad in [
             "max_connections = 0",
+            "max_watchers = 0",
             "header_timeout = \"soon\"",
             "body_timeout = \"1ms\"",
             "idle_timeout = \"2h\"",

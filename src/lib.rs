@@ -179,8 +179,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             shutdown: shutdown.clone(),
             body_timeout: config.http_body_timeout(),
         },
-        config.http.max_body_bytes,
-        config.http.max_concurrent_requests,
+        &config.http,
     );
     let limits = http::Limits {
         max_connections: config.http.max_connections,

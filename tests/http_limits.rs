@@ -263,3 +263,142 @@ async fn shutdown_closes_idle_connections_and_ends_long_polls() {
         "no longer accepting"
     );
 }
+
+/// `GET /v1/services/web?index=&wait=` as one raw request on its own connection.
+async fn start_long_poll(s: &TestServer, index: u64) -> tokio::net::TcpStream {
+    let mut c = raw::connect(s.http).await;
+    c.write_all(&raw::request(
+        "GET",
+        &format!("/v1/services/web?index={index}&wait=30s"),
+        &[],
+        b"",
+    ))
+    .await
+    .unwrap();
+    c
+}
+
+async fn current_index(s: &TestServer) -> u64 {
+    let r = s.client.get(s.url("/v1/services")).send().await.unwrap();
+    r.headers()["x-signpost-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// More long-polls than `http.max_concurrent_requests` are waiting; writes, health reports,
+/// reads and /healthz are still answered at once.
+#[tokio::test]
+async fn long_polls_do_not_hold_back_other_requests() {
+    let s = TestServer::start_with(|c| c.http.max_concurrent_requests = 4).await;
+    s.register(
+        "web",
+        "web-1",
+        json!({"address": "10.0.0.1", "port": 80, "check": {"ttl": "60s"}}),
+    )
+    .await;
+    let index = current_index(&s).await;
+    let mut polls = Vec::new();
+    for _ in 0..10 {
+        polls.push(start_long_poll(&s, index).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let within = Duration::from_secs(2);
+    let r = tokio::time::timeout(within, s.client.get(s.url("/healthz")).send())
+        .await
+        .expect("/healthz within 2 s while long-polls wait")
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = tokio::time::timeout(within, s.client.get(s.url("/v1/services")).send())
+        .await
+        .expect("a read within 2 s while long-polls wait")
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The long-polls are still waiting: nothing has changed yet.
+    for p in polls.iter_mut() {
+        assert!(
+            raw::read_reply(p, Duration::from_millis(10))
+                .await
+                .is_none()
+        );
+    }
+    let r = tokio::time::timeout(
+        within,
+        s.client
+            .put(s.url(INSTANCE))
+            .json(&json!({"address": "10.0.0.1", "port": 80, "check": {"ttl": "60s"}}))
+            .send(),
+    )
+    .await
+    .expect("a registration within 2 s while long-polls wait")
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = tokio::time::timeout(
+        within,
+        s.client
+            .put(s.url(&format!("{INSTANCE}/health")))
+            .json(&json!({"status": "passing"}))
+            .send(),
+    )
+    .await
+    .expect("a health report within 2 s while long-polls wait")
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    // The health change wakes every long-poll.
+    for p in polls.iter_mut() {
+        let r = raw::read_reply(p, Duration::from_secs(3))
+            .await
+            .expect("a long-poll wakes on the change");
+        assert_eq!(r.status, 200);
+    }
+}
+
+/// Long-polls past `http.max_watchers` are refused at once: 503 with Retry-After and the
+/// JSON error shape; the waiting ones and other requests are unaffected.
+#[tokio::test]
+async fn long_polls_past_max_watchers_get_503() {
+    let s = TestServer::start_with(|c| c.http.max_watchers = 2).await;
+    s.register("web", "web-1", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    let index = current_index(&s).await;
+    let mut waiting = [
+        start_long_poll(&s, index).await,
+        start_long_poll(&s, index).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut third = start_long_poll(&s, index).await;
+    let r = raw::read_reply(&mut third, Duration::from_secs(2))
+        .await
+        .expect("a long-poll past the cap is answered at once");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(r.error().contains("http.max_watchers"), "{}", r.error());
+    assert!(r.header("x-signpost-index").is_some());
+    // A plain read of the same service is no long-poll, and is served.
+    let r = s
+        .client
+        .get(s.url("/v1/services/web"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    s.register("web", "web-2", json!({"address": "10.0.0.2", "port": 80}))
+        .await;
+    for p in waiting.iter_mut() {
+        let r = raw::read_reply(p, Duration::from_secs(3)).await.unwrap();
+        assert_eq!(r.status, 200);
+    }
+    // Slots are given back: a new long-poll waits again.
+    let index = current_index(&s).await;
+    let mut again = start_long_poll(&s, index).await;
+    assert!(
+        raw::read_reply(&mut again, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a long-poll within the cap waits"
+    );
+}

@@ -1,9 +1,11 @@
 //! The HTTP API (CONTRACT §3): the axum router, its limits and the `X-Signpost-Index`
 //! header. Handlers live in `instances` and `services`; JSON shapes in `wire`.
 //!
-//! Only this module imports axum and hyper; `stamp` adds the index header, `serve` runs the
-//! accept loop with its connection limits (`conn`, `io`).
+//! Only this module imports axum and hyper; `stamp` adds the index header, `admit` bounds the
+//! requests running at once, `serve` runs the accept loop with its connection limits (`conn`,
+//! `io`).
 
+mod admit;
 mod body;
 mod conn;
 mod error;
@@ -27,10 +29,12 @@ use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
-use tower::limit::{ConcurrencyLimit, ConcurrencyLimitLayer};
 
+use crate::config::HttpConfig;
 use crate::registry::Registry;
+use admit::{Admit, AdmitLayer};
 use error::ApiError;
+use stamp::{StampIndex, StampIndexLayer};
 
 pub const INDEX_HEADER: &str = "x-signpost-index";
 
@@ -79,18 +83,22 @@ async fn ready(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiEr
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 
-/// The whole API as served: the registration path (`fast`) in front of the router, both
-/// under the concurrency limit.
-pub type App = ConcurrencyLimit<fast::FastRegister<Router>>;
+/// The whole API as served: the index stamp and the admission limits over the registration
+/// path (`fast`), which is in front of the router.
+pub type App = StampIndex<Admit<fast::FastRegister<Router>>>;
 
 /// The whole API.
-pub fn app(state: AppState, max_body: usize, max_concurrent: usize) -> App {
+pub fn app(state: AppState, http: &HttpConfig) -> App {
     // Shared behind one `Arc`: axum clones the state for every request, and cloning the
     // fields one by one (the cancellation token takes a lock) showed in the profile.
     let state = Arc::new(state);
-    let body_limit = DefaultBodyLimit::max(max_body);
+    let body_limit = DefaultBodyLimit::max(http.max_body_bytes);
     ServiceBuilder::new()
-        .layer(ConcurrencyLimitLayer::new(max_concurrent))
+        .layer(StampIndexLayer(state.registry.clone()))
+        .layer(AdmitLayer::new(
+            http.max_concurrent_requests,
+            http.max_watchers,
+        ))
         .layer(fast::FastRegisterLayer::new(state.clone(), body_limit))
         .service(router(state, body_limit))
 }
@@ -115,8 +123,7 @@ fn router(state: Arc<AppState>, body_limit: DefaultBodyLimit) -> Router {
             put(instances::maintenance),
         )
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(stamp::StampIndexLayer(state.registry.clone()));
+        .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/ready", get(ready))
