@@ -178,6 +178,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             max_wait: config.http.max_wait,
             shutdown: shutdown.clone(),
             body_timeout: config.http_body_timeout(),
+            max_body: config.http.max_body_bytes,
         },
         &config.http,
     );

@@ -402,3 +402,120 @@ async fn long_polls_past_max_watchers_get_503() {
         "a long-poll within the cap waits"
     );
 }
+
+/// Protocol-level errors in the JSON error shape: what hyper refuses before any handler runs
+/// (a malformed or doubled Content-Length, a malformed request line, too many or too large
+/// headers), the URI limit, and a declared body over the limit. Nothing is registered.
+#[tokio::test]
+async fn protocol_errors_answer_in_the_json_error_shape() {
+    let s = TestServer::start().await;
+    let put_head = |extra: &str| {
+        format!("PUT {INSTANCE} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n").into_bytes()
+    };
+    let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "a Content-Length that is no number",
+            put_head("Content-Length: abc\r\n"),
+            400,
+            "malformed",
+        ),
+        (
+            "two Content-Lengths that disagree",
+            put_head("Content-Length: 10\r\nContent-Length: 20\r\n"),
+            400,
+            "malformed",
+        ),
+        (
+            "a request line that is no request line",
+            b"GARBAGE\r\n\r\n".to_vec(),
+            400,
+            "malformed",
+        ),
+        ("101 headers", put_head(&many), 431, "headers too large"),
+        (
+            "a 40 KiB header",
+            put_head(&format!("X-Big: {}\r\n", "a".repeat(40 * 1024))),
+            431,
+            "headers too large",
+        ),
+        (
+            "a 9 KiB URI",
+            raw::request(
+                "GET",
+                &format!("/v1/services/{}", "a".repeat(9 * 1024)),
+                &[],
+                b"",
+            ),
+            414,
+            "URI too long",
+        ),
+        (
+            "a declared body over the limit",
+            put_head("Content-Length: 1000000\r\n"),
+            413,
+            "body",
+        ),
+    ];
+    for (what, bytes, status, text) in cases {
+        let r = raw::send(s.http, &bytes).await;
+        assert_eq!(r.status, status, "{what}: {r:?}");
+        let e = r.error();
+        assert!(e.contains(text), "{what}: {e}");
+    }
+    let r = s.client.get(s.url(INSTANCE)).send().await.unwrap();
+    assert_eq!(r.status(), 404, "nothing was registered");
+
+    // Just under the limits, the same requests are served.
+    let r = raw::send(
+        s.http,
+        &raw::request("GET", "/healthz", &[("X-Big", &"a".repeat(30 * 1024))], b""),
+    )
+    .await;
+    assert_eq!(r.status, 200, "a 30 KiB header is within the limit");
+    let r = raw::send(
+        s.http,
+        &raw::request(
+            "GET",
+            &format!("/v1/services/web?tag={}", "a".repeat(8000)),
+            &[],
+            b"",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 400, "an 8,000-byte URI reaches the handler");
+    assert!(r.error().starts_with("tag"), "{}", &r.error()[..100]);
+}
+
+/// A malformed request after a good one on the same kept-alive connection is answered in the
+/// JSON shape too, and the good one's response is untouched.
+#[tokio::test]
+async fn a_malformed_request_after_a_good_one_on_one_connection() {
+    let s = TestServer::start().await;
+    let mut c = raw::connect(s.http).await;
+    c.write_all(&raw::request("GET", "/v1/services", &[], b""))
+        .await
+        .unwrap();
+    let r = raw::read_reply(&mut c, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap(),
+        json!({"services": []})
+    );
+    c.write_all(b"PUT /v1/services/web/instances/web-1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = raw::read_reply(&mut c, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    r.error();
+    assert!(
+        raw::closed_within(&mut c, Duration::from_secs(3))
+            .await
+            .is_some(),
+        "closed after a malformed request"
+    );
+}

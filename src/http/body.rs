@@ -5,13 +5,15 @@
 //! into must not half succeed. Any Content-Type is accepted, so `curl -d` works as typed.
 //! A body must arrive within `http.body_timeout` of the handler starting to read it, or the
 //! request is answered 408 (and hyper closes the connection, its body unfinished): a client
-//! that stalls mid-body holds a request slot no longer than that.
+//! that stalls mid-body holds a request slot no longer than that. A `Content-Length` over the
+//! limit is answered 413 at once, without waiting for a body that will be refused anyway.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_LENGTH;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
@@ -24,6 +26,19 @@ impl FromRequest<Arc<AppState>> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let Some(n) = declared.filter(|&n| n > state.max_body as u64) {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "body: Content-Length {n} is over the limit of {} bytes (http.max_body_bytes)",
+                    state.max_body
+                ),
+            ));
+        }
         let wait = state.body_timeout;
         match tokio::time::timeout(wait, Bytes::from_request(req, state)).await {
             Ok(read) => read

@@ -2,8 +2,9 @@
 //! header. Handlers live in `instances` and `services`; JSON shapes in `wire`.
 //!
 //! Only this module imports axum and hyper; `stamp` adds the index header, `admit` bounds the
-//! requests running at once, `serve` runs the accept loop with its connection limits (`conn`,
-//! `io`).
+//! requests running at once, `protocol` holds the limits of a request's shape and answers
+//! protocol errors in the JSON shape, `serve` runs the accept loop with its connection limits
+//! (`conn`, `io`).
 
 mod admit;
 mod body;
@@ -12,6 +13,7 @@ mod error;
 mod fast;
 mod instances;
 mod io;
+mod protocol;
 mod serve;
 mod services;
 mod stamp;
@@ -34,6 +36,7 @@ use crate::config::HttpConfig;
 use crate::registry::Registry;
 use admit::{Admit, AdmitLayer};
 use error::ApiError;
+use protocol::{UriLimit, UriLimitLayer};
 use stamp::{StampIndex, StampIndexLayer};
 
 pub const INDEX_HEADER: &str = "x-signpost-index";
@@ -47,6 +50,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// How long a request body may take to arrive once a handler reads it (then 408).
     pub body_timeout: std::time::Duration,
+    /// The largest request body read (then 413).
+    pub max_body: usize,
 }
 
 /// The header carrying `index`.
@@ -83,18 +88,19 @@ async fn ready(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiEr
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 
-/// The whole API as served: the index stamp and the admission limits over the registration
-/// path (`fast`), which is in front of the router.
-pub type App = StampIndex<Admit<fast::FastRegister<Router>>>;
+/// The whole API as served: the index stamp, the URI limit and the admission limits over the
+/// registration path (`fast`), which is in front of the router.
+pub type App = StampIndex<UriLimit<Admit<fast::FastRegister<Router>>>>;
 
 /// The whole API.
 pub fn app(state: AppState, http: &HttpConfig) -> App {
     // Shared behind one `Arc`: axum clones the state for every request, and cloning the
     // fields one by one (the cancellation token takes a lock) showed in the profile.
     let state = Arc::new(state);
-    let body_limit = DefaultBodyLimit::max(http.max_body_bytes);
+    let body_limit = DefaultBodyLimit::max(state.max_body);
     ServiceBuilder::new()
         .layer(StampIndexLayer(state.registry.clone()))
+        .layer(UriLimitLayer)
         .layer(AdmitLayer::new(
             http.max_concurrent_requests,
             http.max_watchers,

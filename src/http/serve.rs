@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use super::App;
 use super::conn::{Conn, Counted, Timeouts};
 use super::io::ConnIo;
+use super::protocol;
 
 /// How long to pause accepting after an error that is not one connection's (out of file
 /// descriptors, memory): retrying at once would spin.
@@ -53,6 +54,10 @@ pub async fn serve(
     // Ours instead (`conn::Conn`): hyper's would also cut kept-alive connections that are
     // merely idle, and needs a hyper timer.
     builder.header_read_timeout(None);
+    // Past it hyper answers 431 (in the JSON shape, by `io::ConnIo`). The header count keeps
+    // hyper's default (`protocol::MAX_HEADERS`): setting it moves hyper's header array from the
+    // stack to the heap for every request.
+    builder.max_header_size(protocol::MAX_HEAD_BYTES);
     loop {
         let slot = tokio::select! {
             _ = shutdown.cancelled() => break,
