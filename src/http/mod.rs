@@ -1,16 +1,17 @@
 //! The HTTP API (CONTRACT §3): the axum router, its limits and the `X-Signpost-Index`
 //! header. Handlers live in `instances` and `services`; JSON shapes in `wire`.
 //!
-//! Only this module imports axum and hyper; `stamp` adds the index header, `admit` bounds the
-//! requests running at once, `protocol` holds the limits of a request's shape and answers
-//! protocol errors in the JSON shape, `serve` runs the accept loop with its connection limits
-//! (`conn`, `io`).
+//! Only this module imports axum and hyper; `stamp` adds the index header, `guard` refuses
+//! writes from foreign pages, `admit` bounds the requests running at once, `protocol` holds
+//! the limits of a request's shape and answers protocol errors in the JSON shape, `serve` runs
+//! the accept loop with its connection limits (`conn`, `io`).
 
 mod admit;
 mod body;
 mod conn;
 mod error;
 mod fast;
+mod guard;
 mod instances;
 mod io;
 mod protocol;
@@ -36,6 +37,7 @@ use crate::config::HttpConfig;
 use crate::registry::Registry;
 use admit::{Admit, AdmitLayer};
 use error::ApiError;
+use guard::{Guard, GuardLayer};
 use protocol::{UriLimit, UriLimitLayer};
 use stamp::{StampIndex, StampIndexLayer};
 
@@ -88,9 +90,9 @@ async fn ready(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiEr
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 
-/// The whole API as served: the index stamp, the URI limit and the admission limits over the
-/// registration path (`fast`), which is in front of the router.
-pub type App = StampIndex<UriLimit<Admit<fast::FastRegister<Router>>>>;
+/// The whole API as served: the index stamp, the URI limit, the origin and host guard and the
+/// admission limits over the registration path (`fast`), which is in front of the router.
+pub type App = StampIndex<UriLimit<Guard<Admit<fast::FastRegister<Router>>>>>;
 
 /// The whole API.
 pub fn app(state: AppState, http: &HttpConfig) -> App {
@@ -101,6 +103,7 @@ pub fn app(state: AppState, http: &HttpConfig) -> App {
     ServiceBuilder::new()
         .layer(StampIndexLayer(state.registry.clone()))
         .layer(UriLimitLayer)
+        .layer(GuardLayer::new(&http.allowed_origins, &http.allowed_hosts))
         .layer(AdmitLayer::new(
             http.max_concurrent_requests,
             http.max_watchers,

@@ -16,8 +16,6 @@
 //! `Connection: close`.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
@@ -25,7 +23,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
-use super::error::ApiError;
+use super::error::{ApiError, OrRefused};
 
 /// The longest request head (request line and headers) hyper reads: 32 KiB, four times
 /// nginx's default line buffer, ample for any client of this API and a bounded buffer per
@@ -62,7 +60,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Limited<S::Future>;
+    type Future = OrRefused<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -77,34 +75,12 @@ where
                 StatusCode::URI_TOO_LONG,
                 format!("URI too long: {len} bytes, at most {MAX_URI_BYTES}"),
             );
-            return Limited::Refused {
+            return OrRefused::Refused {
                 resp: Some(e.into_response()),
             };
         }
-        Limited::Passed {
+        OrRefused::Passed {
             inner: self.inner.call(req),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The refusal, or the inner service's future.
-    #[project = LimitedProj]
-    pub enum Limited<F> {
-        Refused { resp: Option<Response> },
-        Passed { #[pin] inner: F },
-    }
-}
-
-impl<F: Future<Output = Result<Response, Infallible>>> Future for Limited<F> {
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            LimitedProj::Refused { resp } => {
-                Poll::Ready(Ok(resp.take().expect("polled after completion")))
-            }
-            LimitedProj::Passed { inner } => inner.poll(cx),
         }
     }
 }
