@@ -6,8 +6,9 @@
 //! recognises exactly that shape — method PUT, no percent-escapes, no further segments — and
 //! runs the same body extractor under the same `DefaultBodyLimit` and the same handler
 //! (`instances::register`); anything else, including every malformed variant of the path,
-//! goes to the router unchanged, so routing rules, 404s and 405s stay the router's. The
-//! index header and the admission limits are layers above both.
+//! goes to the router unchanged, so routing rules, 404s and 405s stay the router's. Layers
+//! that must see every request (the index header, the guard, the limits) sit above both, in
+//! `outer` (ARCHITECTURE.md, "Invariants"; held by `tests.rs`).
 
 use std::convert::Infallible;
 use std::future::Future;

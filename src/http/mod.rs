@@ -18,6 +18,8 @@ mod protocol;
 mod serve;
 mod services;
 mod stamp;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 pub use conn::Timeouts;
@@ -31,7 +33,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
+use tower::{Layer, ServiceBuilder};
 
 use crate::config::HttpConfig;
 use crate::registry::Registry;
@@ -90,9 +92,13 @@ async fn ready(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiEr
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 
-/// The whole API as served: the index stamp, the URI limit, the origin and host guard and the
-/// admission limits over the registration path (`fast`), which is in front of the router.
-pub type App = StampIndex<UriLimit<Guard<Admit<fast::FastRegister<Router>>>>>;
+/// The layers every request passes, outermost first: the index stamp, the URI limit, the
+/// origin and host guard, the admission limits.
+pub type Outer<S> = StampIndex<UriLimit<Guard<Admit<S>>>>;
+
+/// The whole API as served: the outer layers over the registration path (`fast`), which is in
+/// front of the router.
+pub type App = Outer<fast::FastRegister<Router>>;
 
 /// The whole API.
 pub fn app(state: AppState, http: &HttpConfig) -> App {
@@ -100,6 +106,24 @@ pub fn app(state: AppState, http: &HttpConfig) -> App {
     // fields one by one (the cancellation token takes a lock) showed in the profile.
     let state = Arc::new(state);
     let body_limit = DefaultBodyLimit::max(state.max_body);
+    let routes = fast::FastRegisterLayer::new(state.clone(), body_limit)
+        .layer(router(state.clone(), body_limit));
+    outer(&state, http, routes)
+}
+
+/// The API without the registration path: every request through the router. The same
+/// requests must get the same answers from it as from `app` (`tests.rs`).
+#[cfg(test)]
+fn router_only(state: AppState, http: &HttpConfig) -> Outer<Router> {
+    let state = Arc::new(state);
+    let body_limit = DefaultBodyLimit::max(state.max_body);
+    outer(&state, http, router(state.clone(), body_limit))
+}
+
+/// Puts the layers that must see every request over `routes`. They go here, above the
+/// registration path, and nowhere below it: a layer between `fast` and the router would be
+/// skipped by every registration the path serves (ARCHITECTURE.md, "Invariants").
+fn outer<S>(state: &AppState, http: &HttpConfig, routes: S) -> Outer<S> {
     ServiceBuilder::new()
         .layer(StampIndexLayer(state.registry.clone()))
         .layer(UriLimitLayer)
@@ -108,8 +132,7 @@ pub fn app(state: AppState, http: &HttpConfig) -> App {
             http.max_concurrent_requests,
             http.max_watchers,
         ))
-        .layer(fast::FastRegisterLayer::new(state.clone(), body_limit))
-        .service(router(state, body_limit))
+        .service(routes)
 }
 
 /// Every route, through axum's router.
