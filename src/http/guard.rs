@@ -11,9 +11,9 @@
 //!   rebound page addresses its own name, which is none of these.
 //!
 //! Writes are every method but GET, HEAD and OPTIONS; reads stay open, as a read changes
-//! nothing. Requests without `Origin` (curl, agents, scripts) pass the first check, and tools
-//! that send no `Host` at all pass the second. The refusal is 403 with the JSON error shape,
-//! naming the header value at fault.
+//! nothing. Requests without `Origin` (curl, scripts, services registering themselves) pass
+//! the first check, and tools that send no `Host` at all pass the second. The refusal is 403
+//! with the JSON error shape, naming the header value at fault.
 //!
 //! The layer sits above the registration path (`fast`), so that every request passes it
 //! (ARCHITECTURE.md, "Invariants").
