@@ -148,8 +148,26 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Longest `wait` a long-poll may ask for, seconds; longer ones are cut to it.
     pub max_wait: u64,
-    /// Most HTTP requests handled at once; more wait for a slot.
+    /// Most HTTP requests handled at once, long-polls aside; more wait for a slot.
     pub max_concurrent_requests: usize,
+    /// Most long-polls (`GET /v1/services/{service}?index=`) waiting at once; more get 503.
+    pub max_watchers: usize,
+    /// Most HTTP connections open at once; further ones wait in the kernel's backlog until
+    /// one closes.
+    pub max_connections: usize,
+    /// How long a request's line and headers may take to arrive, from its first byte (or,
+    /// on a new connection, from the connection), e.g. `"10s"`.
+    pub header_timeout: String,
+    /// How long a request's body may take to arrive once the handler reads it; then 408.
+    pub body_timeout: String,
+    /// How long a kept-alive connection may wait for its next request before it is closed.
+    pub idle_timeout: String,
+    /// Origins (`https://ops.example.com`) whose pages may write; a write carrying any other
+    /// `Origin` is refused. Empty: no page may write.
+    pub allowed_origins: Vec<String>,
+    /// Host names (`signpost.internal`, or with a port) a write may be addressed to, beside
+    /// `localhost` and IP addresses; a write naming another `Host` is refused.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -159,6 +177,13 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024,
             max_wait: 600,
             max_concurrent_requests: 1024,
+            max_watchers: 4096,
+            max_connections: 4096,
+            header_timeout: "10s".into(),
+            body_timeout: "30s".into(),
+            idle_timeout: "60s".into(),
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -357,6 +382,38 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.http.max_watchers == 0 {
+            return Err(invalid("http.max_watchers", "must be at least 1"));
+        }
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1"));
+        }
+        let h = &self.http;
+        for (key, value) in [
+            ("http.header_timeout", &h.header_timeout),
+            ("http.body_timeout", &h.body_timeout),
+            ("http.idle_timeout", &h.idle_timeout),
+        ] {
+            http_timeout(key, value)?;
+        }
+        for o in &mut self.http.allowed_origins {
+            *o = normalise_origin(o).ok_or_else(|| {
+                invalid(
+                    "http.allowed_origins",
+                    &format!("{o:?} is not an origin like \"https://ops.example.com\""),
+                )
+            })?;
+        }
+        for h in &mut self.http.allowed_hosts {
+            *h = normalise_host(h).ok_or_else(|| {
+                invalid(
+                    "http.allowed_hosts",
+                    &format!(
+                        "{h:?} is not a host name like \"signpost.internal\" (a port may follow)"
+                    ),
+                )
+            })?;
+        }
         if self.health.max_concurrent_checks == 0 {
             return Err(invalid(
                 "health.max_concurrent_checks",
@@ -380,6 +437,70 @@ impl Config {
 
     pub fn tcp_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.dns.tcp_idle_timeout)
+    }
+
+    /// `http.header_timeout`, validated.
+    pub fn http_header_timeout(&self) -> Duration {
+        http_timeout("http.header_timeout", &self.http.header_timeout).expect("validated")
+    }
+
+    /// `http.body_timeout`, validated.
+    pub fn http_body_timeout(&self) -> Duration {
+        http_timeout("http.body_timeout", &self.http.body_timeout).expect("validated")
+    }
+
+    /// `http.idle_timeout`, validated.
+    pub fn http_idle_timeout(&self) -> Duration {
+        http_timeout("http.idle_timeout", &self.http.idle_timeout).expect("validated")
+    }
+}
+
+/// An origin as browsers send it: `http://` or `https://`, a host (a name, an IPv4 address
+/// or a bracketed IPv6 one) and an optional port, lowercased, with no path; `None` for
+/// anything else.
+fn normalise_origin(s: &str) -> Option<String> {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.strip_suffix('/').unwrap_or(&s);
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))?;
+    normalise_host(rest)?;
+    Some(s.to_string())
+}
+
+/// A host as a `Host` header names it: a name, an IPv4 address or a bracketed IPv6 one, and
+/// an optional port, lowercased; `None` for anything else.
+fn normalise_host(s: &str) -> Option<String> {
+    let s = s.trim().to_ascii_lowercase();
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && (!h.contains(':') || h.ends_with(']')) => (h, Some(p)),
+        _ => (s.as_str(), None),
+    };
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return None;
+    }
+    let ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        // Labels of letters, digits and hyphens; a trailing dot (the root) is allowed.
+        let name = host.strip_suffix('.').unwrap_or(host);
+        !name.is_empty()
+            && name
+                .split('.')
+                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    };
+    ok.then_some(s)
+}
+
+/// An HTTP timeout written like `"10s"` or `"300ms"`: from 10 ms (shorter would close
+/// connections before a client on a busy network could speak) to an hour.
+fn http_timeout(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    match humantime::parse_duration(value) {
+        Ok(d) if d >= Duration::from_millis(10) && d <= Duration::from_secs(3600) => Ok(d),
+        _ => Err(ConfigError::Invalid {
+            key,
+            message: format!("{value:?} must be a duration from 10ms to 1h, like \"10s\""),
+        }),
     }
 }
 
@@ -406,6 +527,19 @@ mod tests {
             (1024, 32)
         );
         assert_eq!(c.registry.data_dir, PathBuf::from("data"));
+        assert_eq!((c.http.max_connections, c.http.max_watchers), (4096, 4096));
+        assert_eq!(
+            (
+                c.http_header_timeout(),
+                c.http_body_timeout(),
+                c.http_idle_timeout()
+            ),
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(30),
+                Duration::from_secs(60)
+            )
+        );
     }
 
     #[test]
@@ -477,6 +611,24 @@ mod tests {
     }
 
     #[test]
+    fn origins_and_hosts_are_normalised() {
+        let c = Config::parse(
+            "[http]\nallowed_origins = [\"HTTPS://Ops.Example.com/\", \"http://[::1]:8080\"]\n\
+             allowed_hosts = [\"Signpost.Internal\", \"sp.internal:8500\", \"[::1]:80\"]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.http.allowed_origins,
+            ["https://ops.example.com", "http://[::1]:8080"]
+        );
+        assert_eq!(
+            c.http.allowed_hosts,
+            ["signpost.internal", "sp.internal:8500", "[::1]:80"]
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = Config::parse("[dns]\nttl = \"x\"", Path::new("f.toml")).unwrap_err();
         assert!(
@@ -493,6 +645,29 @@ mod tests {
             e.to_string().contains("dns.max_tcp_connections_per_client"),
             "{e}"
         );
+        for bad in [
+            "max_connections = 0",
+            "max_watchers = 0",
+            "header_timeout = \"soon\"",
+            "body_timeout = \"1ms\"",
+            "idle_timeout = \"2h\"",
+        ] {
+            let e = Config::parse(&format!("[http]\n{bad}"), Path::new("f")).unwrap_err();
+            let key = format!("http.{}", bad.split(' ').next().unwrap());
+            assert!(e.to_string().contains(&key), "{bad}: {e}");
+        }
+        for bad in [
+            "allowed_origins = [\"ops.example.com\"]",
+            "allowed_origins = [\"https://ops.example.com/ui\"]",
+            "allowed_origins = [\"ftp://ops.example.com\"]",
+            "allowed_hosts = [\"sign post\"]",
+            "allowed_hosts = [\"signpost:http\"]",
+            "allowed_hosts = [\"a..b\"]",
+        ] {
+            let e = Config::parse(&format!("[http]\n{bad}"), Path::new("f")).unwrap_err();
+            let key = format!("http.{}", bad.split(' ').next().unwrap());
+            assert!(e.to_string().contains(&key), "{bad}: {e}");
+        }
         let e = Config::parse("[registry]\nbackend = \"x\"", Path::new("f")).unwrap_err();
         assert!(e.to_string().contains("registry.backend"), "{e}");
     }

@@ -11,14 +11,16 @@
 //! - `registry`: the one writer; publishes `Snapshot`s and rebuilds `View`s.
 //! - `health`: the checker (HTTP, TCP), TTL and `deregister_after` deadlines.
 //! - `dns`: the name table, protocol policy, response writer, UDP/TCP transports.
-//! - `http`: the axum API.
+//! - `http`: the axum API and its hyper accept loop.
 //! - `lifecycle`: signals and ordered shutdown.
 //! - `memory`: freed start-up memory handed back to the system.
+//! - `files`: the open-file limit fitted to the configured connection caps.
 //!
 //! `start` wires them; `check_config` validates a config and its zone files.
 
 pub mod config;
 pub mod dns;
+mod files;
 pub mod health;
 pub mod http;
 pub mod lifecycle;
@@ -114,6 +116,7 @@ impl Running {
 /// Opens the store, binds every listener and starts serving. Returns once everything is
 /// bound, so callers (tests, the binary) can read the addresses.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
+    files::fit_open_file_limit(&config);
     let view = dns::DnsView::new(&config)?;
     let backend = {
         let dir = config.registry.data_dir.clone();
@@ -175,11 +178,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             registry: registry.clone(),
             max_wait: config.http.max_wait,
             shutdown: shutdown.clone(),
+            body_timeout: config.http_body_timeout(),
+            max_body: config.http.max_body_bytes,
         },
-        config.http.max_body_bytes,
-        config.http.max_concurrent_requests,
+        &config.http,
     );
-    let http = tokio::spawn(http::serve(http_listener, app, shutdown.clone()));
+    let limits = http::Limits {
+        max_connections: config.http.max_connections,
+        timeouts: http::Timeouts {
+            header: config.http_header_timeout(),
+            idle: config.http_idle_timeout(),
+        },
+    };
+    let http = tokio::spawn(http::serve(http_listener, app, limits, shutdown.clone()));
 
     let snap = registry.snapshot();
     let dns_list = dns_addrs

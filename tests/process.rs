@@ -2,8 +2,9 @@
 //! child process on `127.0.0.1:0`, its addresses read from the `signpost ready` log line;
 //! SIGTERM and SIGINT end it with status 0 after draining; a `kill -9` in the middle of a
 //! burst of registrations loses none that were answered 200; a corrupt store or a taken port
-//! stops it at once with one clear line; and `check-config` accepts the shipped config and
-//! names what is wrong in a bad one. Every child is killed when its test fails.
+//! stops it at once with one clear line; `check-config` accepts the shipped config and
+//! names what is wrong in a bad one; and an HTTP flood under a small open-file limit leaves
+//! DNS over TCP and writes working. Every child is killed when its test fails.
 
 mod common;
 
@@ -849,4 +850,97 @@ async fn a_removed_data_dir_refuses_writes() {
     assert_eq!(ready.status(), 503);
     // Reads still answer from memory.
     assert_eq!(instances(&c, s.http, "web").await.len(), 1);
+}
+
+/// An HTTP flood under a small open-file limit (256, as a default `ulimit -n` of 1024 is to
+/// thousands of connections): with `http.max_connections` below the limit, the flood waits
+/// in the kernel's backlog instead of taking every file descriptor, so DNS over TCP still
+/// answers, `/ready` stays 200 and a registration is served once the header timeout has
+/// closed the idle connections ahead of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_flood_under_a_small_file_limit_leaves_dns_and_writes_working() {
+    use std::os::unix::process::CommandExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("signpost.toml");
+    std::fs::write(
+        &config,
+        "[http]\nmax_connections = 64\nheader_timeout = \"500ms\"\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(tmp.path())
+        .args(["serve", "--dns-listen", "127.0.0.1:0", "--http-listen"])
+        .args(["127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&config);
+    // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut proc = Proc::spawn(&mut cmd);
+    let (dns, http) = proc.ready();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    register(&c, http, "web", "web-1", "10.0.0.1").await;
+
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        flood.push(tokio::net::TcpStream::connect(http).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // DNS over TCP: one query, its answer within 2 s.
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(dns))
+        .await
+        .expect("DNS TCP connect")
+        .unwrap();
+    let q = common::query("web.service.internal.", RecordType::A, None);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    s.write_all(&framed).await.unwrap();
+    let mut len = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut len))
+        .await
+        .expect("a DNS-over-TCP answer within 2 s while HTTP is flooded")
+        .unwrap();
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).await.unwrap();
+    let m = Message::from_vec(&buf).unwrap();
+    assert_eq!(m.answers.len(), 1, "{m:?}");
+
+    // Writes still work, served once slots free up (a new client: a new connection, behind
+    // the flood).
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let r = c
+        .put(format!("http://{http}/v1/services/web/instances/web-2"))
+        .json(&json!({"address": "10.0.0.2", "port": 80}))
+        .send()
+        .await
+        .expect("a registration answered while the flood is held");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let r = c.get(format!("http://{http}/ready")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(resolve_a(dns, "web-2.web.instance.internal.").len(), 1);
+    assert!(proc.child.try_wait().unwrap().is_none(), "still running");
+    drop(flood);
 }

@@ -3,24 +3,55 @@
 //! A body is one JSON value: anything but whitespace after it is refused (`body: trailing
 //! characters after the JSON value at line 1 column 37`), as a body two writes were glued
 //! into must not half succeed. Any Content-Type is accepted, so `curl -d` works as typed.
+//! A body must arrive within `http.body_timeout` of the handler starting to read it, or the
+//! request is answered 408 (and hyper closes the connection, its body unfinished): a client
+//! that stalls mid-body holds a request slot no longer than that. A `Content-Length` over the
+//! limit is answered 413 at once, without waiting for a body that will be refused anyway.
+
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_LENGTH;
 use serde::de::DeserializeOwned;
 
+use super::AppState;
 use super::error::ApiError;
 
-/// The raw body, with size-limit and read failures turned into JSON errors.
+/// The raw body, with size-limit, read and timeout failures turned into JSON errors.
 pub struct RawBody(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for RawBody {
+impl FromRequest<Arc<AppState>> for RawBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state)
-            .await
-            .map(RawBody)
-            .map_err(|r| ApiError::new(r.status(), format!("body: {}", r.body_text())))
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let Some(n) = declared.filter(|&n| n > state.max_body as u64) {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "body: Content-Length {n} is over the limit of {} bytes (http.max_body_bytes)",
+                    state.max_body
+                ),
+            ));
+        }
+        let wait = state.body_timeout;
+        match tokio::time::timeout(wait, Bytes::from_request(req, state)).await {
+            Ok(read) => read
+                .map(RawBody)
+                .map_err(|r| ApiError::new(r.status(), format!("body: {}", r.body_text()))),
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "body: not received within {} (http.body_timeout)",
+                    humantime::format_duration(wait)
+                ),
+            )),
+        }
     }
 }
 

@@ -4,10 +4,11 @@
 //! per-route layers cost more than the handler: serving the same registrations through this
 //! path took a quarter less CPU per request (BENCHMARKS.md, "Writes and scale"). So this layer
 //! recognises exactly that shape — method PUT, no percent-escapes, no further segments — and
-//! runs the same body extractor under the same `DefaultBodyLimit`, the same handler
-//! (`instances::register`) and the same index stamp (`stamp::add_index`); anything else,
-//! including every malformed variant of the path, goes to the router unchanged, so routing
-//! rules, 404s and 405s stay the router's.
+//! runs the same body extractor under the same `DefaultBodyLimit` and the same handler
+//! (`instances::register`); anything else, including every malformed variant of the path,
+//! goes to the router unchanged, so routing rules, 404s and 405s stay the router's. Layers
+//! that must see every request (the index header, the guard, the limits) sit above both, in
+//! `outer` (ARCHITECTURE.md, "Invariants"; held by `tests.rs`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
 use super::body::RawBody;
-use super::{AppState, instances, stamp};
+use super::{AppState, instances};
 
 #[derive(Clone)]
 pub struct FastRegisterLayer {
@@ -120,16 +121,14 @@ fn registration(req: &Request) -> Option<(String, String)> {
     Some((service.to_string(), id.to_string()))
 }
 
-/// The router's registration route, without the router: body extractor, handler, index.
+/// The router's registration route, without the router: body extractor and handler.
 async fn register(state: Arc<AppState>, service: String, id: String, req: Request) -> Response {
-    let mut resp = match RawBody::from_request(req, &()).await {
-        Ok(body) => instances::register(State(state.clone()), Path((service, id)), body)
+    match RawBody::from_request(req, &state).await {
+        Ok(body) => instances::register(State(state), Path((service, id)), body)
             .await
             .unwrap_or_else(IntoResponse::into_response),
         Err(e) => e.into_response(),
-    };
-    stamp::add_index(&mut resp, &state.registry);
-    resp
+    }
 }
 
 #[cfg(test)]

@@ -1,30 +1,47 @@
 //! The HTTP API (CONTRACT §3): the axum router, its limits and the `X-Signpost-Index`
 //! header. Handlers live in `instances` and `services`; JSON shapes in `wire`.
 //!
-//! Only this module imports axum; `stamp` adds the index header.
+//! Only this module imports axum and hyper; `stamp` adds the index header, `guard` refuses
+//! writes from foreign pages, `admit` bounds the requests running at once, `protocol` holds
+//! the limits of a request's shape and answers protocol errors in the JSON shape, `serve` runs
+//! the accept loop with its connection limits (`conn`, `io`).
 
+mod admit;
 mod body;
+mod conn;
 mod error;
 mod fast;
+mod guard;
 mod instances;
+mod io;
+mod protocol;
+mod serve;
 mod services;
 mod stamp;
+#[cfg(test)]
+mod tests;
 mod wire;
+
+pub use conn::Timeouts;
+pub use serve::{Limits, serve};
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::ServiceExt;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
-use tower::limit::{ConcurrencyLimit, ConcurrencyLimitLayer};
+use tower::{Layer, ServiceBuilder};
 
+use crate::config::HttpConfig;
 use crate::registry::Registry;
+use admit::{Admit, AdmitLayer};
 use error::ApiError;
+use guard::{Guard, GuardLayer};
+use protocol::{UriLimit, UriLimitLayer};
+use stamp::{StampIndex, StampIndexLayer};
 
 pub const INDEX_HEADER: &str = "x-signpost-index";
 
@@ -35,6 +52,10 @@ pub struct AppState {
     pub max_wait: u64,
     /// Cancelled at shutdown: long-polls return early so the server can drain.
     pub shutdown: CancellationToken,
+    /// How long a request body may take to arrive once a handler reads it (then 408).
+    pub body_timeout: std::time::Duration,
+    /// The largest request body read (then 413).
+    pub max_body: usize,
 }
 
 /// The header carrying `index`.
@@ -71,20 +92,47 @@ async fn ready(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiEr
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 
-/// The whole API as served: the registration path (`fast`) in front of the router, both
-/// under the concurrency limit.
-pub type App = ConcurrencyLimit<fast::FastRegister<Router>>;
+/// The layers every request passes, outermost first: the index stamp, the URI limit, the
+/// origin and host guard, the admission limits.
+pub type Outer<S> = StampIndex<UriLimit<Guard<Admit<S>>>>;
+
+/// The whole API as served: the outer layers over the registration path (`fast`), which is in
+/// front of the router.
+pub type App = Outer<fast::FastRegister<Router>>;
 
 /// The whole API.
-pub fn app(state: AppState, max_body: usize, max_concurrent: usize) -> App {
+pub fn app(state: AppState, http: &HttpConfig) -> App {
     // Shared behind one `Arc`: axum clones the state for every request, and cloning the
     // fields one by one (the cancellation token takes a lock) showed in the profile.
     let state = Arc::new(state);
-    let body_limit = DefaultBodyLimit::max(max_body);
+    let body_limit = DefaultBodyLimit::max(state.max_body);
+    let routes = fast::FastRegisterLayer::new(state.clone(), body_limit)
+        .layer(router(state.clone(), body_limit));
+    outer(&state, http, routes)
+}
+
+/// The API without the registration path: every request through the router. The same
+/// requests must get the same answers from it as from `app` (`tests.rs`).
+#[cfg(test)]
+fn router_only(state: AppState, http: &HttpConfig) -> Outer<Router> {
+    let state = Arc::new(state);
+    let body_limit = DefaultBodyLimit::max(state.max_body);
+    outer(&state, http, router(state.clone(), body_limit))
+}
+
+/// Puts the layers that must see every request over `routes`. They go here, above the
+/// registration path, and nowhere below it: a layer between `fast` and the router would be
+/// skipped by every registration the path serves (ARCHITECTURE.md, "Invariants").
+fn outer<S>(state: &AppState, http: &HttpConfig, routes: S) -> Outer<S> {
     ServiceBuilder::new()
-        .layer(ConcurrencyLimitLayer::new(max_concurrent))
-        .layer(fast::FastRegisterLayer::new(state.clone(), body_limit))
-        .service(router(state, body_limit))
+        .layer(StampIndexLayer(state.registry.clone()))
+        .layer(UriLimitLayer)
+        .layer(GuardLayer::new(&http.allowed_origins, &http.allowed_hosts))
+        .layer(AdmitLayer::new(
+            http.max_concurrent_requests,
+            http.max_watchers,
+        ))
+        .service(routes)
 }
 
 /// Every route, through axum's router.
@@ -107,8 +155,7 @@ fn router(state: Arc<AppState>, body_limit: DefaultBodyLimit) -> Router {
             put(instances::maintenance),
         )
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(stamp::StampIndexLayer(state.registry.clone()));
+        .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/ready", get(ready))
@@ -116,15 +163,4 @@ fn router(state: Arc<AppState>, body_limit: DefaultBodyLimit) -> Router {
         .fallback(not_found)
         .layer(body_limit)
         .with_state(state)
-}
-
-/// Serves the API on `listener` until `shutdown`; in-flight requests finish first.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: App,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
 }

@@ -1,6 +1,10 @@
 //! The `X-Signpost-Index` header on every `/v1` response that has none yet: errors, and
 //! anything a handler did not stamp with the index of its own content.
 //!
+//! It is the outermost layer, so that responses made above the router (refusals of the
+//! admission limits, the registration path's) carry the header too; it looks at the path
+//! itself to leave `/healthz` and `/ready` alone.
+//!
 //! A tower layer with its own future rather than `axum::middleware::from_fn`, which boxes
 //! every request's future and clones the state into it: on the registration path that was a
 //! few per cent of the CPU for one header.
@@ -10,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use tower::{Layer, Service};
@@ -37,9 +42,9 @@ pub struct StampIndex<S> {
     registry: Arc<Registry>,
 }
 
-impl<S, R> Service<R> for StampIndex<S>
+impl<S> Service<Request> for StampIndex<S>
 where
-    S: Service<R, Response = Response>,
+    S: Service<Request, Response = Response>,
 {
     type Response = Response;
     type Error = S::Error;
@@ -49,20 +54,22 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: R) -> Self::Future {
+    fn call(&mut self, req: Request) -> Self::Future {
+        let path = req.uri().path();
+        let v1 = path == "/v1" || path.starts_with("/v1/");
         Stamped {
             inner: self.inner.call(req),
-            registry: self.registry.clone(),
+            registry: v1.then(|| self.registry.clone()),
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The inner service's future; its response gets the header on the way out.
+    /// The inner service's future; a `/v1` response gets the header on the way out.
     pub struct Stamped<F> {
         #[pin]
         inner: F,
-        registry: Arc<Registry>,
+        registry: Option<Arc<Registry>>,
     }
 }
 
@@ -75,13 +82,15 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut resp = std::task::ready!(this.inner.poll(cx))?;
-        add_index(&mut resp, this.registry);
+        if let Some(registry) = this.registry {
+            add_index(&mut resp, registry);
+        }
         Poll::Ready(Ok(resp))
     }
 }
 
 /// Adds the current index to `resp` unless it carries one already.
-pub fn add_index(resp: &mut Response, registry: &Registry) {
+fn add_index(resp: &mut Response, registry: &Registry) {
     if !resp.headers().contains_key(INDEX_HEADER) {
         resp.headers_mut().insert(
             HeaderName::from_static(INDEX_HEADER),

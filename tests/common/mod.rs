@@ -1,7 +1,9 @@
 //! Shared test harness: a real signpost server started in-process on `127.0.0.1:0`, with its
 //! own data dir and zones dir, plus small DNS and HTTP clients that talk to it over real
-//! sockets.
+//! sockets; `raw` speaks HTTP/1.1 by hand for requests no client library would send.
 #![allow(dead_code)]
+
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
