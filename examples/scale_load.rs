@@ -34,6 +34,8 @@ use tokio::net::{TcpStream, UdpSocket};
 struct Conn {
     s: TcpStream,
     buf: Vec<u8>,
+    /// The `Host` header: the address connected to, as a client would send it.
+    host: String,
 }
 
 impl Conn {
@@ -43,12 +45,14 @@ impl Conn {
         Ok(Self {
             s,
             buf: Vec::with_capacity(16 * 1024),
+            host: addr.to_string(),
         })
     }
 
     async fn send(&mut self, method: &str, path: &str, body: &str) -> io::Result<()> {
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: signpost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.host,
             body.len()
         );
         self.s.write_all(req.as_bytes()).await
