@@ -122,15 +122,14 @@ fn main() -> ExitCode {
             }
             if let Some(f) = log_format {
                 cfg.log.format = match f {
-                    LogFormat::Human => "human",
-                    LogFormat::Json => "json",
-                }
-                .into();
+                    LogFormat::Human => signpost::config::LogFormat::Human,
+                    LogFormat::Json => signpost::config::LogFormat::Json,
+                };
             }
             if let Err(e) = cfg.validate() {
                 return fail(e);
             }
-            init_logs(cfg.log.format == "json");
+            init_logs(cfg.log.format == signpost::config::LogFormat::Json);
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => return fail(e),

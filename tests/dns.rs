@@ -1653,7 +1653,7 @@ async fn rate_limit_off_and_exempt_networks_answer_every_query() {
     let one_exempt = rrl_server(|c| {
         c.dns.rate_limit = RATE as u32;
         c.dns.rate_limit_ipv4_prefix = 32;
-        c.dns.rate_limit_exempt = vec!["127.0.0.2/32".into()];
+        c.dns.rate_limit_exempt = vec![signpost::config::Network::parse("127.0.0.2/32").unwrap()];
     })
     .await;
     let f = flood(&one_exempt, "127.0.0.2").await;

@@ -13,6 +13,7 @@ use hickory_proto::rr::{RData, RecordType};
 use serde_json::json;
 
 use common::TestServer;
+use signpost::config::{Network, Upstream};
 
 const UPSTREAM_ZONE: &str = "$ORIGIN example.org.\n$TTL 300\n\
 @    IN SOA ns.example.org. hostmaster.example.org. 7 3600 600 86400 120\n\
@@ -42,8 +43,11 @@ async fn forwarding_to(
     tweak: impl FnOnce(&mut signpost::config::Config),
 ) -> TestServer {
     TestServer::start_with(|c| {
-        c.dns.forward.upstreams = upstreams;
-        c.dns.forward.timeout = "300ms".into();
+        c.dns.forward.upstreams = upstreams
+            .iter()
+            .map(|u| Upstream::parse(u).expect("an upstream"))
+            .collect();
+        c.dns.forward.timeout = Duration::from_millis(300);
         tweak(c);
     })
     .await
@@ -127,7 +131,7 @@ async fn own_names_are_never_forwarded_and_carry_ra() {
 async fn clients_outside_allow_are_refused_without_ra() {
     let up = upstream(None).await;
     let s = forwarding_to(vec![up.dns.to_string()], |c| {
-        c.dns.forward.allow = vec!["10.0.0.0/8".into()];
+        c.dns.forward.allow = vec![Network::parse("10.0.0.0/8").unwrap()];
     })
     .await;
     for tcp in [false, true] {
@@ -179,7 +183,7 @@ async fn failing_upstreams_give_servfail_not_silence() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let silent_addr = silent.local_addr().unwrap();
     let s = forwarding_to(vec![silent_addr.to_string()], |c| {
-        c.dns.forward.timeout = "200ms".into();
+        c.dns.forward.timeout = Duration::from_millis(200);
         c.dns.forward.attempts = 2;
     })
     .await;

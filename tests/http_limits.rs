@@ -22,7 +22,7 @@ const INSTANCE: &str = "/v1/services/web/instances/web-1";
 async fn connections_over_the_cap_wait_for_a_slot_and_dns_still_answers() {
     let s = TestServer::start_with(|c| {
         c.http.max_connections = 8;
-        c.http.header_timeout = "1s".into();
+        c.http.header_timeout = std::time::Duration::from_secs(1);
     })
     .await;
     s.register("web", "web-1", json!({"address": "10.0.0.1", "port": 80}))
@@ -71,7 +71,9 @@ async fn connections_over_the_cap_wait_for_a_slot_and_dns_still_answers() {
 /// they stall halfway or trickle in a byte at a time.
 #[tokio::test]
 async fn slow_headers_are_cut_off() {
-    let s = TestServer::start_with(|c| c.http.header_timeout = "300ms".into()).await;
+    let s =
+        TestServer::start_with(|c| c.http.header_timeout = std::time::Duration::from_millis(300))
+            .await;
 
     // Half a request, then nothing.
     let mut half = raw::connect(s.http).await;
@@ -130,7 +132,8 @@ async fn slow_headers_are_cut_off() {
 /// nothing changes, on the registration path and on a route of the router.
 #[tokio::test]
 async fn a_stalled_body_gets_408() {
-    let s = TestServer::start_with(|c| c.http.body_timeout = "300ms".into()).await;
+    let s = TestServer::start_with(|c| c.http.body_timeout = std::time::Duration::from_millis(300))
+        .await;
     s.register("web", "web-2", json!({"address": "10.0.0.2", "port": 80}))
         .await;
     for path in [INSTANCE, "/v1/services/web/instances/web-2/maintenance"] {
@@ -177,8 +180,8 @@ async fn a_stalled_body_gets_408() {
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed() {
     let s = TestServer::start_with(|c| {
-        c.http.header_timeout = "300ms".into();
-        c.http.idle_timeout = "1500ms".into();
+        c.http.header_timeout = std::time::Duration::from_millis(300);
+        c.http.idle_timeout = std::time::Duration::from_millis(1500);
     })
     .await;
     let mut c = raw::connect(s.http).await;

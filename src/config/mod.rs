@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod value;
+
+use value::duration;
+pub use value::{Backend, LogFormat, Network, Upstream};
+
 /// What went wrong reading a configuration; every message names the file or key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -69,8 +74,9 @@ pub struct DnsConfig {
     pub max_tcp_connections: usize,
     /// Most TCP connections from one client address at once; one more is closed at once.
     pub max_tcp_connections_per_client: usize,
-    /// A TCP connection idle this long (no complete query) is closed, in seconds.
-    pub tcp_idle_timeout: u64,
+    /// A TCP connection idle this long (no complete query) is closed.
+    #[serde(deserialize_with = "duration")]
+    pub tcp_idle_timeout: Duration,
     /// Response-rate limiting (RRL) of UDP answers: responses per second per client prefix
     /// and response class (`dns::rrl`). 0: off.
     pub rate_limit: u32,
@@ -82,7 +88,7 @@ pub struct DnsConfig {
     /// Prefix length that groups IPv6 clients into one rate-limited source.
     pub rate_limit_ipv6_prefix: u8,
     /// Client networks (CIDR) never rate-limited.
-    pub rate_limit_exempt: Vec<String>,
+    pub rate_limit_exempt: Vec<Network>,
     /// Forwarding of names outside every zone.
     pub forward: ForwardConfig,
 }
@@ -93,13 +99,14 @@ pub struct DnsConfig {
 pub struct ForwardConfig {
     /// Upstream servers: `IP` (port 53) or `IP:PORT` (`[V6]:PORT`), or `"resolv.conf"` for
     /// the nameservers of `resolv_conf`. Empty: forwarding off, outside names REFUSED.
-    pub upstreams: Vec<String>,
+    pub upstreams: Vec<Upstream>,
     /// The file `"resolv.conf"` in `upstreams` stands for.
     pub resolv_conf: PathBuf,
     /// Client networks (CIDR) that may use forwarding; others get REFUSED.
-    pub allow: Vec<String>,
+    pub allow: Vec<Network>,
     /// How long to wait for one upstream's answer, e.g. `"2s"`.
-    pub timeout: String,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
     /// Tries per query, each on the next upstream; then SERVFAIL.
     pub attempts: u32,
 }
@@ -109,8 +116,11 @@ impl Default for ForwardConfig {
         Self {
             upstreams: Vec::new(),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
-            allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
-            timeout: "2s".into(),
+            allow: ["127.0.0.0/8", "::1/128"]
+                .into_iter()
+                .filter_map(Network::parse)
+                .collect(),
+            timeout: Duration::from_secs(2),
             attempts: 2,
         }
     }
@@ -128,12 +138,15 @@ impl Default for DnsConfig {
             zones_dir: PathBuf::from("zones"),
             max_tcp_connections: 1024,
             max_tcp_connections_per_client: 32,
-            tcp_idle_timeout: 10,
+            tcp_idle_timeout: Duration::from_secs(10),
             rate_limit: 0,
             rate_limit_slip: 2,
             rate_limit_ipv4_prefix: 24,
             rate_limit_ipv6_prefix: 56,
-            rate_limit_exempt: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            rate_limit_exempt: ["127.0.0.0/8", "::1/128"]
+                .into_iter()
+                .filter_map(Network::parse)
+                .collect(),
             forward: ForwardConfig::default(),
         }
     }
@@ -147,7 +160,8 @@ pub struct HttpConfig {
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
     /// Longest `wait` a long-poll may ask for, seconds; longer ones are cut to it.
-    pub max_wait: u64,
+    #[serde(deserialize_with = "duration")]
+    pub max_wait: Duration,
     /// Most HTTP requests handled at once, long-polls aside; more wait for a slot.
     pub max_concurrent_requests: usize,
     /// Most long-polls (`GET /v1/services/{service}?index=`) waiting at once; more get 503.
@@ -157,11 +171,14 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// How long a request's line and headers may take to arrive, from its first byte (or,
     /// on a new connection, from the connection), e.g. `"10s"`.
-    pub header_timeout: String,
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
     /// How long a request's body may take to arrive once the handler reads it; then 408.
-    pub body_timeout: String,
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
     /// How long a kept-alive connection may wait for its next request before it is closed.
-    pub idle_timeout: String,
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
     /// Origins (`https://ops.example.com`) whose pages may write; a write carrying any other
     /// `Origin` is refused. Empty: no page may write.
     pub allowed_origins: Vec<String>,
@@ -175,13 +192,13 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8500)),
             max_body_bytes: 64 * 1024,
-            max_wait: 600,
+            max_wait: Duration::from_secs(600),
             max_concurrent_requests: 1024,
             max_watchers: 4096,
             max_connections: 4096,
-            header_timeout: "10s".into(),
-            body_timeout: "30s".into(),
-            idle_timeout: "60s".into(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
         }
@@ -192,7 +209,7 @@ impl Default for HttpConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
     /// Where registrations are kept: `embedded` (a database file in `data_dir`).
-    pub backend: String,
+    pub backend: Backend,
     /// Folder of the embedded store.
     pub data_dir: PathBuf,
 }
@@ -200,7 +217,7 @@ pub struct RegistryConfig {
 impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
-            backend: "embedded".into(),
+            backend: Backend::Embedded,
             data_dir: PathBuf::from("data"),
         }
     }
@@ -210,13 +227,13 @@ impl Default for RegistryConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `human` or `json`.
-    pub format: String,
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            format: "human".into(),
+            format: LogFormat::Human,
         }
     }
 }
@@ -318,7 +335,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if self.dns.tcp_idle_timeout == 0 {
+        if self.dns.tcp_idle_timeout < Duration::from_secs(1) {
             return Err(invalid("dns.tcp_idle_timeout", "must be at least 1 second"));
         }
         if self.dns.rate_limit > MAX_RATE_LIMIT {
@@ -336,39 +353,12 @@ impl Config {
         if self.dns.rate_limit_ipv6_prefix > 128 {
             return Err(invalid("dns.rate_limit_ipv6_prefix", "must be 0 to 128"));
         }
-        for a in &self.dns.rate_limit_exempt {
-            a.parse::<ipnet::IpNet>().map_err(|_| {
-                invalid(
-                    "dns.rate_limit_exempt",
-                    &format!("{a:?} is not a network like 127.0.0.0/8"),
-                )
-            })?;
-        }
         let f = &self.dns.forward;
-        for a in &f.allow {
-            a.parse::<ipnet::IpNet>().map_err(|_| {
-                invalid(
-                    "dns.forward.allow",
-                    &format!("{a:?} is not a network like 10.0.0.0/8"),
-                )
-            })?;
-        }
-        for u in &f.upstreams {
-            if u != "resolv.conf" && parse_upstream(u).is_none() {
-                return Err(invalid(
-                    "dns.forward.upstreams",
-                    &format!("{u:?} is not IP, IP:PORT or \"resolv.conf\""),
-                ));
-            }
-        }
-        match humantime::parse_duration(&f.timeout) {
-            Ok(d) if d >= Duration::from_millis(10) && d <= Duration::from_secs(30) => {}
-            _ => {
-                return Err(invalid(
-                    "dns.forward.timeout",
-                    "must be a duration from 10ms to 30s, like \"2s\"",
-                ));
-            }
+        if f.timeout < Duration::from_millis(10) || f.timeout > Duration::from_secs(30) {
+            return Err(invalid(
+                "dns.forward.timeout",
+                "must be a duration from 10ms to 30s, like \"2s\"",
+            ));
         }
         if f.attempts == 0 || f.attempts > 10 {
             return Err(invalid("dns.forward.attempts", "must be 1 to 10"));
@@ -390,9 +380,9 @@ impl Config {
         }
         let h = &self.http;
         for (key, value) in [
-            ("http.header_timeout", &h.header_timeout),
-            ("http.body_timeout", &h.body_timeout),
-            ("http.idle_timeout", &h.idle_timeout),
+            ("http.header_timeout", h.header_timeout),
+            ("http.body_timeout", h.body_timeout),
+            ("http.idle_timeout", h.idle_timeout),
         ] {
             http_timeout(key, value)?;
         }
@@ -420,38 +410,26 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if self.registry.backend != "embedded" {
-            return Err(invalid(
-                "registry.backend",
-                &format!(
-                    "{:?} is not a known backend (embedded)",
-                    self.registry.backend
-                ),
-            ));
-        }
-        if self.log.format != "human" && self.log.format != "json" {
-            return Err(invalid("log.format", "must be \"human\" or \"json\""));
-        }
         Ok(())
     }
 
     pub fn tcp_idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.dns.tcp_idle_timeout)
+        self.dns.tcp_idle_timeout
     }
 
     /// `http.header_timeout`, validated.
     pub fn http_header_timeout(&self) -> Duration {
-        http_timeout("http.header_timeout", &self.http.header_timeout).expect("validated")
+        self.http.header_timeout
     }
 
     /// `http.body_timeout`, validated.
     pub fn http_body_timeout(&self) -> Duration {
-        http_timeout("http.body_timeout", &self.http.body_timeout).expect("validated")
+        self.http.body_timeout
     }
 
     /// `http.idle_timeout`, validated.
     pub fn http_idle_timeout(&self) -> Duration {
-        http_timeout("http.idle_timeout", &self.http.idle_timeout).expect("validated")
+        self.http.idle_timeout
     }
 }
 
@@ -494,14 +472,17 @@ fn normalise_host(s: &str) -> Option<String> {
 
 /// An HTTP timeout written like `"10s"` or `"300ms"`: from 10 ms (shorter would close
 /// connections before a client on a busy network could speak) to an hour.
-fn http_timeout(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    match humantime::parse_duration(value) {
-        Ok(d) if d >= Duration::from_millis(10) && d <= Duration::from_secs(3600) => Ok(d),
-        _ => Err(ConfigError::Invalid {
-            key,
-            message: format!("{value:?} must be a duration from 10ms to 1h, like \"10s\""),
-        }),
+fn http_timeout(key: &'static str, value: Duration) -> Result<Duration, ConfigError> {
+    if value >= Duration::from_millis(10) && value <= Duration::from_secs(3600) {
+        return Ok(value);
     }
+    Err(ConfigError::Invalid {
+        key,
+        message: format!(
+            "{} must be a duration from 10ms to 1h, like \"10s\"",
+            humantime::format_duration(value)
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -587,7 +568,13 @@ mod tests {
             ),
             (0, 2, 24, 56)
         );
-        assert_eq!(c.dns.rate_limit_exempt, ["127.0.0.0/8", "::1/128"]);
+        let exempt: Vec<String> = c
+            .dns
+            .rate_limit_exempt
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(exempt, ["127.0.0.0/8", "::1/128"]);
         let c = Config::parse(
             "[dns]\nrate_limit = 20\nrate_limit_slip = 0\nrate_limit_exempt = []\n",
             Path::new("x"),
@@ -670,5 +657,37 @@ mod tests {
         }
         let e = Config::parse("[registry]\nbackend = \"x\"", Path::new("f")).unwrap_err();
         assert!(e.to_string().contains("registry.backend"), "{e}");
+    }
+
+    /// Every duration key takes one format: a humantime string, or whole seconds.
+    #[test]
+    fn durations_take_one_format() {
+        let c = Config::parse(
+            "[dns]\ntcp_idle_timeout = \"1m30s\"\n[dns.forward]\ntimeout = \"250ms\"\n\
+             [http]\nmax_wait = 30\nidle_timeout = \"2m\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(c.dns.tcp_idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.dns.forward.timeout, Duration::from_millis(250));
+        assert_eq!(c.http.max_wait, Duration::from_secs(30));
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(120));
+        let c = Config::parse("[dns]\ntcp_idle_timeout = 7", Path::new("x")).unwrap();
+        assert_eq!(c.tcp_idle_timeout(), Duration::from_secs(7));
+        for (bad, key) in [
+            ("[dns]\ntcp_idle_timeout = -1", "dns.tcp_idle_timeout"),
+            ("[http]\nmax_wait = \"later\"", "http.max_wait"),
+            (
+                "[dns]\nrate_limit_exempt = [\"nope\"]",
+                "dns.rate_limit_exempt",
+            ),
+            ("[log]\nformat = \"xml\"", "log.format"),
+        ] {
+            let e = Config::parse(bad, Path::new("f")).unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
+        let c = Config::parse("[log]\nformat = \"json\"", Path::new("x")).unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.registry.backend, Backend::Embedded);
     }
 }

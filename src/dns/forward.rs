@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 
 use super::names::{self, MAX_NAME};
 use super::wire::{self, HEADER_LEN, QR, RA};
-use crate::config::{Config, parse_upstream};
+use crate::config::{Config, Upstream};
 
 /// Most forwarded queries in flight at once; past it, clients get SERVFAIL at once rather
 /// than queueing without bound.
@@ -75,10 +75,11 @@ impl Forwarder {
         let f = &config.dns.forward;
         let mut upstreams = Vec::new();
         for u in &f.upstreams {
-            if u == "resolv.conf" {
-                upstreams.extend(resolv_conf_nameservers(&f.resolv_conf)?);
-            } else {
-                upstreams.push(parse_upstream(u).ok_or_else(|| format!("bad upstream {u:?}"))?);
+            match u {
+                Upstream::ResolvConf => {
+                    upstreams.extend(resolv_conf_nameservers(&f.resolv_conf)?);
+                }
+                Upstream::Addr(a) => upstreams.push(*a),
             }
         }
         let before = upstreams.len();
@@ -93,16 +94,8 @@ impl Forwarder {
             }
             return Ok(None);
         }
-        let allow = f
-            .allow
-            .iter()
-            .map(|a| {
-                a.parse()
-                    .map_err(|_| format!("dns.forward.allow: bad network {a:?}"))
-            })
-            .collect::<Result<_, _>>()?;
-        let timeout = humantime::parse_duration(&f.timeout)
-            .map_err(|e| format!("dns.forward.timeout: {e}"))?;
+        let allow = f.allow.iter().map(|n| n.0).collect();
+        let timeout = f.timeout;
         Ok(Some(Self {
             upstreams,
             allow,
@@ -233,7 +226,7 @@ mod tests {
     #[test]
     fn allow_list_and_mapped_addresses() {
         let mut c = Config::default();
-        c.dns.forward.upstreams = vec!["127.0.0.9:5353".into()];
+        c.dns.forward.upstreams = vec![Upstream::parse("127.0.0.9:5353").unwrap()];
         let f = Forwarder::from_config(&c, &[]).unwrap().unwrap();
         assert!(f.allows("127.0.0.1".parse().unwrap()));
         assert!(f.allows("::1".parse().unwrap()));
@@ -245,12 +238,15 @@ mod tests {
     #[test]
     fn never_forwards_to_itself() {
         let mut c = Config::default();
-        c.dns.forward.upstreams = vec!["127.0.0.1:53".into()];
+        c.dns.forward.upstreams = vec![Upstream::parse("127.0.0.1:53").unwrap()];
         let listen = ["127.0.0.1:53".parse().unwrap()];
         assert!(Forwarder::from_config(&c, &listen).is_err());
         let any = ["0.0.0.0:53".parse().unwrap()];
         assert!(Forwarder::from_config(&c, &any).is_err());
-        c.dns.forward.upstreams = vec!["127.0.0.1:53".into(), "127.0.0.2:5353".into()];
+        c.dns.forward.upstreams = vec![
+            Upstream::parse("127.0.0.1:53").unwrap(),
+            Upstream::parse("127.0.0.2:5353").unwrap(),
+        ];
         let f = Forwarder::from_config(&c, &listen).unwrap().unwrap();
         assert_eq!(f.upstreams(), ["127.0.0.2:5353".parse().unwrap()]);
         c.dns.forward.upstreams = vec![];

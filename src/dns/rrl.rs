@@ -130,11 +130,7 @@ impl Limiter {
             slip: dns.rate_limit_slip,
             v4_mask: u32::MAX.checked_shl(32 - v4).unwrap_or(0),
             v6_mask: u128::MAX.checked_shl(128 - v6).unwrap_or(0),
-            exempt: dns
-                .rate_limit_exempt
-                .iter()
-                .filter_map(|n| n.parse().ok())
-                .collect(),
+            exempt: dns.rate_limit_exempt.iter().map(|n| n.0).collect(),
             hasher: Default::default(),
             slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             dropped: AtomicU64::new(0),
@@ -553,7 +549,9 @@ mod tests {
 
     #[test]
     fn exempt_networks_and_off() {
-        let rrl = limiter(|d| d.rate_limit_exempt = vec!["192.0.2.0/24".into()]);
+        let rrl = limiter(|d| {
+            d.rate_limit_exempt = vec![crate::config::Network::parse("192.0.2.0/24").unwrap()]
+        });
         let mut slips = Slips::default();
         let exempt: IpAddr = "192.0.2.9".parse().unwrap();
         let mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();

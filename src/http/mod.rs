@@ -49,7 +49,7 @@ pub const INDEX_HEADER: &str = "x-signpost-index";
 pub struct AppState {
     pub registry: Arc<Registry>,
     /// Longest long-poll `wait`, seconds.
-    pub max_wait: u64,
+    pub max_wait: std::time::Duration,
     /// Cancelled at shutdown: long-polls return early so the server can drain.
     pub shutdown: CancellationToken,
     /// How long a request body may take to arrive once a handler reads it (then 408).

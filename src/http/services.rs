@@ -65,7 +65,7 @@ pub async fn get(
         }
     }
     if let Some(n) = index {
-        let max = Duration::from_secs(st.max_wait);
+        let max = st.max_wait;
         let wait = wait.unwrap_or(DEFAULT_WAIT).min(max);
         let mut rx = st.registry.subscribe();
         // Waits while this service is unchanged since index `n` (a change of another service
