@@ -17,12 +17,18 @@
 //! - `files`: the open-file limit fitted to the configured connection caps.
 //!
 //! `start` wires them; `check_config` validates a config and its zone files.
+//!
+//! The public modules are what the binary, the integration tests and the benchmarks' drivers
+//! use: `start`, `check_config`, `Error`, `Running`, the configuration, the domain model, the
+//! store and registry handles, and the DNS handler (for `examples/query_cost`); `health` and
+//! `http` are private to the crate.
+
 
 pub mod config;
 pub mod dns;
 mod files;
-pub mod health;
-pub mod http;
+mod health;
+mod http;
 pub mod lifecycle;
 mod memory;
 pub mod model;
