@@ -23,7 +23,6 @@
 //! store and registry handles, and the DNS handler (for `examples/query_cost`); `health` and
 //! `http` are private to the crate.
 
-
 pub mod config;
 pub mod dns;
 mod files;

@@ -944,3 +944,59 @@ async fn an_http_flood_under_a_small_file_limit_leaves_dns_and_writes_working() 
     assert!(proc.child.try_wait().unwrap().is_none(), "still running");
     drop(flood);
 }
+
+/// VmRSS of a process, in kB.
+fn rss_kb(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// A flood of connections that each buffered most of a request body leaves memory resident
+/// unless the server hands it back once they are gone.
+#[test]
+fn memory_is_returned_after_a_connection_flood() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = start(tmp.path(), &tmp.path().join("data"), &[]);
+    let pid = s.proc.pid();
+    let before = rss_kb(&pid);
+    let head = format!(
+        "PUT /v1/services/web/instances/x HTTP/1.1\r\nHost: {}\r\nContent-Length: 60000\r\n\r\n",
+        s.http
+    );
+    let body = vec![b'x'; 50_000];
+    // Below the test process's own 1,024 open files, above `memory::FLOOD`.
+    let mut held = Vec::new();
+    for _ in 0..800 {
+        let mut c = std::net::TcpStream::connect(s.http).unwrap();
+        c.write_all(head.as_bytes()).unwrap();
+        c.write_all(&body).unwrap();
+        held.push(c);
+    }
+    // Every body buffered by the server (the bodies stall short of their length).
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut flooded = rss_kb(&pid);
+    while flooded < before + 30_000 {
+        assert!(
+            Instant::now() < until,
+            "the flood never showed: {before} -> {flooded} kB"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        flooded = rss_kb(&pid);
+    }
+    drop(held);
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut after = rss_kb(&pid);
+    while after > before + 15_000 {
+        assert!(
+            Instant::now() < until,
+            "memory kept after the flood: {before} kB before, {flooded} kB during, {after} kB after"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        after = rss_kb(&pid);
+    }
+}

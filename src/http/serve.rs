@@ -50,6 +50,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
+    // Gives the memory a flood of connections leaves behind back to the system.
+    let reclaim = Arc::new(crate::memory::Reclaim::default());
     let mut builder = http1::Builder::new();
     // Ours instead (`conn::Conn`): hyper's would also cut kept-alive connections that are
     // merely idle, and needs a hyper timer.
@@ -75,14 +77,20 @@ pub async fn serve(
                 }
             },
         };
-        connections.spawn(connection(
+        reclaim.opened();
+        let served = connection(
             stream,
             app.clone(),
             builder.clone(),
             limits.timeouts,
             shutdown.clone(),
             slot,
-        ));
+        );
+        let reclaim = reclaim.clone();
+        connections.spawn(async move {
+            served.await;
+            reclaim.closed();
+        });
     }
     // Closed now, so clients are refused rather than left waiting in the backlog.
     drop(listener);
