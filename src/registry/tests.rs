@@ -34,7 +34,7 @@ fn inst(id: &str, ttl: u64, deregister_after: Option<u64>) -> Instance {
 }
 
 async fn settle() {
-    // Let the timers task run what is due without moving the clock. A removal waits for a
+    // Let the writer fire what is due without moving the clock. A removal waits for a
     // store commit on the blocking pool, which takes real time: give it some between yields.
     for _ in 0..15 {
         tokio::task::yield_now().await;
