@@ -23,6 +23,8 @@
 //! store and registry handles, and the DNS handler (for `examples/query_cost`); `health` and
 //! `http` are private to the crate.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod config;
 pub mod dns;
 mod files;

@@ -38,9 +38,9 @@ impl Rec {
 
 /// The records of one set. Most sets of registry names hold one record (an instance's
 /// address, a PTR): kept inline, they cost no allocation of their own.
-pub type Recs = SmallVec<[Rec; 1]>;
+pub(crate) type Recs = SmallVec<[Rec; 1]>;
 /// The record sets of one name; most names have one, kept inline likewise.
-pub type RRSets = SmallVec<[RRSet; 1]>;
+pub(crate) type RRSets = SmallVec<[RRSet; 1]>;
 
 /// All records of one type at one name.
 #[derive(Debug)]
@@ -100,11 +100,11 @@ impl Node {
 /// The hasher of the static names: foldhash, seeded per process. Names are hashed on every
 /// query; SipHash was a fifth of a miss's instructions. Clients choose the names looked up
 /// but not the names stored, so they cannot build long collision chains.
-pub type NameHasher = foldhash::fast::RandomState;
+pub(crate) type NameHasher = foldhash::fast::RandomState;
 /// Static names: built once, never changed.
-pub type StaticNames = HashMap<Box<[u8]>, Node, NameHasher>;
+pub(crate) type StaticNames = HashMap<Box<[u8]>, Node, NameHasher>;
 /// The registry's names (`name_map.rs`).
-pub use super::name_map::DynamicNames;
+pub(crate) use super::name_map::DynamicNames;
 
 /// A zone signpost is authoritative for.
 #[derive(Debug)]
@@ -176,7 +176,7 @@ pub struct Settings {
 
 /// The parts of a table that do not change with the registry.
 #[derive(Debug)]
-pub struct Statics {
+pub(crate) struct Statics {
     pub settings: Settings,
     pub zones: Arc<Vec<Zone>>,
     /// Apex → zone index.
@@ -259,7 +259,7 @@ fn soa_minimum(rdata: &[u8]) -> u32 {
 impl Statics {
     /// Builds the static part: the base domain's zone (from its zone file, or made up) and
     /// every other zone file. `serial` is the made-up SOA's serial.
-    pub fn new(settings: Settings, files: &[StaticZone], serial: u32) -> Self {
+    pub(crate) fn new(settings: Settings, files: &[StaticZone], serial: u32) -> Self {
         let mut zones = Vec::new();
         let mut apexes = Vec::new();
         let mut names = StaticNames::default();
