@@ -239,7 +239,7 @@ impl Default for LogConfig {
 }
 
 /// Parses an upstream written `IP`, `IP:PORT` or `[V6]:PORT`; port 53 when none is given.
-pub fn parse_upstream(s: &str) -> Option<SocketAddr> {
+pub(crate) fn parse_upstream(s: &str) -> Option<SocketAddr> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Some(a);
     }
@@ -413,22 +413,22 @@ impl Config {
         Ok(())
     }
 
-    pub fn tcp_idle_timeout(&self) -> Duration {
+    pub(crate) fn tcp_idle_timeout(&self) -> Duration {
         self.dns.tcp_idle_timeout
     }
 
     /// `http.header_timeout`, validated.
-    pub fn http_header_timeout(&self) -> Duration {
+    pub(crate) fn http_header_timeout(&self) -> Duration {
         self.http.header_timeout
     }
 
     /// `http.body_timeout`, validated.
-    pub fn http_body_timeout(&self) -> Duration {
+    pub(crate) fn http_body_timeout(&self) -> Duration {
         self.http.body_timeout
     }
 
     /// `http.idle_timeout`, validated.
-    pub fn http_idle_timeout(&self) -> Duration {
+    pub(crate) fn http_idle_timeout(&self) -> Duration {
         self.http.idle_timeout
     }
 }

@@ -52,10 +52,6 @@ impl Network {
     pub fn parse(s: &str) -> Option<Self> {
         s.parse().ok().map(Network)
     }
-
-    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
-        self.0.contains(ip)
-    }
 }
 
 impl fmt::Display for Network {

@@ -97,7 +97,7 @@ pub fn handle(
 
 /// SERVFAIL to `packet` (a query that passed `handle`), with its question and RA: what a
 /// client gets when no upstream answered a forwarded query.
-pub fn servfail(packet: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn servfail(packet: &[u8], out: &mut Vec<u8>) {
     let id = u16::from_be_bytes([packet[0], packet[1]]);
     let echo = RA | (wire::flags(packet) & (RD | CD));
     let mut key = [0u8; MAX_NAME];

@@ -26,7 +26,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::model::{CheckSpec, Instance, InstanceKey, InvalidField, Maintenance, Status};
 use crate::store::{Backend, StoreError};
 
-pub use snapshot::{Entry, ServiceInstances, Snapshot};
+pub(crate) use snapshot::ServiceInstances;
+pub use snapshot::{Entry, Snapshot};
 pub use writer::Writer;
 
 /// A failed registry operation; nothing changed.
@@ -148,18 +149,18 @@ impl Registry {
     }
 
     /// The current snapshot; never blocks.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.published.current.load_full()
     }
 
     /// A receiver of the index, to wait for changes (long-poll).
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.published.index.subscribe()
     }
 
     /// `Ok` while the store can take writes (a store whose failure has passed is repaired
     /// here).
-    pub async fn ready(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ready(&self) -> Result<(), StoreError> {
         self.store.clone().ready().await
     }
 
@@ -183,12 +184,12 @@ impl Registry {
     }
 
     /// Removes an instance; `NotFound` when it is not registered.
-    pub async fn deregister(&self, key: &InstanceKey) -> Result<(), RegistryError> {
+    pub(crate) async fn deregister(&self, key: &InstanceKey) -> Result<(), RegistryError> {
         self.ask(Op::Deregister(key.clone())).await.map(|_| ())
     }
 
     /// A health report for a TTL check: sets the status and restarts the TTL.
-    pub async fn report(
+    pub(crate) async fn report(
         &self,
         key: &InstanceKey,
         status: Status,
@@ -200,7 +201,7 @@ impl Registry {
 
     /// A status change found by the checker running `spec` for `key`. Ignored when the
     /// instance is gone or now has another check (a late result of a replaced check).
-    pub async fn check_result(
+    pub(crate) async fn check_result(
         &self,
         key: &InstanceKey,
         spec: &CheckSpec,
@@ -214,7 +215,7 @@ impl Registry {
     }
 
     /// Turns maintenance mode on (with a reason) or off; persisted.
-    pub async fn set_maintenance(
+    pub(crate) async fn set_maintenance(
         &self,
         key: &InstanceKey,
         reason: Option<String>,
