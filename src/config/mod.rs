@@ -16,28 +16,49 @@ pub use value::{Backend, LogFormat, Network, Upstream};
 /// What went wrong reading a configuration; every message names the file or key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file could not be read.
     #[error("cannot read config {path}: {source}")]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// Why reading it failed.
         source: std::io::Error,
     },
+    /// The file is not valid TOML for this configuration (an unknown key, a wrong type).
     #[error("config {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, with the line and column.
+        message: String,
+    },
+    /// A key's value breaks a rule.
     #[error("config key {key}: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid {
+        /// The dotted key at fault (`dns.rate_limit`).
+        key: &'static str,
+        /// What the value must be instead.
+        message: String,
+    },
 }
 
 /// The whole configuration, every key optional with its default.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `[dns]`: the DNS listeners, zones and answer policy.
     pub dns: DnsConfig,
+    /// `[http]`: the HTTP API's address and limits.
     pub http: HttpConfig,
+    /// `[registry]`: where registrations are kept.
     pub registry: RegistryConfig,
+    /// `[health]`: how health checks run.
     pub health: HealthConfig,
+    /// `[log]`: how logs are written.
     pub log: LogConfig,
 }
 
+/// `[health]`: how health checks run.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
@@ -53,6 +74,7 @@ impl Default for HealthConfig {
     }
 }
 
+/// `[dns]`: listeners, the served domain and zones, answer policy, TCP limits, rate limiting and forwarding.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
@@ -152,6 +174,7 @@ impl Default for DnsConfig {
     }
 }
 
+/// `[http]`: the HTTP API's address, request limits, timeouts and write guards.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -205,6 +228,7 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[registry]`: the store backend and its data directory.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
@@ -223,6 +247,7 @@ impl Default for RegistryConfig {
     }
 }
 
+/// `[log]`: the log format.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -413,6 +438,7 @@ impl Config {
         Ok(())
     }
 
+    /// `dns.tcp_idle_timeout`, validated.
     pub(crate) fn tcp_idle_timeout(&self) -> Duration {
         self.dns.tcp_idle_timeout
     }
