@@ -18,7 +18,9 @@ use super::wire::SOA;
 #[derive(Debug, thiserror::Error)]
 #[error("zone file {path}: {message}")]
 pub struct ZoneError {
+    /// The zone file at fault.
     pub path: PathBuf,
+    /// What is wrong with it (unreadable, unparsable, or a rule it breaks).
     pub message: String,
 }
 

@@ -33,14 +33,20 @@ pub use writer::Writer;
 /// A failed registry operation; nothing changed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// No instance is registered under this key.
     #[error("instance {0} is not registered")]
     NotFound(InstanceKey),
+    /// A health report for an instance without a TTL check; the text says where its health
+    /// comes from instead.
     #[error("instance {0} has no ttl check: its health comes from {1}")]
     NoTtlCheck(InstanceKey, &'static str),
+    /// A value in the request breaks a registration rule.
     #[error(transparent)]
     Invalid(#[from] InvalidField),
+    /// The store did not take the write.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The writer task has stopped (shutdown, or it panicked).
     #[error("the registry is shutting down")]
     Stopped,
 }
@@ -64,8 +70,11 @@ pub enum Changed<'a> {
 /// (it failed; `committed` is the registry as it still is) is called. `publish` alone, without
 /// `prepare`, must do the whole job (start-up, `All`, changes from elsewhere).
 pub trait View: Send + Sync + 'static {
+    /// Prepares for `snapshot` while its commit is in flight, hidden from readers.
     fn prepare(&self, _snapshot: &Snapshot, _changed: Changed<'_>) {}
+    /// Drops what `prepare` did: the commit failed and `committed` still stands.
     fn discard(&self, _committed: &Snapshot, _changed: Changed<'_>) {}
+    /// Makes `snapshot` what readers see.
     fn publish(&self, snapshot: &Snapshot, changed: Changed<'_>);
 }
 

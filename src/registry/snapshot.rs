@@ -14,7 +14,9 @@ use crate::model::{Health, Instance, InstanceId, InstanceKey, ServiceName, Statu
 /// An instance with its current health.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The instance as registered (durable), with its maintenance mode.
     pub instance: Instance,
+    /// Its current health (not stored: kept by the registry).
     pub health: Health,
 }
 
@@ -107,6 +109,8 @@ impl<'a> IntoIterator for &'a ServiceInstances {
     }
 }
 
+/// The registry at one index: every instance with its health, by service. Immutable once
+/// published; views rebuild from it and readers share it.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// The registry index this snapshot reflects.
