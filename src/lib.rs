@@ -21,7 +21,8 @@
 //! The public modules are what the binary, the integration tests and the benchmarks' drivers
 //! use: `start`, `check_config`, `Error`, `Running`, the configuration, the domain model, the
 //! store and registry handles, and the DNS handler (for `examples/query_cost`); `health` and
-//! `http` are private to the crate.
+//! `http` are private to the crate, and so is everything else inside the public modules
+//! (`pub(crate)` by default).
 
 #![warn(missing_docs, unreachable_pub)]
 
