@@ -14,7 +14,7 @@ const RESERVED: u64 = 256;
 
 /// Raises the soft `RLIMIT_NOFILE` to what `config` may use (at most the hard limit), and
 /// warns when that is still short.
-pub fn fit_open_file_limit(config: &Config) {
+pub(crate) fn fit_open_file_limit(config: &Config) {
     let wanted = [
         config.http.max_connections,
         config.dns.max_tcp_connections,

@@ -21,7 +21,10 @@
 //! The public modules are what the binary, the integration tests and the benchmarks' drivers
 //! use: `start`, `check_config`, `Error`, `Running`, the configuration, the domain model, the
 //! store and registry handles, and the DNS handler (for `examples/query_cost`); `health` and
-//! `http` are private to the crate.
+//! `http` are private to the crate, and so is everything else inside the public modules
+//! (`pub(crate)` by default).
+
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
 pub mod dns;
@@ -49,14 +52,19 @@ use store::StoreError;
 /// Why signpost could not start or stopped badly. One line each, naming what is at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The configuration cannot be read or breaks a rule.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A zone file in `dns.zones_dir` cannot be served.
     #[error(transparent)]
     Zone(#[from] ZoneError),
+    /// The store cannot be opened or loaded, or its final flush failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A DNS or HTTP address cannot be bound; the message names it.
     #[error("{0}")]
     Bind(String),
+    /// Any other I/O failure, such as the HTTP server failing.
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// The registry's writer stopped abnormally (it panicked): writes after that failed.
@@ -81,7 +89,9 @@ pub fn check_config(path: &Path) -> Result<Config, Error> {
 pub struct Running {
     /// The DNS addresses bound, UDP and TCP each (port 0 resolved).
     pub dns_addrs: Vec<SocketAddr>,
+    /// The HTTP API's address (port 0 resolved).
     pub http_addr: SocketAddr,
+    /// The registry the server writes and serves from.
     pub registry: Arc<Registry>,
     shutdown: CancellationToken,
     tracker: TaskTracker,

@@ -14,7 +14,7 @@
 //! ordinary loads never reach `FLOOD`, so they never pay for a trim.
 
 /// Returns freed heap pages to the system (glibc only).
-pub fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists; it has no preconditions.
     unsafe {

@@ -16,11 +16,14 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
 pub struct InvalidField {
+    /// The field as the client named it (`port`, `tags[2]`, `check.interval`).
     pub field: String,
+    /// What is wrong with its value, for the client to read.
     pub reason: String,
 }
 
 impl InvalidField {
+    /// A rejection of `field` for `reason`.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             field: field.into(),
@@ -69,6 +72,7 @@ macro_rules! label_type {
             pub fn parse(raw: &str) -> Result<Self, InvalidField> {
                 label($field, raw).map(Self)
             }
+            /// The validated, lowercase text.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -108,7 +112,9 @@ impl Tag {
 /// The identity of an instance: its service and its id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct InstanceKey {
+    /// The service the instance belongs to.
     pub service: ServiceName,
+    /// The instance's id within its service.
     pub id: InstanceId,
 }
 
@@ -121,12 +127,16 @@ impl fmt::Display for InstanceKey {
 /// Health as the contract names it. Order matters: worse is greater.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Status {
+    /// Checks pass: DNS hands the instance out (unless it is in maintenance).
     Passing,
+    /// Degraded (an HTTP 429, or a report saying so): answered only when `dns.include_warning` is on.
     Warning,
+    /// Checks fail or a TTL expired: never answered in DNS.
     Critical,
 }
 
 impl Status {
+    /// The status as the contract spells it: `passing`, `warning` or `critical`.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Passing => "passing",
@@ -135,6 +145,7 @@ impl Status {
         }
     }
 
+    /// Parses a status as the contract spells it; an error names `field`.
     pub fn parse(field: &str, raw: &str) -> Result<Self, InvalidField> {
         match raw {
             "passing" => Ok(Status::Passing),
@@ -151,15 +162,18 @@ impl Status {
 /// An instance's current health: its status, why, and since when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
+    /// Passing, warning or critical.
     pub status: Status,
     /// A check's or report's own text, or one of signpost's fixed phrases (not allocated
     /// per instance: at 100,000 instances the copies of "registered without a check" were
     /// megabytes).
     pub output: std::borrow::Cow<'static, str>,
+    /// When the status last changed.
     pub since: SystemTime,
 }
 
 impl Health {
+    /// Health with `status` and `output` since `since`.
     pub fn new(
         status: Status,
         output: impl Into<std::borrow::Cow<'static, str>>,
@@ -197,6 +211,7 @@ pub struct CheckSpec {
 
 /// Defaults for a check's optional fields, as documented in the README.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Default check timeout (or the interval, if that is shorter).
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Shortest check interval: below this a check is a load generator.
 pub const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -299,18 +314,23 @@ impl CheckSpec {
         })
     }
 
+    /// What the check probes.
     pub fn kind(&self) -> &CheckKind {
         &self.kind
     }
+    /// Time between probes (for a TTL check, the TTL).
     pub fn interval(&self) -> Duration {
         self.interval
     }
+    /// How long one probe may take before it counts as a failure.
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
+    /// Consecutive passes that turn the instance passing.
     pub fn success_before_passing(&self) -> u32 {
         self.success_before_passing
     }
+    /// Consecutive failures that turn the instance critical.
     pub fn failures_before_critical(&self) -> u32 {
         self.failures_before_critical
     }
@@ -342,9 +362,11 @@ impl Maintenance {
         self.since = since;
         self
     }
+    /// Why the instance was put in maintenance, as its operator wrote it.
     pub fn reason(&self) -> &str {
         &self.reason
     }
+    /// When maintenance mode was turned on.
     pub fn since(&self) -> SystemTime {
         self.since
     }
@@ -355,15 +377,21 @@ impl Maintenance {
 pub struct Registration {
     /// An IPv4 or IPv6 address, as text.
     pub address: String,
+    /// The port, 1–65535 (also the SRV target port).
     pub port: u16,
+    /// Tags as sent; each must be a DNS label (at most 32).
     pub tags: Vec<String>,
+    /// Metadata served as TXT `key=value` strings (at most 64, each at most 255 bytes).
     pub meta: BTreeMap<String, String>,
     /// Default 1.
     pub weight: Option<u16>,
     /// Default 0.
     pub priority: Option<u16>,
+    /// DNS TTL in seconds for the service's answers, at most 86400; `None` means `dns.ttl`.
     pub ttl: Option<u32>,
+    /// The health check, already validated; `None`: passing until reported otherwise.
     pub check: Option<CheckSpec>,
+    /// Deregister the instance once it has been critical this long (at least 1 s).
     pub deregister_after: Option<Duration>,
 }
 
@@ -447,24 +475,31 @@ impl Instance {
         self
     }
 
+    /// The instance's service and id.
     pub fn key(&self) -> &InstanceKey {
         &self.key
     }
+    /// The address DNS answers with (A or AAAA).
     pub fn address(&self) -> IpAddr {
         self.address
     }
+    /// The port SRV answers carry.
     pub fn port(&self) -> u16 {
         self.port
     }
+    /// Validated tags, duplicates dropped, in the order sent.
     pub fn tags(&self) -> &[Tag] {
         &self.tags
     }
+    /// Metadata, served as TXT `key=value` strings.
     pub fn meta(&self) -> &BTreeMap<String, String> {
         &self.meta
     }
+    /// SRV weight (default 1).
     pub fn weight(&self) -> u16 {
         self.weight
     }
+    /// SRV priority (default 0).
     pub fn priority(&self) -> u16 {
         self.priority
     }
@@ -472,16 +507,20 @@ impl Instance {
     pub fn ttl(&self) -> Option<u32> {
         self.ttl
     }
+    /// The health check, if one was registered.
     pub fn check(&self) -> Option<&CheckSpec> {
         self.check.as_ref()
     }
+    /// How long the instance may stay critical before it is deregistered.
     pub fn deregister_after(&self) -> Option<Duration> {
         self.deregister_after
     }
+    /// Maintenance mode, when on: the instance is drained from DNS.
     pub fn maintenance(&self) -> Option<&Maintenance> {
         self.maintenance.as_ref()
     }
 
+    /// Whether the instance carries `tag`.
     pub fn has_tag(&self, tag: &Tag) -> bool {
         self.tags.iter().any(|t| t == tag)
     }
@@ -489,7 +528,9 @@ impl Instance {
 
 /// Limits on metadata, so every `key=value` fits one DNS TXT string (255 bytes).
 pub const MAX_META_ENTRIES: usize = 64;
+/// Longest metadata key, in characters.
 pub const MAX_META_KEY: usize = 128;
+/// Longest metadata `key=value` pair, in bytes (one TXT string).
 pub const MAX_META_PAIR: usize = 255;
 /// Limit on tags per instance: each one adds DNS names, so an unbounded list is a memory lever.
 pub const MAX_TAGS: usize = 32;

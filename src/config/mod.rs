@@ -16,28 +16,49 @@ pub use value::{Backend, LogFormat, Network, Upstream};
 /// What went wrong reading a configuration; every message names the file or key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file could not be read.
     #[error("cannot read config {path}: {source}")]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// Why reading it failed.
         source: std::io::Error,
     },
+    /// The file is not valid TOML for this configuration (an unknown key, a wrong type).
     #[error("config {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, with the line and column.
+        message: String,
+    },
+    /// A key's value breaks a rule.
     #[error("config key {key}: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid {
+        /// The dotted key at fault (`dns.rate_limit`).
+        key: &'static str,
+        /// What the value must be instead.
+        message: String,
+    },
 }
 
 /// The whole configuration, every key optional with its default.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `[dns]`: the DNS listeners, zones and answer policy.
     pub dns: DnsConfig,
+    /// `[http]`: the HTTP API's address and limits.
     pub http: HttpConfig,
+    /// `[registry]`: where registrations are kept.
     pub registry: RegistryConfig,
+    /// `[health]`: how health checks run.
     pub health: HealthConfig,
+    /// `[log]`: how logs are written.
     pub log: LogConfig,
 }
 
+/// `[health]`: how health checks run.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
@@ -53,6 +74,7 @@ impl Default for HealthConfig {
     }
 }
 
+/// `[dns]`: listeners, the served domain and zones, answer policy, TCP limits, rate limiting and forwarding.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
@@ -152,6 +174,7 @@ impl Default for DnsConfig {
     }
 }
 
+/// `[http]`: the HTTP API's address, request limits, timeouts and write guards.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -205,6 +228,7 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[registry]`: the store backend and its data directory.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
@@ -223,6 +247,7 @@ impl Default for RegistryConfig {
     }
 }
 
+/// `[log]`: the log format.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -239,7 +264,7 @@ impl Default for LogConfig {
 }
 
 /// Parses an upstream written `IP`, `IP:PORT` or `[V6]:PORT`; port 53 when none is given.
-pub fn parse_upstream(s: &str) -> Option<SocketAddr> {
+pub(crate) fn parse_upstream(s: &str) -> Option<SocketAddr> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Some(a);
     }
@@ -413,22 +438,23 @@ impl Config {
         Ok(())
     }
 
-    pub fn tcp_idle_timeout(&self) -> Duration {
+    /// `dns.tcp_idle_timeout`, validated.
+    pub(crate) fn tcp_idle_timeout(&self) -> Duration {
         self.dns.tcp_idle_timeout
     }
 
     /// `http.header_timeout`, validated.
-    pub fn http_header_timeout(&self) -> Duration {
+    pub(crate) fn http_header_timeout(&self) -> Duration {
         self.http.header_timeout
     }
 
     /// `http.body_timeout`, validated.
-    pub fn http_body_timeout(&self) -> Duration {
+    pub(crate) fn http_body_timeout(&self) -> Duration {
         self.http.body_timeout
     }
 
     /// `http.idle_timeout`, validated.
-    pub fn http_idle_timeout(&self) -> Duration {
+    pub(crate) fn http_idle_timeout(&self) -> Duration {
         self.http.idle_timeout
     }
 }

@@ -52,10 +52,6 @@ impl Network {
     pub fn parse(s: &str) -> Option<Self> {
         s.parse().ok().map(Network)
     }
-
-    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
-        self.0.contains(ip)
-    }
 }
 
 impl fmt::Display for Network {
@@ -68,7 +64,9 @@ impl fmt::Display for Network {
 /// name servers of `dns.forward.resolv_conf`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upstream {
+    /// A name server at this address.
     Addr(SocketAddr),
+    /// The name servers listed in `dns.forward.resolv_conf`, read at start-up.
     ResolvConf,
 }
 
@@ -105,6 +103,8 @@ pub enum Backend {
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
+    /// One readable line per event (the default).
     Human,
+    /// One JSON object per line, for log collectors.
     Json,
 }

@@ -17,12 +17,12 @@ use super::wire::{CLASS_IN, HEADER_LEN, MAX_POINTER, OPT, POINTER, QR, SOA, TC};
 
 /// The EDNS payload size signpost advertises and the most it sends over UDP: signpost's
 /// policy, not a protocol number, so it lives here rather than in `wire`.
-pub const MAX_UDP_PAYLOAD: u16 = 4096;
+pub(crate) const MAX_UDP_PAYLOAD: u16 = 4096;
 /// Bytes of the OPT record signpost adds to a response: root name, type, class, TTL, RDLEN.
 const OPT_LEN: usize = 11;
 
 /// The owner name of a record written outside the answer section.
-pub enum Owner<'a> {
+pub(crate) enum Owner<'a> {
     /// A compression pointer to an earlier name in this message.
     Pointer(usize),
     /// A wire-format name written out in full.
@@ -30,7 +30,7 @@ pub enum Owner<'a> {
 }
 
 /// Builds one response. Counts and flags are patched into the header by `finish`.
-pub struct Response<'b> {
+pub(crate) struct Response<'b> {
     buf: &'b mut Vec<u8>,
     /// Bytes the sections may use: the size limit less the OPT record to come.
     room: usize,
@@ -45,7 +45,7 @@ pub struct Response<'b> {
 impl<'b> Response<'b> {
     /// Starts a response to the query with `id`: header, then `question` (the question's raw
     /// bytes, echoed as sent, or empty). `limit` is the largest message allowed.
-    pub fn new(
+    pub(crate) fn new(
         buf: &'b mut Vec<u8>,
         id: u16,
         flags: u16,
@@ -101,7 +101,7 @@ impl<'b> Response<'b> {
 
     /// Adds an answer record owned by the question name. Returns the offset of its RDATA, or
     /// `None` (and marks the response truncated) when it does not fit.
-    pub fn answer(&mut self, rtype: u16, ttl: u32, rdata: &[u8]) -> Option<usize> {
+    pub(crate) fn answer(&mut self, rtype: u16, ttl: u32, rdata: &[u8]) -> Option<usize> {
         if self.truncated || !self.fits(2, rdata) {
             self.truncated = true;
             return None;
@@ -111,7 +111,13 @@ impl<'b> Response<'b> {
     }
 
     /// Adds an authority record; marks the response truncated when it does not fit.
-    pub fn authority(&mut self, owner: Owner<'_>, rtype: u16, ttl: u32, rdata: &[u8]) -> bool {
+    pub(crate) fn authority(
+        &mut self,
+        owner: Owner<'_>,
+        rtype: u16,
+        ttl: u32,
+        rdata: &[u8],
+    ) -> bool {
         if self.truncated || !self.fits(Self::owner_len(&owner), rdata) {
             self.truncated = true;
             return false;
@@ -124,7 +130,7 @@ impl<'b> Response<'b> {
     /// Adds `zone`'s SOA with its negative TTL to the authority section (a negative answer),
     /// owned by the apex at `apex_at` in this message, its MNAME and RNAME compressed against
     /// that apex when they end with it.
-    pub fn negative_soa(&mut self, zone: &Zone, apex_at: usize) -> bool {
+    pub(crate) fn negative_soa(&mut self, zone: &Zone, apex_at: usize) -> bool {
         // Two names of at most 255 bytes and the 20 bytes of numbers.
         let mut rdata = [0u8; 2 * 255 + 20];
         let mut len = 0;
@@ -155,7 +161,13 @@ impl<'b> Response<'b> {
     }
 
     /// Adds an additional record if it fits; leaving it out does not set TC (RFC 2181 §9).
-    pub fn additional(&mut self, owner: Owner<'_>, rtype: u16, ttl: u32, rdata: &[u8]) -> bool {
+    pub(crate) fn additional(
+        &mut self,
+        owner: Owner<'_>,
+        rtype: u16,
+        ttl: u32,
+        rdata: &[u8],
+    ) -> bool {
         if self.truncated || self.additional_full || !self.fits(Self::owner_len(&owner), rdata) {
             self.additional_full = true;
             return false;
@@ -166,7 +178,7 @@ impl<'b> Response<'b> {
     }
 
     /// A pointer to `offset` when one can reach it, else `name` in full.
-    pub fn owner_at<'n>(offset: usize, name: &'n [u8]) -> Owner<'n> {
+    pub(crate) fn owner_at<'n>(offset: usize, name: &'n [u8]) -> Owner<'n> {
         if offset <= MAX_POINTER {
             Owner::Pointer(offset)
         } else {
@@ -175,18 +187,18 @@ impl<'b> Response<'b> {
     }
 
     /// Sets header flags (AA) on top of those given to `new`.
-    pub fn set_flags(&mut self, flags: u16) {
+    pub(crate) fn set_flags(&mut self, flags: u16) {
         self.buf[2] |= (flags >> 8) as u8;
         self.buf[3] |= flags as u8;
     }
 
-    pub fn is_truncated(&self) -> bool {
+    pub(crate) fn is_truncated(&self) -> bool {
         self.truncated
     }
 
     /// Completes the response with `rcode` (extended codes above 15 need EDNS) and the OPT
     /// record when the query had EDNS.
-    pub fn finish(self, rcode: u16) {
+    pub(crate) fn finish(self, rcode: u16) {
         let additional = self.counts[2] + u16::from(self.edns);
         if self.edns {
             self.buf.push(0); // root
@@ -214,7 +226,7 @@ impl<'b> Response<'b> {
 /// Every RCODE keeps its header (an error is slipped with its RCODE, as Knot does), and the
 /// OPT record stays so an EDNS query still gets one (CONTRACT §2). False, with `buf` unchanged,
 /// when `buf` does not parse as a response.
-pub fn truncate(buf: &mut Vec<u8>) -> bool {
+pub(crate) fn truncate(buf: &mut Vec<u8>) -> bool {
     let Some((question_end, opt)) = layout(buf) else {
         return false;
     };

@@ -71,7 +71,7 @@ type Op = (u64, Arc<[u8]>, Option<Arc<Node>>);
 
 /// The mutable side of the dynamic names; only the registry writer touches it (through
 /// `DnsView`'s `View` methods), and each publish hands readers an immutable `Table`.
-pub struct Builder {
+pub(crate) struct Builder {
     /// The names as of every change so far; readers do not see it until `publish`. `None`
     /// between a publish and the next change, while it is `spare`.
     working: Option<DynamicNames>,
@@ -175,7 +175,11 @@ impl Builder {
 
     /// Hands readers a table with every change so far: `swap` stores it and returns the
     /// table readers had, which becomes the next working copy. Nothing when nothing changed.
-    pub fn publish(&mut self, statics: &Statics, swap: impl FnOnce(Arc<Table>) -> Arc<Table>) {
+    pub(crate) fn publish(
+        &mut self,
+        statics: &Statics,
+        swap: impl FnOnce(Arc<Table>) -> Arc<Table>,
+    ) {
         if self.log.is_empty() && !self.bulk {
             return;
         }
@@ -202,7 +206,7 @@ impl Builder {
     }
 
     /// An empty table: what readers see before the first publish.
-    pub fn empty_table(statics: &Statics) -> Table {
+    pub(crate) fn empty_table(statics: &Statics) -> Table {
         Self::table_of(statics, DynamicNames::default())
     }
 
@@ -236,7 +240,7 @@ impl Builder {
     }
 
     /// Brings the table in line with the whole snapshot (start-up).
-    pub fn set_all(&mut self, statics: &Statics, snap: &Snapshot) {
+    pub(crate) fn set_all(&mut self, statics: &Statics, snap: &Snapshot) {
         let gone: Vec<ServiceName> = self
             .produced
             .keys()
@@ -265,7 +269,7 @@ impl Builder {
     /// Replaces what `svc` contributes with what `instances` (none: deregistered) make. Only
     /// the names whose inputs changed are rebuilt: a health change rebuilds the service-level
     /// answers, and only when the set of in-service instances changed.
-    pub fn set_service(
+    pub(crate) fn set_service(
         &mut self,
         statics: &Statics,
         svc: &ServiceName,

@@ -32,9 +32,9 @@ use crate::config::{Config, Upstream};
 
 /// Most forwarded queries in flight at once; past it, clients get SERVFAIL at once rather
 /// than queueing without bound.
-pub const MAX_IN_FLIGHT: usize = 1024;
+pub(crate) const MAX_IN_FLIGHT: usize = 1024;
 
-pub struct Forwarder {
+pub(crate) struct Forwarder {
     upstreams: Vec<SocketAddr>,
     allow: Vec<IpNet>,
     timeout: Duration,
@@ -49,7 +49,7 @@ pub struct Forwarder {
 }
 
 /// Reads the nameservers of a resolv.conf file.
-pub fn resolv_conf_nameservers(path: &Path) -> Result<Vec<SocketAddr>, String> {
+pub(crate) fn resolv_conf_nameservers(path: &Path) -> Result<Vec<SocketAddr>, String> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let conf = resolv_conf::Config::parse(&text)
         .map_err(|e| format!("cannot parse {}: {e}", path.display()))?;
@@ -71,7 +71,10 @@ fn is_self(upstream: SocketAddr, listen: &[SocketAddr]) -> bool {
 impl Forwarder {
     /// The forwarder `config` asks for, `None` when forwarding is off (no upstreams).
     /// `listen` are the DNS addresses actually bound, which are never used as upstreams.
-    pub fn from_config(config: &Config, listen: &[SocketAddr]) -> Result<Option<Self>, String> {
+    pub(crate) fn from_config(
+        config: &Config,
+        listen: &[SocketAddr],
+    ) -> Result<Option<Self>, String> {
         let f = &config.dns.forward;
         let mut upstreams = Vec::new();
         for u in &f.upstreams {
@@ -108,12 +111,12 @@ impl Forwarder {
         }))
     }
 
-    pub fn upstreams(&self) -> &[SocketAddr] {
+    pub(crate) fn upstreams(&self) -> &[SocketAddr] {
         &self.upstreams
     }
 
     /// Whether `client` may use forwarding (and so sees RA).
-    pub fn allows(&self, client: IpAddr) -> bool {
+    pub(crate) fn allows(&self, client: IpAddr) -> bool {
         let client = match client {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
             v4 => v4,
@@ -129,7 +132,7 @@ impl Forwarder {
 
     /// Relays `query` to the upstreams in turn; the reply with the client's ID, or `None`
     /// when every try failed (the caller answers SERVFAIL).
-    pub async fn forward(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    pub(crate) async fn forward(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
         if query.len() < HEADER_LEN || self.upstreams.is_empty() {
             return None;
         }

@@ -20,7 +20,10 @@ use super::wire::{
 /// How the query arrived, which sets the size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// A datagram: the response fits the client's EDNS payload size (512 without EDNS), or
+    /// is truncated with TC set.
     Udp,
+    /// A TCP stream: up to 65,535 bytes.
     Tcp,
 }
 
@@ -29,6 +32,7 @@ pub enum Transport {
 pub enum Outcome {
     /// Nothing sent: too short to answer, or a response rather than a query.
     Dropped,
+    /// A response was written, with this RCODE.
     Answered(u16),
     /// A name outside every zone, from a client allowed to recurse: the transport relays the
     /// query to an upstream (`out` holds nothing to send).
@@ -97,7 +101,7 @@ pub fn handle(
 
 /// SERVFAIL to `packet` (a query that passed `handle`), with its question and RA: what a
 /// client gets when no upstream answered a forwarded query.
-pub fn servfail(packet: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn servfail(packet: &[u8], out: &mut Vec<u8>) {
     let id = u16::from_be_bytes([packet[0], packet[1]]);
     let echo = RA | (wire::flags(packet) & (RD | CD));
     let mut key = [0u8; MAX_NAME];

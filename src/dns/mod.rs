@@ -7,21 +7,21 @@
 //! Only this module imports hickory, to parse zone files and encode their RDATA (and, in
 //! tests, to build and read messages); queries are read by `query`.
 
-pub mod answer;
+pub(crate) mod answer;
 #[cfg(test)]
 mod battery;
 mod dynamic;
-pub mod forward;
+pub(crate) mod forward;
 pub mod handler;
 mod name_map;
-pub mod names;
-pub mod query;
-pub mod rrl;
-pub mod table;
+pub(crate) mod names;
+pub(crate) mod query;
+pub(crate) mod rrl;
+pub(crate) mod table;
 mod tcp;
 mod udp;
-pub mod wire;
-pub mod zonefile;
+pub(crate) mod wire;
+pub(crate) mod zonefile;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,8 +33,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::registry::{Changed, Snapshot, View};
-use table::{Settings, Statics, Table};
-use zonefile::ZoneError;
+use table::{Settings, Statics};
+
+pub use table::Table;
+pub use zonefile::ZoneError;
 
 /// The DNS side of the registry: rebuilds the name table from every snapshot and hands the
 /// latest to queries without locks.
@@ -90,7 +92,7 @@ impl DnsView {
     }
 
     /// The UDP response-rate limiter, when `dns.rate_limit` is on.
-    pub fn rrl(&self) -> Option<&rrl::Limiter> {
+    pub(crate) fn rrl(&self) -> Option<&rrl::Limiter> {
         self.rrl.as_ref()
     }
 
@@ -151,13 +153,13 @@ impl View for DnsView {
 /// A DNS address bound for both UDP and TCP: one UDP socket per worker (SO_REUSEPORT, so
 /// the kernel spreads datagrams over them and no two workers contend for one socket), one
 /// TCP listener.
-pub struct Bound {
+pub(crate) struct Bound {
     udp: Vec<std::net::UdpSocket>,
     tcp: std::net::TcpListener,
 }
 
 impl Bound {
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.tcp
             .local_addr()
             .expect("a bound socket has a local address")
@@ -184,12 +186,12 @@ fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 const UDP_RECV_BUFFER: usize = 4 << 20;
 
 /// The number of UDP workers per address: one per core.
-pub fn workers() -> usize {
+pub(crate) fn workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// Binds UDP (`workers` sockets) and TCP on `addr`. With port 0 both get the same free port.
-pub fn bind(addr: SocketAddr, workers: usize) -> Result<Bound, String> {
+pub(crate) fn bind(addr: SocketAddr, workers: usize) -> Result<Bound, String> {
     let fail =
         |proto: &str, a: SocketAddr, e: std::io::Error| format!("cannot bind DNS {proto} {a}: {e}");
     let tries = if addr.port() == 0 { 50 } else { 1 };
@@ -214,7 +216,7 @@ pub fn bind(addr: SocketAddr, workers: usize) -> Result<Bound, String> {
 
 /// Limits of the TCP side.
 #[derive(Debug, Clone, Copy)]
-pub struct TcpLimits {
+pub(crate) struct TcpLimits {
     pub max_connections: usize,
     /// Most connections from one client address (`dns.max_tcp_connections_per_client`).
     pub max_per_client: usize,
@@ -222,7 +224,7 @@ pub struct TcpLimits {
 }
 
 /// Serves DNS on every bound address until `shutdown`; tasks join `tracker`.
-pub fn serve(
+pub(crate) fn serve(
     bound: Vec<Bound>,
     view: Arc<DnsView>,
     forwarder: Option<Arc<forward::Forwarder>>,

@@ -21,7 +21,7 @@ use super::table::Node;
 static HASHER: LazyLock<foldhash::fast::RandomState> = LazyLock::new(Default::default);
 
 /// The hash every `DynamicNames` files `name` under.
-pub fn hash_name(name: &[u8]) -> u64 {
+pub(crate) fn hash_name(name: &[u8]) -> u64 {
     HASHER.hash_one(name)
 }
 
@@ -35,24 +35,24 @@ struct Slot {
 /// Owner name (lower-case wire form) → node. Keys and nodes are reference-counted: the
 /// builder's two copies of the map and its change log share them.
 #[derive(Clone, Default)]
-pub struct DynamicNames {
+pub(crate) struct DynamicNames {
     slots: hashbrown::HashTable<Slot>,
 }
 
 impl DynamicNames {
-    pub fn get(&self, name: &[u8]) -> Option<&Arc<Node>> {
+    pub(crate) fn get(&self, name: &[u8]) -> Option<&Arc<Node>> {
         let hash = hash_name(name);
         self.slots
             .find(hash, |s| s.hash == hash && *s.name == *name)
             .map(|s| &s.node)
     }
 
-    pub fn contains_key(&self, name: &[u8]) -> bool {
+    pub(crate) fn contains_key(&self, name: &[u8]) -> bool {
         self.get(name).is_some()
     }
 
     /// Sets `name` (whose hash is `hash`) to `node`.
-    pub fn insert_hashed(&mut self, hash: u64, name: Arc<[u8]>, node: Arc<Node>) {
+    pub(crate) fn insert_hashed(&mut self, hash: u64, name: Arc<[u8]>, node: Arc<Node>) {
         match self
             .slots
             .find_mut(hash, |s| s.hash == hash && *s.name == *name)
@@ -66,7 +66,7 @@ impl DynamicNames {
     }
 
     /// Removes `name` (whose hash is `hash`); the stored name, if it was there.
-    pub fn remove_hashed(&mut self, hash: u64, name: &[u8]) -> Option<Arc<[u8]>> {
+    pub(crate) fn remove_hashed(&mut self, hash: u64, name: &[u8]) -> Option<Arc<[u8]>> {
         let entry = self
             .slots
             .find_entry(hash, |s| s.hash == hash && *s.name == *name)
@@ -74,19 +74,15 @@ impl DynamicNames {
         Some(entry.remove().0.name)
     }
 
-    pub fn reserve(&mut self, additional: usize) {
+    pub(crate) fn reserve(&mut self, additional: usize) {
         self.slots.reserve(additional, |s| s.hash);
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&Arc<[u8]>, &Arc<Node>)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Arc<[u8]>, &Arc<Node>)> {
         self.slots.iter().map(|s| (&s.name, &s.node))
     }
 }

@@ -7,10 +7,10 @@
 use std::net::IpAddr;
 
 /// The largest wire-format name (RFC 1035 §2.3.4).
-pub const MAX_NAME: usize = 255;
+pub(crate) const MAX_NAME: usize = 255;
 
 /// Wire format of `labels` followed by the wire-format `suffix` (which ends in the root).
-pub fn wire(labels: &[&str], suffix: &[u8]) -> Box<[u8]> {
+pub(crate) fn wire(labels: &[&str], suffix: &[u8]) -> Box<[u8]> {
     let mut out =
         Vec::with_capacity(suffix.len() + labels.iter().map(|l| l.len() + 1).sum::<usize>());
     for l in labels {
@@ -24,7 +24,7 @@ pub fn wire(labels: &[&str], suffix: &[u8]) -> Box<[u8]> {
 
 /// Wire format of a dotted name such as `internal.` (lowercased). `None` when it is not a
 /// valid name.
-pub fn from_dotted(name: &str) -> Option<Box<[u8]>> {
+pub(crate) fn from_dotted(name: &str) -> Option<Box<[u8]>> {
     let trimmed = name.strip_suffix('.').unwrap_or(name);
     if trimmed.is_empty() {
         return Some(Box::new([0]));
@@ -38,7 +38,7 @@ pub fn from_dotted(name: &str) -> Option<Box<[u8]>> {
 }
 
 /// Dotted text of a wire-format name, for logs and errors.
-pub fn to_dotted(mut w: &[u8]) -> String {
+pub(crate) fn to_dotted(mut w: &[u8]) -> String {
     let mut s = String::new();
     while let Some((&len, rest)) = w.split_first() {
         if len == 0 {
@@ -54,7 +54,7 @@ pub fn to_dotted(mut w: &[u8]) -> String {
 
 /// Yields each proper and improper suffix of a wire-format name, longest first, ending with
 /// the root: `a.b.` → `a.b.`, `b.`, `.`.
-pub fn suffixes(w: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn suffixes(w: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut at = Some(0usize);
     std::iter::from_fn(move || {
         let i = at?;
@@ -68,22 +68,22 @@ pub fn suffixes(w: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Whether `name` equals `zone` or lies below it (both wire format, lowercase).
-pub fn is_within(name: &[u8], zone: &[u8]) -> bool {
+pub(crate) fn is_within(name: &[u8], zone: &[u8]) -> bool {
     suffixes(name).any(|s| s == zone)
 }
 
 /// `<service>.service.D`
-pub fn service(svc: &str, domain: &[u8]) -> Box<[u8]> {
+pub(crate) fn service(svc: &str, domain: &[u8]) -> Box<[u8]> {
     wire(&[svc, "service"], domain)
 }
 
 /// `<tag>.<service>.service.D`
-pub fn tagged_service(tag: &str, svc: &str, domain: &[u8]) -> Box<[u8]> {
+pub(crate) fn tagged_service(tag: &str, svc: &str, domain: &[u8]) -> Box<[u8]> {
     wire(&[tag, svc, "service"], domain)
 }
 
 /// `_<service>._<second>.service.D`: `second` is `tcp`, `udp` or a tag.
-pub fn rfc2782(svc: &str, second: &str, domain: &[u8]) -> Box<[u8]> {
+pub(crate) fn rfc2782(svc: &str, second: &str, domain: &[u8]) -> Box<[u8]> {
     wire(
         &[&format!("_{svc}"), &format!("_{second}"), "service"],
         domain,
@@ -91,18 +91,18 @@ pub fn rfc2782(svc: &str, second: &str, domain: &[u8]) -> Box<[u8]> {
 }
 
 /// `<id>.<service>.instance.D`
-pub fn instance(id: &str, svc: &str, domain: &[u8]) -> Box<[u8]> {
+pub(crate) fn instance(id: &str, svc: &str, domain: &[u8]) -> Box<[u8]> {
     wire(&[id, svc, "instance"], domain)
 }
 
 /// The longest reverse name: `ip6.arpa.` under 32 one-nibble labels.
-pub const MAX_REVERSE: usize = 32 * 2 + 10;
+pub(crate) const MAX_REVERSE: usize = 32 * 2 + 10;
 
 /// Writes the reverse name of `addr` (under `in-addr.arpa.` or `ip6.arpa.`) into `buf` and
 /// returns its length. Written byte by byte:
 /// every registered address has one, so at start-up this runs 100,000 times and formatting
 /// labels into strings was ~7 % of the start-up's CPU.
-pub fn reverse_into(addr: IpAddr, buf: &mut [u8; MAX_REVERSE]) -> usize {
+pub(crate) fn reverse_into(addr: IpAddr, buf: &mut [u8; MAX_REVERSE]) -> usize {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut n = 0;
     let mut push = |bytes: &[u8]| {
@@ -134,7 +134,7 @@ pub fn reverse_into(addr: IpAddr, buf: &mut [u8; MAX_REVERSE]) -> usize {
 /// Reads the question name at the start of `packet[12..]`: returns its length in bytes (with
 /// the root label) and writes its lowercase form into `key`. `None` when the name is malformed
 /// or uses a compression pointer (which cannot be valid in the first question).
-pub fn key_of_question(packet: &[u8], key: &mut [u8; MAX_NAME]) -> Option<usize> {
+pub(crate) fn key_of_question(packet: &[u8], key: &mut [u8; MAX_NAME]) -> Option<usize> {
     let name = packet.get(12..)?;
     let mut i = 0;
     loop {

@@ -11,7 +11,7 @@ use super::wire::{HEADER_LEN, MAX_POINTER, OPT};
 
 /// EDNS(0) as the client sent it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Edns {
+pub(crate) struct Edns {
     /// The client's UDP payload size.
     pub payload: u16,
     pub version: u8,
@@ -19,7 +19,7 @@ pub struct Edns {
 
 /// What an answer needs of a well-formed query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Query {
+pub(crate) struct Query {
     /// Length of the question's name in wire format (its lowercase form is in the key buffer).
     pub qname_len: usize,
     pub qtype: u16,
@@ -29,7 +29,7 @@ pub struct Query {
 
 impl Query {
     /// The question section's bytes: name, type, class.
-    pub fn question<'p>(&self, packet: &'p [u8]) -> &'p [u8] {
+    pub(crate) fn question<'p>(&self, packet: &'p [u8]) -> &'p [u8] {
         &packet[HEADER_LEN..HEADER_LEN + self.qname_len + 4]
     }
 }
@@ -65,7 +65,7 @@ pub(super) fn skip_name(p: &[u8], mut at: usize) -> Option<usize> {
 
 /// Parses `packet` (at least a 12-byte header, QR clear, opcode QUERY, as the handler
 /// checked) and folds the question name into `key`. `None`: malformed, answer FORMERR.
-pub fn parse(packet: &[u8], key: &mut [u8; MAX_NAME]) -> Option<Query> {
+pub(crate) fn parse(packet: &[u8], key: &mut [u8; MAX_NAME]) -> Option<Query> {
     if u16_at(packet, 4)? != 1 {
         return None;
     }

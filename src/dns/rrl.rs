@@ -82,7 +82,7 @@ enum Class {
 /// and retries over TCP). A slot untouched for a second is full again whatever it last held,
 /// so it needs no owner to be reused. The hash is seeded per process, so a client cannot aim
 /// at another flow's slot.
-pub struct Limiter {
+pub(crate) struct Limiter {
     /// Responses per second per flow (> 0); also the burst a full bucket holds.
     rate: u32,
     /// Every `slip`th limited response is slipped; 0 never, 1 always.
@@ -103,7 +103,7 @@ pub struct Limiter {
 /// worker so that counting takes no shared cache line; over all workers it is still every
 /// `slip`th, give or take one per worker.
 #[derive(Debug, Default)]
-pub struct Slips(u32);
+pub(crate) struct Slips(u32);
 
 impl Slips {
     /// Whether the next limited response is the one to slip.
@@ -119,7 +119,7 @@ impl Slips {
 impl Limiter {
     /// The limiter `dns` asks for; `None` when `dns.rate_limit` is 0 (off). The config is
     /// validated: the exempt networks parse and the prefixes are in range.
-    pub fn new(dns: &DnsConfig) -> Option<Self> {
+    pub(crate) fn new(dns: &DnsConfig) -> Option<Self> {
         if dns.rate_limit == 0 {
             return None;
         }
@@ -141,7 +141,7 @@ impl Limiter {
     /// Decides the fate of `response` (`rcode`, from `handler::handle`) to `client` over UDP:
     /// true to send it, as it is or, when the flow is over its rate and this one is to slip,
     /// rewritten in place to its slipped form; false to drop it.
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         client: IpAddr,
         rcode: u16,

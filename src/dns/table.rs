@@ -21,7 +21,7 @@ use super::zonefile::StaticZone;
 
 /// One record's RDATA, and for an SRV record the address of its target (the glue).
 #[derive(Debug, Clone)]
-pub struct Rec {
+pub(crate) struct Rec {
     pub rdata: Arc<[u8]>,
     /// The address bytes of the SRV target, which is `rdata[SRV_TARGET..]`: 4 for A, 16 for AAAA
     /// (the type is not stored: a record is 32 bytes rather than 40, and there are several
@@ -31,20 +31,20 @@ pub struct Rec {
 
 impl Rec {
     /// The record type of glue `addr`.
-    pub fn glue_type(addr: &[u8]) -> u16 {
+    pub(crate) fn glue_type(addr: &[u8]) -> u16 {
         if addr.len() == 4 { A } else { AAAA }
     }
 }
 
 /// The records of one set. Most sets of registry names hold one record (an instance's
 /// address, a PTR): kept inline, they cost no allocation of their own.
-pub type Recs = SmallVec<[Rec; 1]>;
+pub(crate) type Recs = SmallVec<[Rec; 1]>;
 /// The record sets of one name; most names have one, kept inline likewise.
-pub type RRSets = SmallVec<[RRSet; 1]>;
+pub(crate) type RRSets = SmallVec<[RRSet; 1]>;
 
 /// All records of one type at one name.
 #[derive(Debug)]
-pub struct RRSet {
+pub(crate) struct RRSet {
     pub rtype: u16,
     /// Whether answers rotate (service answers: A, AAAA, SRV) or keep a fixed order.
     pub rotating: bool,
@@ -56,7 +56,7 @@ pub struct RRSet {
 }
 
 impl RRSet {
-    pub(super) fn fixed(rtype: u16, ttl: u32, records: impl IntoIterator<Item = Rec>) -> Self {
+    pub(crate) fn fixed(rtype: u16, ttl: u32, records: impl IntoIterator<Item = Rec>) -> Self {
         Self {
             rtype,
             rotating: false,
@@ -74,7 +74,7 @@ impl RRSet {
     }
 
     /// The index of the first record of this answer: the next round-robin position.
-    pub fn start(&self) -> usize {
+    pub(crate) fn start(&self) -> usize {
         if self.rotating && !self.records.is_empty() {
             self.rotation.fetch_add(1, Ordering::Relaxed) as usize % self.records.len()
         } else {
@@ -85,14 +85,14 @@ impl RRSet {
 
 /// What a name holds; no record sets means an empty non-terminal (NODATA, not NXDOMAIN).
 #[derive(Debug, Default)]
-pub struct Node {
+pub(crate) struct Node {
     /// Index into `Table::zones`.
     pub zone: usize,
     pub rrsets: RRSets,
 }
 
 impl Node {
-    pub fn get(&self, rtype: u16) -> Option<&RRSet> {
+    pub(crate) fn get(&self, rtype: u16) -> Option<&RRSet> {
         self.rrsets.iter().find(|s| s.rtype == rtype)
     }
 }
@@ -100,15 +100,15 @@ impl Node {
 /// The hasher of the static names: foldhash, seeded per process. Names are hashed on every
 /// query; SipHash was a fifth of a miss's instructions. Clients choose the names looked up
 /// but not the names stored, so they cannot build long collision chains.
-pub type NameHasher = foldhash::fast::RandomState;
+pub(crate) type NameHasher = foldhash::fast::RandomState;
 /// Static names: built once, never changed.
-pub type StaticNames = HashMap<Box<[u8]>, Node, NameHasher>;
+pub(crate) type StaticNames = HashMap<Box<[u8]>, Node, NameHasher>;
 /// The registry's names (`name_map.rs`).
-pub use super::name_map::DynamicNames;
+pub(crate) use super::name_map::DynamicNames;
 
 /// A zone signpost is authoritative for.
 #[derive(Debug)]
-pub struct Zone {
+pub(crate) struct Zone {
     /// Lowercase wire format.
     pub apex: Box<[u8]>,
     /// SOA RDATA, minimum already the negative TTL for the base domain.
@@ -123,7 +123,7 @@ pub struct Zone {
 
 /// One domain name inside SOA RDATA (see `Zone::soa_names`).
 #[derive(Debug, Clone, Copy)]
-pub struct SoaName {
+pub(crate) struct SoaName {
     pub start: usize,
     pub len: usize,
     /// Bytes before the apex suffix, if the name ends with the apex.
@@ -131,7 +131,7 @@ pub struct SoaName {
 }
 
 impl Zone {
-    pub fn new(apex: Box<[u8]>, soa: Box<[u8]>, negative_ttl: u32) -> Self {
+    pub(crate) fn new(apex: Box<[u8]>, soa: Box<[u8]>, negative_ttl: u32) -> Self {
         let mut soa_names = [SoaName {
             start: 0,
             len: 0,
@@ -165,7 +165,7 @@ impl Zone {
 
 /// Answer settings from `[dns]`.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// `dns.domain` in lowercase wire format.
     pub domain: Box<[u8]>,
     pub ttl: u32,
@@ -176,8 +176,8 @@ pub struct Settings {
 
 /// The parts of a table that do not change with the registry.
 #[derive(Debug)]
-pub struct Statics {
-    pub settings: Settings,
+pub(crate) struct Statics {
+    pub(crate) settings: Settings,
     pub zones: Arc<Vec<Zone>>,
     /// Apex → zone index.
     pub(super) apexes: Arc<Vec<(Box<[u8]>, usize)>>,
@@ -189,7 +189,7 @@ pub struct Statics {
 }
 
 /// Where a query name falls.
-pub enum Lookup<'a> {
+pub(crate) enum Lookup<'a> {
     Found(&'a Node, &'a Zone),
     /// Inside a zone, but no such name.
     NxDomain(&'a Zone),
@@ -200,7 +200,7 @@ pub enum Lookup<'a> {
 /// One immutable table, answering for one snapshot.
 #[derive(Debug, Clone)]
 pub struct Table {
-    pub settings: Settings,
+    pub(crate) settings: Settings,
     pub(super) zones: Arc<Vec<Zone>>,
     pub(super) apexes: Arc<Vec<(Box<[u8]>, usize)>>,
     pub(super) statics: Arc<StaticNames>,
@@ -209,7 +209,7 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn lookup(&self, key: &[u8]) -> Lookup<'_> {
+    pub(crate) fn lookup(&self, key: &[u8]) -> Lookup<'_> {
         if let Some(n) = self.dynamic.get(key) {
             return Lookup::Found(n, &self.zones[n.zone]);
         }
@@ -223,15 +223,6 @@ impl Table {
             }
         }
         Lookup::Outside
-    }
-
-    /// Number of names, for logs.
-    pub fn len(&self) -> usize {
-        self.dynamic.len() + self.statics.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -259,7 +250,7 @@ fn soa_minimum(rdata: &[u8]) -> u32 {
 impl Statics {
     /// Builds the static part: the base domain's zone (from its zone file, or made up) and
     /// every other zone file. `serial` is the made-up SOA's serial.
-    pub fn new(settings: Settings, files: &[StaticZone], serial: u32) -> Self {
+    pub(crate) fn new(settings: Settings, files: &[StaticZone], serial: u32) -> Self {
         let mut zones = Vec::new();
         let mut apexes = Vec::new();
         let mut names = StaticNames::default();
@@ -389,14 +380,14 @@ fn add_ancestors(map: &mut StaticNames, key: &[u8], apex: &[u8], zone: usize) {
     }
 }
 
-pub(super) fn addr_type(a: IpAddr) -> u16 {
+pub(crate) fn addr_type(a: IpAddr) -> u16 {
     match a {
         IpAddr::V4(_) => A,
         IpAddr::V6(_) => AAAA,
     }
 }
 
-pub(super) fn addr_rec(a: IpAddr) -> Rec {
+pub(crate) fn addr_rec(a: IpAddr) -> Rec {
     let rdata: Arc<[u8]> = match a {
         IpAddr::V4(v) => Arc::new(v.octets()),
         IpAddr::V6(v) => Arc::new(v.octets()),
@@ -407,7 +398,7 @@ pub(super) fn addr_rec(a: IpAddr) -> Rec {
 /// An in-service instance as the service-level answers use it: its address record and its
 /// SRV record (target = its instance name, glue = its address), built once per registration
 /// so a health change only clones (reference-counts) them.
-pub(super) struct Member<'a> {
+pub(crate) struct Member<'a> {
     pub address: IpAddr,
     pub tags: &'a [crate::model::Tag],
     pub addr: &'a Rec,
@@ -416,7 +407,7 @@ pub(super) struct Member<'a> {
 
 /// The SRV record of an instance of `svc`: its priority, weight and port, its instance name
 /// as target, its address as glue.
-pub(super) fn srv_rec(svc: &str, d: &[u8], i: &crate::model::Instance, addr: &Rec) -> Rec {
+pub(crate) fn srv_rec(svc: &str, d: &[u8], i: &crate::model::Instance, addr: &Rec) -> Rec {
     let mut r = Vec::with_capacity(SRV_TARGET + 64);
     r.extend_from_slice(&i.priority().to_be_bytes());
     r.extend_from_slice(&i.weight().to_be_bytes());
@@ -430,7 +421,7 @@ pub(super) fn srv_rec(svc: &str, d: &[u8], i: &crate::model::Instance, addr: &Re
 
 /// A service-level node: the members' A/AAAA (once per address, when `with_addresses`) and
 /// SRV records, both rotating.
-pub(super) fn service_node(members: &[&Member<'_>], ttl: u32, with_addresses: bool) -> Node {
+pub(crate) fn service_node(members: &[&Member<'_>], ttl: u32, with_addresses: bool) -> Node {
     let mut rrsets = RRSets::new();
     if with_addresses {
         for rtype in [A, AAAA] {

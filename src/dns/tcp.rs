@@ -23,7 +23,7 @@ use super::forward::Forwarder;
 use super::handler::{Outcome, Transport, handle, servfail};
 use super::{DnsView, TcpLimits};
 
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     view: Arc<DnsView>,
     forwarder: Option<Arc<Forwarder>>,
@@ -72,7 +72,7 @@ pub async fn run(
 /// Open connections per client address, shared by every TCP listener. A mutex over a map is
 /// enough: it is taken when a connection opens and when it closes, never per query.
 #[derive(Debug, Default)]
-pub struct Clients(Mutex<HashMap<IpAddr, usize>>);
+pub(crate) struct Clients(Mutex<HashMap<IpAddr, usize>>);
 
 impl Clients {
     /// Counts a new connection from `ip`; `None` when `ip` already holds `max`.

@@ -22,7 +22,7 @@ const MAX_DATAGRAM: usize = 65_535;
 /// How often an idle worker looks at the shutdown token.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 
-pub fn run(
+pub(crate) fn run(
     socket: UdpSocket,
     view: Arc<DnsView>,
     forwarder: Option<Arc<Forwarder>>,

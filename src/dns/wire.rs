@@ -9,72 +9,72 @@
 
 // Record types (RFC 1035 §3.2.2, RFC 3596, RFC 2782, RFC 6891, RFC 8945).
 
-pub const A: u16 = 1;
-pub const NS: u16 = 2;
-pub const CNAME: u16 = 5;
-pub const SOA: u16 = 6;
-pub const PTR: u16 = 12;
-pub const TXT: u16 = 16;
-pub const AAAA: u16 = 28;
-pub const SRV: u16 = 33;
+pub(crate) const A: u16 = 1;
+pub(crate) const NS: u16 = 2;
+pub(crate) const CNAME: u16 = 5;
+pub(crate) const SOA: u16 = 6;
+pub(crate) const PTR: u16 = 12;
+pub(crate) const TXT: u16 = 16;
+pub(crate) const AAAA: u16 = 28;
+pub(crate) const SRV: u16 = 33;
 /// The EDNS pseudo-record (RFC 6891): control data, never a question.
-pub const OPT: u16 = 41;
+pub(crate) const OPT: u16 = 41;
 /// A transaction signature (RFC 8945): a pseudo-record, never a question.
-pub const TSIG: u16 = 250;
+pub(crate) const TSIG: u16 = 250;
 
 // Query-only types (RFC 1035 §3.2.3, RFC 1995).
 
-pub const IXFR: u16 = 251;
-pub const AXFR: u16 = 252;
-pub const MAILB: u16 = 253;
-pub const MAILA: u16 = 254;
+pub(crate) const IXFR: u16 = 251;
+pub(crate) const AXFR: u16 = 252;
+pub(crate) const MAILB: u16 = 253;
+pub(crate) const MAILA: u16 = 254;
 /// `*`: every record set of the name.
-pub const ANY: u16 = 255;
+pub(crate) const ANY: u16 = 255;
 
 // Classes (RFC 1035 §3.2.4, §3.2.5).
 
-pub const CLASS_IN: u16 = 1;
-pub const CLASS_ANY: u16 = 255;
+pub(crate) const CLASS_IN: u16 = 1;
+pub(crate) const CLASS_ANY: u16 = 255;
 
 // Opcodes (RFC 1035 §4.1.1), as bits of the header's flags word.
 
 /// The opcode field within the flags word.
-pub const OPCODE: u16 = 0x7800;
+pub(crate) const OPCODE: u16 = 0x7800;
 /// The only opcode signpost answers; the others get NOTIMP.
-pub const QUERY: u16 = 0;
+pub(crate) const QUERY: u16 = 0;
 
 // Response codes (RFC 1035 §4.1.1): the four bits of the header.
 
-pub const NOERROR: u8 = 0;
-pub const FORMERR: u8 = 1;
-pub const SERVFAIL: u8 = 2;
-pub const NXDOMAIN: u8 = 3;
-pub const NOTIMP: u8 = 4;
-pub const REFUSED: u8 = 5;
+pub(crate) const NOERROR: u8 = 0;
+pub(crate) const FORMERR: u8 = 1;
+pub(crate) const SERVFAIL: u8 = 2;
+pub(crate) const NXDOMAIN: u8 = 3;
+pub(crate) const NOTIMP: u8 = 4;
+pub(crate) const REFUSED: u8 = 5;
 /// Extended RCODE 16 (RFC 6891): its upper 8 bits go in the OPT record.
-pub const BADVERS: u16 = 16;
+pub(crate) const BADVERS: u16 = 16;
 
 // Header flags (RFC 1035 §4.1.1, RFC 4035 §3.2), as bits of the flags word (bytes 2 and 3).
 
-pub const QR: u16 = 0x8000;
-pub const AA: u16 = 0x0400;
-pub const TC: u16 = 0x0200;
-pub const RD: u16 = 0x0100;
-pub const RA: u16 = 0x0080;
-pub const CD: u16 = 0x0010;
+pub(crate) const QR: u16 = 0x8000;
+pub(crate) const AA: u16 = 0x0400;
+pub(crate) const TC: u16 = 0x0200;
+pub(crate) const RD: u16 = 0x0100;
+pub(crate) const RA: u16 = 0x0080;
+pub(crate) const CD: u16 = 0x0010;
 
 // Message layout (RFC 1035 §4.1, §4.1.4).
 
 /// Bytes of the header; the question starts right after it.
-pub const HEADER_LEN: usize = 12;
+pub(crate) const HEADER_LEN: usize = 12;
 /// The two top bits that make a name's length byte a compression pointer.
-pub const POINTER: u16 = 0xc000;
+pub(crate) const POINTER: u16 = 0xc000;
 /// Largest offset a compression pointer can hold.
-pub const MAX_POINTER: usize = 0x3fff;
+pub(crate) const MAX_POINTER: usize = 0x3fff;
 /// Where the target name starts in SRV RDATA, after priority, weight and port (RFC 2782).
-pub const SRV_TARGET: usize = 6;
+pub(crate) const SRV_TARGET: usize = 6;
 
 /// The flags word of a message that has a header (at least `HEADER_LEN` bytes).
-pub fn flags(packet: &[u8]) -> u16 {
+pub(crate) fn flags(packet: &[u8]) -> u16 {
     u16::from_be_bytes([packet[2], packet[3]])
 }

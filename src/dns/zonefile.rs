@@ -18,13 +18,15 @@ use super::wire::SOA;
 #[derive(Debug, thiserror::Error)]
 #[error("zone file {path}: {message}")]
 pub struct ZoneError {
+    /// The zone file at fault.
     pub path: PathBuf,
+    /// What is wrong with it (unreadable, unparsable, or a rule it breaks).
     pub message: String,
 }
 
 /// One static record, ready to copy into an answer.
 #[derive(Debug, Clone)]
-pub struct StaticRecord {
+pub(crate) struct StaticRecord {
     /// Owner name, lowercase wire format.
     pub name: Box<[u8]>,
     pub rtype: u16,
@@ -34,7 +36,7 @@ pub struct StaticRecord {
 
 /// A parsed zone file.
 #[derive(Debug, Clone)]
-pub struct StaticZone {
+pub(crate) struct StaticZone {
     pub path: PathBuf,
     /// Apex, lowercase wire format.
     pub apex: Box<[u8]>,
@@ -44,7 +46,7 @@ pub struct StaticZone {
 
 impl StaticZone {
     /// The SOA record at the apex (checked to exist at load).
-    pub fn soa(&self) -> &StaticRecord {
+    pub(crate) fn soa(&self) -> &StaticRecord {
         self.records
             .iter()
             .find(|r| r.rtype == SOA && r.name == self.apex)
@@ -53,7 +55,7 @@ impl StaticZone {
 }
 
 /// Encodes RDATA alone with uncompressed names, so the bytes stand on their own anywhere.
-pub fn encode_rdata(rdata: &RData) -> Result<Box<[u8]>, String> {
+pub(crate) fn encode_rdata(rdata: &RData) -> Result<Box<[u8]>, String> {
     let mut buf = Vec::with_capacity(32);
     let mut enc = BinEncoder::new(&mut buf);
     enc.set_name_encoding(NameEncoding::Uncompressed);
@@ -62,7 +64,7 @@ pub fn encode_rdata(rdata: &RData) -> Result<Box<[u8]>, String> {
 }
 
 /// Parses one zone file.
-pub fn load_file(path: &Path) -> Result<StaticZone, ZoneError> {
+pub(crate) fn load_file(path: &Path) -> Result<StaticZone, ZoneError> {
     let err = |message: String| ZoneError {
         path: path.to_path_buf(),
         message,
@@ -122,7 +124,7 @@ pub fn load_file(path: &Path) -> Result<StaticZone, ZoneError> {
 
 /// Loads every `*.zone` file of `dir`, sorted by name. A missing folder holds no zones; two
 /// files for one apex are an error.
-pub fn load_dir(dir: &Path) -> Result<Vec<StaticZone>, ZoneError> {
+pub(crate) fn load_dir(dir: &Path) -> Result<Vec<StaticZone>, ZoneError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -55,7 +55,7 @@ impl Pending {
 
 /// Registry view that tells the supervisor task which checks changed.
 #[derive(Default)]
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     /// Written by the registry writer in `publish`, drained by the supervisor task. A std
     /// mutex: both sides hold it only to move a map.
     pending: Mutex<Pending>,
@@ -105,7 +105,7 @@ impl View for Supervisor {
 
 /// The delay before an instance's first probe: a hash of its key spread over the interval,
 /// so start-up does not probe everything at once and a restart keeps each check's phase.
-pub fn jitter(key: &InstanceKey, interval: Duration) -> Duration {
+pub(crate) fn jitter(key: &InstanceKey, interval: Duration) -> Duration {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut h);
     let ms = interval.as_millis().max(1) as u64;
@@ -115,7 +115,7 @@ pub fn jitter(key: &InstanceKey, interval: Duration) -> Duration {
 impl Supervisor {
     /// Reconciles running checks with the registry until `shutdown`; check tasks join
     /// `tracker` and stop between probes.
-    pub async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         registry: Arc<Registry>,
         max_concurrent: usize,

@@ -29,7 +29,7 @@ const POOL_PER_HOST: usize = 4;
 const BODY_PREFIX: usize = 4 * 1024;
 
 /// The shared client of every HTTP check.
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
         let same_origin = attempt.previous().first().is_some_and(|first| {
             first.host_str() == attempt.url().host_str()
@@ -74,7 +74,7 @@ impl fmt::Display for NotFollowed {
 impl std::error::Error for NotFollowed {}
 
 /// Maps an HTTP status to the check's status.
-pub fn classify(code: u16) -> Status {
+pub(crate) fn classify(code: u16) -> Status {
     match code {
         200..=299 => Status::Passing,
         429 => Status::Warning,
@@ -83,7 +83,11 @@ pub fn classify(code: u16) -> Status {
 }
 
 /// Runs one GET; returns the probe's status and a short reason (`HTTP 200 OK`).
-pub async fn probe(client: &reqwest::Client, url: &str, timeout: Duration) -> (Status, String) {
+pub(crate) async fn probe(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> (Status, String) {
     let result = tokio::time::timeout(timeout, async {
         let mut resp = client.get(url).timeout(timeout).send().await?;
         let code = resp.status();

@@ -3,7 +3,7 @@
 //! HTTP that go critical when overdue) and `deregister_after` are timing the registry's writer
 //! keeps itself (`registry::policy`).
 
-pub mod checker;
-pub mod http;
-pub mod state;
-pub mod tcp;
+pub(crate) mod checker;
+pub(crate) mod http;
+pub(crate) mod state;
+pub(crate) mod tcp;

@@ -9,7 +9,7 @@
 use crate::model::Status;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckState {
+pub(crate) struct CheckState {
     status: Status,
     successes: u32,
     failures: u32,
@@ -19,7 +19,7 @@ pub struct CheckState {
 
 impl CheckState {
     /// A new check: critical until it has passed `success_before_passing` times in a row.
-    pub fn new(success_before_passing: u32, failures_before_critical: u32) -> Self {
+    pub(crate) fn new(success_before_passing: u32, failures_before_critical: u32) -> Self {
         Self {
             status: Status::Critical,
             successes: 0,
@@ -29,12 +29,12 @@ impl CheckState {
         }
     }
 
-    pub fn status(&self) -> Status {
+    pub(crate) fn status(&self) -> Status {
         self.status
     }
 
     /// Feeds one probe result; returns the new status when it changed.
-    pub fn observe(&mut self, probe: Status) -> Option<Status> {
+    pub(crate) fn observe(&mut self, probe: Status) -> Option<Status> {
         let next = match probe {
             Status::Passing => {
                 self.failures = 0;

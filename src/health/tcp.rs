@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::model::Status;
 
 /// Connects to `target` once; returns the probe's status and a short reason.
-pub async fn probe(target: &str, timeout: Duration) -> (Status, String) {
+pub(crate) async fn probe(target: &str, timeout: Duration) -> (Status, String) {
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(target)).await {
         Ok(Ok(_)) => (Status::Passing, format!("TCP connect {target}: ok")),
         Ok(Err(e)) => (Status::Critical, format!("TCP connect {target}: {e}")),

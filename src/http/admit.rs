@@ -28,14 +28,14 @@ use tower::{Layer, Service};
 use super::error::ApiError;
 
 #[derive(Clone)]
-pub struct AdmitLayer {
+pub(crate) struct AdmitLayer {
     general: Arc<Semaphore>,
     watchers: Arc<Semaphore>,
     max_watchers: usize,
 }
 
 impl AdmitLayer {
-    pub fn new(max_concurrent: usize, max_watchers: usize) -> Self {
+    pub(crate) fn new(max_concurrent: usize, max_watchers: usize) -> Self {
         Self {
             general: Arc::new(Semaphore::new(max_concurrent)),
             watchers: Arc::new(Semaphore::new(max_watchers)),
@@ -56,7 +56,7 @@ impl<S> Layer<S> for AdmitLayer {
 }
 
 #[derive(Clone)]
-pub struct Admit<S> {
+pub(crate) struct Admit<S> {
     inner: S,
     limits: AdmitLayer,
 }

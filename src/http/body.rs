@@ -20,7 +20,7 @@ use super::AppState;
 use super::error::ApiError;
 
 /// The raw body, with size-limit, read and timeout failures turned into JSON errors.
-pub struct RawBody(pub Bytes);
+pub(crate) struct RawBody(pub Bytes);
 
 impl FromRequest<Arc<AppState>> for RawBody {
     type Rejection = ApiError;
@@ -56,7 +56,7 @@ impl FromRequest<Arc<AppState>> for RawBody {
 }
 
 /// Parses `bytes` as JSON into `T`, naming the field path on error.
-pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             "body: expected a JSON object, got nothing",

@@ -36,7 +36,7 @@ use tower::util::Oneshot;
 
 /// The two waits a connection is allowed between requests.
 #[derive(Clone, Copy, Debug)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// From a request's first byte (a new connection's start) to the end of its headers.
     pub header: Duration,
     /// From the end of a response to the first byte of the next request.
@@ -44,7 +44,7 @@ pub struct Timeouts {
 }
 
 /// One connection's counters and clock.
-pub struct Conn {
+pub(crate) struct Conn {
     timeouts: Timeouts,
     /// When the connection was accepted; the times below are nanoseconds after it.
     epoch: Instant,
@@ -59,7 +59,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(timeouts: Timeouts) -> Self {
+    pub(crate) fn new(timeouts: Timeouts) -> Self {
         Self {
             timeouts,
             epoch: Instant::now(),
@@ -75,18 +75,18 @@ impl Conn {
     }
 
     /// Requests started so far, and responses finished.
-    pub fn counts(&self) -> (u64, u64) {
+    pub(crate) fn counts(&self) -> (u64, u64) {
         (self.started.load(Relaxed), self.finished.load(Relaxed))
     }
 
     /// A request is in service (or its response still with hyper).
-    pub fn busy(&self) -> bool {
+    pub(crate) fn busy(&self) -> bool {
         let (started, finished) = self.counts();
         started != finished
     }
 
     /// Bytes arrived: while idle, the first of them starts the header timeout.
-    pub fn on_read(&self) {
+    pub(crate) fn on_read(&self) {
         if self.head_since.load(Relaxed) == 0 && !self.busy() {
             self.head_since.store(self.now() + 1, Relaxed);
         }
@@ -106,7 +106,7 @@ impl Conn {
 
     /// When the connection must be closed if nothing changes; `None` while a request is in
     /// service.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         if self.busy() {
             return None;
         }
@@ -122,13 +122,13 @@ impl Conn {
 /// The app as hyper calls it on one connection: each request counted as started, and as
 /// finished when hyper drops its response body (all of it handed to the socket's buffer) or
 /// the request is abandoned.
-pub struct Counted<S> {
+pub(crate) struct Counted<S> {
     app: S,
     conn: Arc<Conn>,
 }
 
 impl<S> Counted<S> {
-    pub fn new(app: S, conn: Arc<Conn>) -> Self {
+    pub(crate) fn new(app: S, conn: Arc<Conn>) -> Self {
         Self { app, conn }
     }
 }
@@ -161,7 +161,7 @@ impl Drop for Finished {
 
 pin_project_lite::pin_project! {
     /// The app's future; its response body carries the request's `Finished`.
-    pub struct CountedFuture<S: tower::Service<Request>> {
+    pub(crate) struct CountedFuture<S: tower::Service<Request>> {
         #[pin]
         inner: Oneshot<S, Request>,
         finished: Option<Finished>,
@@ -186,7 +186,7 @@ where
 }
 
 /// A response body that marks its request finished when hyper drops it.
-pub struct Tracked {
+pub(crate) struct Tracked {
     body: Body,
     _finished: Option<Finished>,
 }

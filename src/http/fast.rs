@@ -25,14 +25,14 @@ use super::body::RawBody;
 use super::{AppState, instances};
 
 #[derive(Clone)]
-pub struct FastRegisterLayer {
+pub(crate) struct FastRegisterLayer {
     state: Arc<AppState>,
     /// The router's body limit, applied the way the router applies it.
     body_limit: DefaultBodyLimit,
 }
 
 impl FastRegisterLayer {
-    pub fn new(state: Arc<AppState>, body_limit: DefaultBodyLimit) -> Self {
+    pub(crate) fn new(state: Arc<AppState>, body_limit: DefaultBodyLimit) -> Self {
         Self { state, body_limit }
     }
 }
@@ -50,7 +50,7 @@ impl<S> Layer<S> for FastRegisterLayer {
 }
 
 #[derive(Clone)]
-pub struct FastRegister<S> {
+pub(crate) struct FastRegister<S> {
     inner: S,
     state: Arc<AppState>,
     body_limit: DefaultBodyLimit,
@@ -59,7 +59,7 @@ pub struct FastRegister<S> {
 type Boxed = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 /// The router's future, or the registration's.
-pub enum Either<F> {
+pub(crate) enum Either<F> {
     Router(F),
     Register(Boxed),
 }

@@ -32,7 +32,7 @@ use tower::{Layer, Service};
 use super::error::{ApiError, OrRefused};
 
 #[derive(Clone)]
-pub struct GuardLayer {
+pub(crate) struct GuardLayer {
     rules: Arc<Rules>,
 }
 
@@ -45,7 +45,7 @@ struct Rules {
 
 impl GuardLayer {
     /// `origins` and `hosts` as `config` validated and lowercased them.
-    pub fn new(origins: &[String], hosts: &[String]) -> Self {
+    pub(crate) fn new(origins: &[String], hosts: &[String]) -> Self {
         let hosts = hosts
             .iter()
             .filter_map(|h| split_port(h))
@@ -72,7 +72,7 @@ impl<S> Layer<S> for GuardLayer {
 }
 
 #[derive(Clone)]
-pub struct Guard<S> {
+pub(crate) struct Guard<S> {
     inner: S,
     rules: Arc<Rules>,
 }

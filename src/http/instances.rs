@@ -14,7 +14,7 @@ use super::{AppState, index_header};
 use crate::model::{InstanceId, InstanceKey, ServiceName};
 
 /// Validates the `{service}` and `{id}` path segments.
-pub fn key(service: &str, id: &str) -> Result<InstanceKey, ApiError> {
+pub(crate) fn key(service: &str, id: &str) -> Result<InstanceKey, ApiError> {
     Ok(InstanceKey {
         service: ServiceName::parse(service)?,
         id: InstanceId::parse(id)?,
@@ -26,7 +26,7 @@ fn reply(entry: &crate::registry::Entry, index: u64) -> Response {
     (index_header(index), Json(InstanceOut::from(entry))).into_response()
 }
 
-pub async fn register(
+pub(crate) async fn register(
     State(st): State<Arc<AppState>>,
     Path((service, id)): Path<(String, String)>,
     RawBody(body): RawBody,
@@ -37,7 +37,7 @@ pub async fn register(
     Ok(reply(&entry, st.registry.snapshot().index))
 }
 
-pub async fn deregister(
+pub(crate) async fn deregister(
     State(st): State<Arc<AppState>>,
     Path((service, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -50,7 +50,7 @@ pub async fn deregister(
         .into_response())
 }
 
-pub async fn get(
+pub(crate) async fn get(
     State(st): State<Arc<AppState>>,
     Path((service, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -65,7 +65,7 @@ pub async fn get(
     Ok(reply(entry, snap.index))
 }
 
-pub async fn health(
+pub(crate) async fn health(
     State(st): State<Arc<AppState>>,
     Path((service, id)): Path<(String, String)>,
     RawBody(body): RawBody,
@@ -82,7 +82,7 @@ pub async fn health(
     Ok(reply(&entry, st.registry.snapshot().index))
 }
 
-pub async fn maintenance(
+pub(crate) async fn maintenance(
     State(st): State<Arc<AppState>>,
     Path((service, id)): Path<(String, String)>,
     RawBody(body): RawBody,

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use super::conn::Conn;
 use super::protocol;
 
-pub struct ConnIo {
+pub(crate) struct ConnIo {
     stream: TcpStream,
     conn: Arc<Conn>,
     /// Requests started when hyper last completed a flush with nothing owed.
@@ -39,7 +39,7 @@ struct Rewrite {
 }
 
 impl ConnIo {
-    pub fn new(stream: TcpStream, conn: Arc<Conn>) -> Self {
+    pub(crate) fn new(stream: TcpStream, conn: Arc<Conn>) -> Self {
         Self {
             stream,
             conn,

@@ -22,8 +22,8 @@ mod stamp;
 mod tests;
 mod wire;
 
-pub use conn::Timeouts;
-pub use serve::{Limits, serve};
+pub(crate) use conn::Timeouts;
+pub(crate) use serve::{Limits, serve};
 
 use std::sync::Arc;
 
@@ -43,10 +43,10 @@ use guard::{Guard, GuardLayer};
 use protocol::{UriLimit, UriLimitLayer};
 use stamp::{StampIndex, StampIndexLayer};
 
-pub const INDEX_HEADER: &str = "x-signpost-index";
+pub(crate) const INDEX_HEADER: &str = "x-signpost-index";
 
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub registry: Arc<Registry>,
     /// Longest long-poll `wait`, seconds.
     pub max_wait: std::time::Duration,
@@ -59,7 +59,7 @@ pub struct AppState {
 }
 
 /// The header carrying `index`.
-pub fn index_header(index: u64) -> [(HeaderName, HeaderValue); 1] {
+pub(crate) fn index_header(index: u64) -> [(HeaderName, HeaderValue); 1] {
     [(
         HeaderName::from_static(INDEX_HEADER),
         HeaderValue::from(index),
@@ -94,14 +94,14 @@ async fn ready(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiEr
 
 /// The layers every request passes, outermost first: the index stamp, the URI limit, the
 /// origin and host guard, the admission limits.
-pub type Outer<S> = StampIndex<UriLimit<Guard<Admit<S>>>>;
+pub(crate) type Outer<S> = StampIndex<UriLimit<Guard<Admit<S>>>>;
 
 /// The whole API as served: the outer layers over the registration path (`fast`), which is in
 /// front of the router.
-pub type App = Outer<fast::FastRegister<Router>>;
+pub(crate) type App = Outer<fast::FastRegister<Router>>;
 
 /// The whole API.
-pub fn app(state: AppState, http: &HttpConfig) -> App {
+pub(crate) fn app(state: AppState, http: &HttpConfig) -> App {
     // Shared behind one `Arc`: axum clones the state for every request, and cloning the
     // fields one by one (the cancellation token takes a lock) showed in the profile.
     let state = Arc::new(state);

@@ -28,18 +28,18 @@ use super::error::{ApiError, OrRefused};
 /// The longest request head (request line and headers) hyper reads: 32 KiB, four times
 /// nginx's default line buffer, ample for any client of this API and a bounded buffer per
 /// connection.
-pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// The most headers a request may carry (hyper's default, stated here to be named in errors).
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// The longest URI (path and query) accepted: 8 KiB, as nginx and most proxies in front of an
 /// API allow; a service name, an id and the query take a few hundred bytes at most.
-pub const MAX_URI_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// Refuses a URI over `MAX_URI_BYTES` with 414 before anything else looks at it.
 #[derive(Clone, Copy)]
-pub struct UriLimitLayer;
+pub(crate) struct UriLimitLayer;
 
 impl<S> Layer<S> for UriLimitLayer {
     type Service = UriLimit<S>;
@@ -50,7 +50,7 @@ impl<S> Layer<S> for UriLimitLayer {
 }
 
 #[derive(Clone)]
-pub struct UriLimit<S> {
+pub(crate) struct UriLimit<S> {
     inner: S,
 }
 
@@ -88,7 +88,7 @@ where
 /// hyper's own bare refusal (`HTTP/1.1 400 Bad Request`, its headers, `content-length: 0`,
 /// no body) rewritten with a `{"error": ...}` body; `None` for anything else, which is then
 /// sent as it is.
-pub fn as_json(bare: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn as_json(bare: &[u8]) -> Option<Vec<u8>> {
     let head = std::str::from_utf8(bare).ok()?.strip_suffix("\r\n\r\n")?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next()?;

@@ -34,7 +34,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The connection-level limits (`http.*` in the config).
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_connections: usize,
     pub timeouts: Timeouts,
 }
@@ -42,7 +42,7 @@ pub struct Limits {
 /// Serves `app` on `listener` until `shutdown`: then stops accepting, lets each connection
 /// finish the request it is serving (long-polls return at once), closes idle ones, and
 /// returns once every connection is closed.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: App,
     limits: Limits,

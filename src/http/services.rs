@@ -16,7 +16,7 @@ use crate::model::{ServiceName, Status, Tag, parse_duration};
 /// A long-poll's `wait` when `index` is given without one.
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
-pub async fn list(State(st): State<Arc<AppState>>) -> Response {
+pub(crate) async fn list(State(st): State<Arc<AppState>>) -> Response {
     let snap = st.registry.snapshot();
     let services = snap
         .services
@@ -37,7 +37,7 @@ pub async fn list(State(st): State<Arc<AppState>>) -> Response {
 
 /// `GET /v1/services/{service}?status=&tag=&index=&wait=`. An unknown service is an empty
 /// list, so a client can long-poll for a service to appear.
-pub async fn get(
+pub(crate) async fn get(
     State(st): State<Arc<AppState>>,
     Path(service): Path<String>,
     Query(q): Query<HashMap<String, String>>,

@@ -23,7 +23,7 @@ use super::INDEX_HEADER;
 use crate::registry::Registry;
 
 #[derive(Clone)]
-pub struct StampIndexLayer(pub Arc<Registry>);
+pub(crate) struct StampIndexLayer(pub Arc<Registry>);
 
 impl<S> Layer<S> for StampIndexLayer {
     type Service = StampIndex<S>;
@@ -37,7 +37,7 @@ impl<S> Layer<S> for StampIndexLayer {
 }
 
 #[derive(Clone)]
-pub struct StampIndex<S> {
+pub(crate) struct StampIndex<S> {
     inner: S,
     registry: Arc<Registry>,
 }

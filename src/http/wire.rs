@@ -13,11 +13,11 @@ use crate::model::{
 use crate::registry::Entry;
 
 /// Longest health `output` kept; longer reports are refused rather than cut.
-pub const MAX_OUTPUT: usize = 4096;
+pub(crate) const MAX_OUTPUT: usize = 4096;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RegisterBody {
+pub(crate) struct RegisterBody {
     address: String,
     port: u16,
     #[serde(default)]
@@ -33,7 +33,7 @@ pub struct RegisterBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CheckBody {
+pub(crate) struct CheckBody {
     http: Option<String>,
     tcp: Option<String>,
     ttl: Option<String>,
@@ -70,7 +70,7 @@ impl CheckBody {
 
 impl RegisterBody {
     /// The instance for `key`, validated by `Instance::new` (errors name the field).
-    pub fn into_instance(self, key: InstanceKey) -> Result<Instance, InvalidField> {
+    pub(crate) fn into_instance(self, key: InstanceKey) -> Result<Instance, InvalidField> {
         let check = self.check.map(CheckBody::into_spec).transpose()?;
         let deregister_after = self
             .deregister_after
@@ -95,14 +95,14 @@ impl RegisterBody {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct HealthBody {
+pub(crate) struct HealthBody {
     pub status: Option<String>,
     #[serde(default)]
     pub output: String,
 }
 
 impl HealthBody {
-    pub fn validate(self) -> Result<(Status, String), InvalidField> {
+    pub(crate) fn validate(self) -> Result<(Status, String), InvalidField> {
         let status = match self.status {
             None => Status::Passing,
             Some(s) => Status::parse("status", &s)?,
@@ -119,7 +119,7 @@ impl HealthBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MaintenanceBody {
+pub(crate) struct MaintenanceBody {
     pub enabled: bool,
     #[serde(default)]
     pub reason: String,
@@ -128,7 +128,7 @@ pub struct MaintenanceBody {
 impl MaintenanceBody {
     /// `Some(reason)` to enable, `None` to disable (the reason is validated with the
     /// maintenance it starts, in `model::Maintenance::new`).
-    pub fn validate(self) -> Result<Option<String>, InvalidField> {
+    pub(crate) fn validate(self) -> Result<Option<String>, InvalidField> {
         Ok(self.enabled.then_some(self.reason))
     }
 }
@@ -138,21 +138,21 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 #[derive(Serialize)]
-pub struct HealthOut<'a> {
+pub(crate) struct HealthOut<'a> {
     status: &'static str,
     output: &'a str,
     since: String,
 }
 
 #[derive(Serialize)]
-pub struct MaintenanceOut<'a> {
+pub(crate) struct MaintenanceOut<'a> {
     enabled: bool,
     reason: &'a str,
     since: String,
 }
 
 #[derive(Serialize)]
-pub struct CheckOut<'a> {
+pub(crate) struct CheckOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     http: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,7 +169,7 @@ pub struct CheckOut<'a> {
 /// `deregister_after` so a client can see exactly what is stored. Borrows from the entry:
 /// a reply allocates only what it formats (address, durations, times).
 #[derive(Serialize)]
-pub struct InstanceOut<'a> {
+pub(crate) struct InstanceOut<'a> {
     service: &'a str,
     id: &'a str,
     /// serde writes an address as its text (no allocation).
@@ -235,19 +235,19 @@ impl<'a> From<&'a Entry> for InstanceOut<'a> {
 }
 
 #[derive(Serialize)]
-pub struct ServiceSummary {
+pub(crate) struct ServiceSummary {
     pub name: String,
     pub instances: usize,
     pub passing: usize,
 }
 
 #[derive(Serialize)]
-pub struct ServiceList {
+pub(crate) struct ServiceList {
     pub services: Vec<ServiceSummary>,
 }
 
 #[derive(Serialize)]
-pub struct ServiceOut<'a> {
+pub(crate) struct ServiceOut<'a> {
     pub name: String,
     pub instances: Vec<InstanceOut<'a>>,
 }

@@ -26,20 +26,27 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::model::{CheckSpec, Instance, InstanceKey, InvalidField, Maintenance, Status};
 use crate::store::{Backend, StoreError};
 
-pub use snapshot::{Entry, ServiceInstances, Snapshot};
+pub(crate) use snapshot::ServiceInstances;
+pub use snapshot::{Entry, Snapshot};
 pub use writer::Writer;
 
 /// A failed registry operation; nothing changed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// No instance is registered under this key.
     #[error("instance {0} is not registered")]
     NotFound(InstanceKey),
+    /// A health report for an instance without a TTL check; the text says where its health
+    /// comes from instead.
     #[error("instance {0} has no ttl check: its health comes from {1}")]
     NoTtlCheck(InstanceKey, &'static str),
+    /// A value in the request breaks a registration rule.
     #[error(transparent)]
     Invalid(#[from] InvalidField),
+    /// The store did not take the write.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The writer task has stopped (shutdown, or it panicked).
     #[error("the registry is shutting down")]
     Stopped,
 }
@@ -63,8 +70,11 @@ pub enum Changed<'a> {
 /// (it failed; `committed` is the registry as it still is) is called. `publish` alone, without
 /// `prepare`, must do the whole job (start-up, `All`, changes from elsewhere).
 pub trait View: Send + Sync + 'static {
+    /// Prepares for `snapshot` while its commit is in flight, hidden from readers.
     fn prepare(&self, _snapshot: &Snapshot, _changed: Changed<'_>) {}
+    /// Drops what `prepare` did: the commit failed and `committed` still stands.
     fn discard(&self, _committed: &Snapshot, _changed: Changed<'_>) {}
+    /// Makes `snapshot` what readers see.
     fn publish(&self, snapshot: &Snapshot, changed: Changed<'_>);
 }
 
@@ -148,18 +158,18 @@ impl Registry {
     }
 
     /// The current snapshot; never blocks.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.published.current.load_full()
     }
 
     /// A receiver of the index, to wait for changes (long-poll).
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.published.index.subscribe()
     }
 
     /// `Ok` while the store can take writes (a store whose failure has passed is repaired
     /// here).
-    pub async fn ready(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ready(&self) -> Result<(), StoreError> {
         self.store.clone().ready().await
     }
 
@@ -183,12 +193,12 @@ impl Registry {
     }
 
     /// Removes an instance; `NotFound` when it is not registered.
-    pub async fn deregister(&self, key: &InstanceKey) -> Result<(), RegistryError> {
+    pub(crate) async fn deregister(&self, key: &InstanceKey) -> Result<(), RegistryError> {
         self.ask(Op::Deregister(key.clone())).await.map(|_| ())
     }
 
     /// A health report for a TTL check: sets the status and restarts the TTL.
-    pub async fn report(
+    pub(crate) async fn report(
         &self,
         key: &InstanceKey,
         status: Status,
@@ -200,7 +210,7 @@ impl Registry {
 
     /// A status change found by the checker running `spec` for `key`. Ignored when the
     /// instance is gone or now has another check (a late result of a replaced check).
-    pub async fn check_result(
+    pub(crate) async fn check_result(
         &self,
         key: &InstanceKey,
         spec: &CheckSpec,
@@ -214,7 +224,7 @@ impl Registry {
     }
 
     /// Turns maintenance mode on (with a reason) or off; persisted.
-    pub async fn set_maintenance(
+    pub(crate) async fn set_maintenance(
         &self,
         key: &InstanceKey,
         reason: Option<String>,

@@ -14,7 +14,9 @@ use crate::model::{Health, Instance, InstanceId, InstanceKey, ServiceName, Statu
 /// An instance with its current health.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The instance as registered (durable), with its maintenance mode.
     pub instance: Instance,
+    /// Its current health (not stored: kept by the registry).
     pub health: Health,
 }
 
@@ -34,7 +36,7 @@ impl Entry {
 /// not stored beside it), and the registry index of the service's last change: a long-poll
 /// on the service waits for that, not for every change anywhere.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServiceInstances {
+pub(crate) struct ServiceInstances {
     entries: Vec<Arc<Entry>>,
     changed: u64,
 }
@@ -54,12 +56,12 @@ impl ServiceInstances {
         self.entries.binary_search_by(|e| id_of(e).cmp(id))
     }
 
-    pub fn get(&self, id: &InstanceId) -> Option<&Arc<Entry>> {
+    pub(crate) fn get(&self, id: &InstanceId) -> Option<&Arc<Entry>> {
         self.find(id).ok().map(|at| &self.entries[at])
     }
 
     /// Sets the entry of its instance's id; the entry it replaced, if any.
-    pub fn insert(&mut self, entry: Arc<Entry>) -> Option<Arc<Entry>> {
+    pub(crate) fn insert(&mut self, entry: Arc<Entry>) -> Option<Arc<Entry>> {
         match self.find(id_of(&entry)) {
             Ok(at) => Some(std::mem::replace(&mut self.entries[at], entry)),
             Err(at) => {
@@ -69,30 +71,25 @@ impl ServiceInstances {
         }
     }
 
-    pub fn remove(&mut self, id: &InstanceId) -> Option<Arc<Entry>> {
+    pub(crate) fn remove(&mut self, id: &InstanceId) -> Option<Arc<Entry>> {
         self.find(id).ok().map(|at| self.entries.remove(at))
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// The registry index of this service's last change.
-    pub fn changed(&self) -> u64 {
-        self.changed
-    }
-
     /// `(id, entry)` in id order.
-    pub fn iter(&self) -> Iter<'_> {
+    pub(crate) fn iter(&self) -> Iter<'_> {
         self.entries.iter().map(|e| (id_of(e), e))
     }
 
     /// Entries in id order.
-    pub fn values(&self) -> impl Iterator<Item = &Arc<Entry>> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<Entry>> {
         self.entries.iter()
     }
 
@@ -112,11 +109,13 @@ impl<'a> IntoIterator for &'a ServiceInstances {
     }
 }
 
+/// The registry at one index: every instance with its health, by service. Immutable once
+/// published; views rebuild from it and readers share it.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// The registry index this snapshot reflects.
-    pub index: u64,
-    pub services: imbl::OrdMap<ServiceName, Arc<ServiceInstances>>,
+    pub(crate) index: u64,
+    pub(crate) services: imbl::OrdMap<ServiceName, Arc<ServiceInstances>>,
     /// The index at which a service last disappeared (its last instance removed): what a
     /// long-poll on a service that is not there waits past. One number for all, not a
     /// tombstone per name: such a watch wakes on any service's removal, a rare event.
@@ -124,14 +123,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn get(&self, key: &InstanceKey) -> Option<&Arc<Entry>> {
+    pub(crate) fn get(&self, key: &InstanceKey) -> Option<&Arc<Entry>> {
         self.services.get(&key.service)?.get(&key.id)
     }
 
     /// The index of the last change of `service`'s instances (or of the last removal of a
     /// whole service, when it has none): a long-poll's result changed iff this passed its
     /// index.
-    pub fn service_index(&self, service: &ServiceName) -> u64 {
+    pub(crate) fn service_index(&self, service: &ServiceName) -> u64 {
         self.services
             .get(service)
             .map_or(self.removed, |s| s.changed)
@@ -155,7 +154,7 @@ impl Snapshot {
     }
 
     /// Every entry, ordered by service then id.
-    pub fn entries(&self) -> impl Iterator<Item = &Arc<Entry>> {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &Arc<Entry>> {
         self.services.values().flat_map(|s| s.values())
     }
 

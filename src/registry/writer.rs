@@ -48,6 +48,8 @@ struct Batch {
     replies: Vec<(Reply, Option<Arc<Entry>>)>,
 }
 
+/// The registry's one writer: applies commands in batches, commits each to the store,
+/// then publishes the new snapshot to the views. Run it with `Writer::run`.
 pub struct Writer {
     backend: Arc<dyn Backend>,
     /// The registry as last committed; equal to the published snapshot between batches.

@@ -28,7 +28,7 @@ use super::wal;
 
 /// When the checkpointer makes redb durable.
 #[derive(Debug, Clone, Copy)]
-pub struct Every {
+pub(crate) struct Every {
     /// At most this long after the first change not yet durable in redb.
     pub every: Duration,
     /// Or as soon as this many bytes of log records are not yet durable in redb.
@@ -46,7 +46,7 @@ enum Msg {
     Stop,
 }
 
-pub struct Checkpointer {
+pub(crate) struct Checkpointer {
     tx: Sender<Msg>,
     durable: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
@@ -55,7 +55,7 @@ pub struct Checkpointer {
 impl Checkpointer {
     /// Starts the thread on `db`, which holds everything through `index` durably.
     /// It keeps a spare log segment ready in `dir` (`wal::make_spare`).
-    pub fn start(
+    pub(crate) fn start(
         db: Arc<Db>,
         index: u64,
         when: Every,
@@ -93,7 +93,7 @@ impl Checkpointer {
 
     /// Queues a record that is durable in the log. Called under the log's lock, so records
     /// arrive in log order.
-    pub fn send(&self, frame: Vec<u8>) {
+    pub(crate) fn send(&self, frame: Vec<u8>) {
         if self.tx.send(Msg::Record(frame)).is_err() {
             // The thread is gone (it panicked): the record is safe in the log and `flush`
             // reports the failure.
@@ -102,12 +102,12 @@ impl Checkpointer {
     }
 
     /// The index redb holds durably: log records at or below it may be removed.
-    pub fn durable(&self) -> u64 {
+    pub(crate) fn durable(&self) -> u64 {
         self.durable.load(Ordering::Acquire)
     }
 
     /// Waits until every record sent is durable in redb; returns the index redb holds.
-    pub fn flush(&self) -> Result<u64, String> {
+    pub(crate) fn flush(&self) -> Result<u64, String> {
         let (tx, rx) = mpsc::channel();
         self.tx
             .send(Msg::Flush(tx))

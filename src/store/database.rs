@@ -22,7 +22,7 @@ const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances"
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// File name of the database inside the data dir.
-pub const FILE: &str = "signpost.redb";
+pub(crate) const FILE: &str = "signpost.redb";
 
 /// redb's page cache. Its default (1 GiB) keeps every page read at start-up (the whole file,
 /// ~40 MB at 100,000 instances) in memory for good, though the registry never reads the
@@ -31,7 +31,7 @@ pub const FILE: &str = "signpost.redb";
 const CACHE_BYTES: usize = 4 << 20;
 
 /// The database file, open (or closed after a failure, until it is reopened).
-pub struct Db {
+pub(crate) struct Db {
     path: PathBuf,
     db: Mutex<Option<Database>>,
 }
@@ -39,7 +39,7 @@ pub struct Db {
 impl Db {
     /// Opens (or creates) the database in `dir`, with its tables. A file that is not a
     /// readable database is an error naming it.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(FILE);
         let db = open_file(&path).map_err(|message| StoreError::Open {
             path: path.clone(),
@@ -51,7 +51,7 @@ impl Db {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -73,14 +73,14 @@ impl Db {
 
     /// Closes the database after a failure; the next use opens it again (redb recovers to its
     /// last durable commit).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         if let Ok(mut guard) = self.db.lock() {
             *guard = None;
         }
     }
 
     /// The index of the last change the database holds durably.
-    pub fn index(&self) -> Result<u64, String> {
+    pub(crate) fn index(&self) -> Result<u64, String> {
         self.with(|db| {
             let tx = db.begin_read().map_err(|e| e.to_string())?;
             let meta = tx.open_table(META).map_err(|e| e.to_string())?;
@@ -94,7 +94,7 @@ impl Db {
 
     /// Reads every stored registration back, re-validated; a record that cannot be read is
     /// an error naming it.
-    pub fn load(&self) -> Result<Loaded, StoreError> {
+    pub(crate) fn load(&self) -> Result<Loaded, StoreError> {
         let read_err = |message: String| StoreError::Open {
             path: self.path.clone(),
             message,
@@ -145,7 +145,7 @@ impl Db {
     /// Commits framed log `records` (each at most one above the other, in order; those at
     /// or below `applied` are skipped) in one transaction, durably or not, stamped with the
     /// last one's index. Returns the index the database then holds.
-    pub fn commit(
+    pub(crate) fn commit(
         &self,
         records: &[Vec<u8>],
         applied: u64,
@@ -178,7 +178,7 @@ impl Db {
 
     /// Replays a log into the database in one durable commit: `each_record` is handed a
     /// function that writes one record's changes. Returns the index then held.
-    pub fn replay(
+    pub(crate) fn replay(
         &self,
         each_record: impl FnOnce(
             &mut dyn FnMut(u64, &[Op<'_>]) -> Result<(), String>,
@@ -222,7 +222,7 @@ impl Db {
 
     /// A read of the instance table's size, for tests.
     #[cfg(test)]
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         use redb::ReadableTableMetadata;
         self.with(|db| {
             let tx = db.begin_read().map_err(|e| e.to_string())?;

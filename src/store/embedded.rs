@@ -49,6 +49,8 @@ impl Default for Tuning {
     }
 }
 
+/// The embedded store: a redb database in the data dir, written through an `fdatasync`ed
+/// log that a checkpointer folds into the database.
 pub struct Embedded {
     db: Arc<Db>,
     /// The log's lock also orders the hand-off to the checkpointer, so redb receives the

@@ -26,14 +26,27 @@ pub use embedded::Embedded;
 /// A failure of the store; messages name the file or record involved.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// The data dir or a file in it cannot be opened or created.
     #[error("cannot open the data dir {path}: {message}")]
-    Open { path: PathBuf, message: String },
-    #[error("data dir {path} holds an unreadable record {key:?}: {message}")]
-    Corrupt {
+    Open {
+        /// The data dir or file at fault.
         path: PathBuf,
-        key: String,
+        /// Why it could not be opened.
         message: String,
     },
+    /// A stored record cannot be read back; start-up stops rather than skip it.
+    #[error("data dir {path} holds an unreadable record {key:?}: {message}")]
+    Corrupt {
+        /// The database or log file holding the record.
+        path: PathBuf,
+        /// The record's key in the database; empty for a log record (the message gives its
+        /// offset).
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A write failed for a reason not expected to pass (a poisoned lock, a store task
+    /// that panicked).
     #[error("store write failed: {0}")]
     Write(String),
     /// The store cannot take writes now (a full disk, too many open files, its data dir
@@ -54,6 +67,7 @@ pub enum Change {
 /// Everything a backend holds, as loaded at start-up.
 #[derive(Debug, Default)]
 pub struct Loaded {
+    /// Every stored instance, with its maintenance mode.
     pub instances: Vec<Instance>,
     /// The registry index of the last persisted change.
     pub index: u64,
@@ -63,7 +77,9 @@ pub struct Loaded {
 /// with the index the store assigned them.
 #[derive(Debug)]
 pub struct Remote {
+    /// The index the store assigned these changes.
     pub index: u64,
+    /// The changes, in commit order.
     pub changes: Vec<Change>,
 }
 

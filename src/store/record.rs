@@ -16,13 +16,13 @@ use crate::model::{
 };
 
 /// Format version written in every record; a reader refuses versions it does not know.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 /// First byte of a postcard-encoded record (never the first byte of a JSON one).
 const POSTCARD: u8 = 0x01;
 
 /// Appends `inst`'s stored form to `buf`.
-pub fn encode_into(buf: &mut Vec<u8>, inst: &Instance) -> Result<(), String> {
+pub(crate) fn encode_into(buf: &mut Vec<u8>, inst: &Instance) -> Result<(), String> {
     buf.push(POSTCARD);
     *buf =
         postcard::to_extend(&Record::from(inst), std::mem::take(buf)).map_err(|e| e.to_string())?;
@@ -30,7 +30,7 @@ pub fn encode_into(buf: &mut Vec<u8>, inst: &Instance) -> Result<(), String> {
 }
 
 /// Reads a stored record (either encoding) back into an instance, re-validating it.
-pub fn decode(bytes: &[u8]) -> Result<Instance, String> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Instance, String> {
     let rec: Record = match bytes.split_first() {
         Some((&POSTCARD, rest)) => {
             let (rec, left) = postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
@@ -46,7 +46,7 @@ pub fn decode(bytes: &[u8]) -> Result<Instance, String> {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Record {
+pub(crate) struct Record {
     v: u32,
     service: String,
     id: String,
@@ -129,7 +129,7 @@ impl From<&Instance> for Record {
 
 impl Record {
     /// Rebuilds the instance, re-validating every field as if it came from a client.
-    pub fn into_instance(self) -> Result<Instance, String> {
+    pub(crate) fn into_instance(self) -> Result<Instance, String> {
         if self.v != VERSION {
             return Err(format!("record version {} is not {VERSION}", self.v));
         }
@@ -184,7 +184,7 @@ impl Record {
 }
 
 /// The key an instance is stored under: `service/id`.
-pub fn key_of(k: &InstanceKey) -> String {
+pub(crate) fn key_of(k: &InstanceKey) -> String {
     format!("{}/{}", k.service, k.id)
 }
 

@@ -51,7 +51,7 @@ use super::record::{self, key_of};
 use super::{Change, StoreError};
 
 /// Segment file names: this prefix, then the first index zero-padded to 20 digits.
-pub const PREFIX: &str = "signpost.log.";
+pub(crate) const PREFIX: &str = "signpost.log.";
 /// Segments of earlier versions (read, never written).
 const LEGACY_PREFIX: &str = "signpost.wal.";
 
@@ -65,7 +65,7 @@ const TAG_DELETE: u8 = 2;
 
 /// Sizes of segments and of their preallocation steps.
 #[derive(Debug, Clone, Copy)]
-pub struct Sizes {
+pub(crate) struct Sizes {
     /// A record appended when the current segment holds at least this much starts a new one.
     pub segment_bytes: u64,
     /// Zeros are written ahead of the records in steps of this much.
@@ -90,7 +90,7 @@ struct Failure {
 }
 
 /// The open log: its segments (oldest first), the last one open for appending.
-pub struct Wal {
+pub(crate) struct Wal {
     dir: PathBuf,
     /// The data dir itself, held open: once it is removed its link count is 0.
     dir_handle: Option<File>,
@@ -110,7 +110,7 @@ pub struct Wal {
 }
 
 /// One change read back from a record; borrowed from the record's bytes.
-pub enum Op<'a> {
+pub(crate) enum Op<'a> {
     Put { key: &'a str, value: &'a [u8] },
     Delete { key: &'a str },
 }
@@ -118,7 +118,7 @@ pub enum Op<'a> {
 impl Wal {
     /// A log with no segments yet in `dir` (recovery has removed the old ones); the first
     /// append creates one. `last_index` is the index of the last record stored anywhere.
-    pub fn new(dir: &Path, sizes: Sizes, last_index: u64) -> Self {
+    pub(crate) fn new(dir: &Path, sizes: Sizes, last_index: u64) -> Self {
         Wal {
             dir: dir.to_path_buf(),
             dir_handle: File::open(dir).ok(),
@@ -149,7 +149,7 @@ impl Wal {
     /// one above the last record's if that is higher) and the index before it, and
     /// `fdatasync`s it; returns the index. When this returns `Ok` the record survives a crash;
     /// when it returns an error the record is not in the log.
-    pub fn append(&mut self, frame: &mut [u8], at_least: u64) -> Result<u64, StoreError> {
+    pub(crate) fn append(&mut self, frame: &mut [u8], at_least: u64) -> Result<u64, StoreError> {
         self.heal()?;
         let index = at_least.max(self.last_index + 1);
         stamp(frame, index, self.last_index);
@@ -176,7 +176,7 @@ impl Wal {
 
     /// `Ok` when the log can take a write: a failure whose cause is gone is repaired here
     /// (the region a failed append may have reached is zeroed and synced).
-    pub fn heal(&mut self) -> Result<(), StoreError> {
+    pub(crate) fn heal(&mut self) -> Result<(), StoreError> {
         let Some(f) = &self.failed else {
             return Ok(());
         };
@@ -358,7 +358,7 @@ impl Wal {
 
     /// Removes the segments whose every record is at most `durable` (in redb for good). The
     /// current segment stays: it takes the next records.
-    pub fn remove_through(&mut self, durable: u64) {
+    pub(crate) fn remove_through(&mut self, durable: u64) {
         while self.segments.len() > 1 && self.segments[1].first <= durable.saturating_add(1) {
             if let Some(s) = self.segments.pop_front() {
                 remove(&s.path);
@@ -368,7 +368,7 @@ impl Wal {
 
     /// Removes every segment when every record appended is at most `durable`; the next
     /// append starts a fresh segment.
-    pub fn remove_all_through(&mut self, durable: u64) {
+    pub(crate) fn remove_all_through(&mut self, durable: u64) {
         if self.last_index > durable {
             return;
         }
@@ -379,7 +379,7 @@ impl Wal {
     }
 
     #[cfg(test)]
-    pub fn segment_count(&self) -> usize {
+    pub(crate) fn segment_count(&self) -> usize {
         self.segments.len()
     }
 }
@@ -398,13 +398,13 @@ fn write_zeros(file: &File, at: u64, len: u64) -> std::io::Result<()> {
 
 /// A zero-filled, synced file in the data dir that the next new segment is renamed from. Not a
 /// segment name (no index), so a reader ignores it.
-pub const SPARE: &str = "signpost.log.spare";
+pub(crate) const SPARE: &str = "signpost.log.spare";
 
 /// Makes the spare in `dir` unless there is one: zeros for a whole segment plus one
 /// preallocation step, synced, then renamed into place, so the log only ever takes a complete
 /// one. The checkpointer calls this, off the write path; without a spare the log preallocates
 /// a new segment itself.
-pub fn make_spare(dir: &Path, sizes: Sizes) -> Result<(), String> {
+pub(crate) fn make_spare(dir: &Path, sizes: Sizes) -> Result<(), String> {
     let spare = dir.join(SPARE);
     if spare.exists() {
         return Ok(());
@@ -436,7 +436,7 @@ fn remove(path: &Path) {
 
 /// Encodes `changes` as one framed record, ready for `Wal::append` (which stamps its index,
 /// the index before it and the checksums).
-pub fn encode(changes: &[Change]) -> Result<Vec<u8>, String> {
+pub(crate) fn encode(changes: &[Change]) -> Result<Vec<u8>, String> {
     let mut buf = Vec::with_capacity(HEADER + 20 + changes.len() * 512);
     buf.extend_from_slice(&[0; HEADER]);
     buf.extend_from_slice(&[0; 16]); // index, index before
@@ -481,20 +481,20 @@ fn stamp(frame: &mut [u8], index: u64, prev: u64) {
 }
 
 /// The payload of a framed record from `encode`.
-pub fn payload(frame: &[u8]) -> &[u8] {
+pub(crate) fn payload(frame: &[u8]) -> &[u8] {
     frame.get(HEADER..).unwrap_or_default()
 }
 
 /// A record read back: its index, the index of the record before it (`None` in segments of
 /// earlier versions) and its changes in order.
-pub struct Decoded<'a> {
+pub(crate) struct Decoded<'a> {
     pub index: u64,
     pub prev: Option<u64>,
     pub ops: Vec<Op<'a>>,
 }
 
 /// Reads a payload (of the current format) back.
-pub fn decode(payload: &[u8]) -> Result<Decoded<'_>, String> {
+pub(crate) fn decode(payload: &[u8]) -> Result<Decoded<'_>, String> {
     decode_as(payload, true)
 }
 
@@ -550,7 +550,7 @@ impl<'a> Reader<'a> {
 
 /// The segment files in `dir`, oldest first (those of earlier versions before the others:
 /// they can only be older, since a start replays and removes every segment it finds).
-pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+pub(crate) fn segments(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let open_err = |e: std::io::Error| StoreError::Open {
         path: dir.to_path_buf(),
         message: e.to_string(),
@@ -583,7 +583,7 @@ pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
 
 /// Files of the log that are not segments and may be removed at start-up: the spare of
 /// earlier versions.
-pub fn leftovers(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn leftovers(dir: &Path) -> Vec<PathBuf> {
     [
         format!("{LEGACY_PREFIX}spare"),
         format!("{LEGACY_PREFIX}spare.tmp"),
@@ -598,7 +598,7 @@ pub fn leftovers(dir: &Path) -> Vec<PathBuf> {
 /// `each` with the file it came from. `held` is the index redb holds: the first record's
 /// predecessor must be at most that (nothing missing in between). Damage is an error naming
 /// the file and byte offset; only a torn last write (see the module's notes) is dropped.
-pub fn replay(
+pub(crate) fn replay(
     files: &[PathBuf],
     held: u64,
     mut each: impl FnMut(&Path, Decoded<'_>) -> Result<(), StoreError>,
@@ -791,7 +791,7 @@ use faults_off::Io;
 mod faults_off {
     /// The log's file operations (fault injection exists in tests only).
     #[derive(Debug, Clone, Copy)]
-    pub enum Io {
+    pub(crate) enum Io {
         Write,
         Sync,
         Rename,
@@ -802,11 +802,11 @@ mod faults_off {
 /// Fault injection for tests: the log's file operations fail as planned, the way a full disk,
 /// a failing device or too many open files make them fail.
 #[cfg(test)]
-pub mod faults {
+pub(crate) mod faults {
     /// The log's file operations: a write (of a record, of zeros, or the clearing of a failed
     /// write), an `fdatasync` of a record, the rename of the spare, the open of a new segment.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Io {
+    pub(crate) enum Io {
         Write,
         Sync,
         Rename,
@@ -815,14 +815,14 @@ pub mod faults {
 
     /// Which calls fail: `(operation, how many more calls of it succeed first, how many fail)`.
     #[derive(Debug, Default)]
-    pub struct Plan {
+    pub(crate) struct Plan {
         pub fail: Vec<(Io, u32, u32)>,
         /// A failing record write still writes its first half.
         pub torn: bool,
     }
 
     impl Plan {
-        pub fn next(&mut self, op: Io) -> std::io::Result<()> {
+        pub(crate) fn next(&mut self, op: Io) -> std::io::Result<()> {
             for (o, skip, count) in &mut self.fail {
                 if *o != op || *count == 0 {
                     continue;
