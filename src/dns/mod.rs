@@ -197,7 +197,24 @@ pub(crate) fn bind(addr: SocketAddr, workers: usize) -> Result<Bound, String> {
     let tries = if addr.port() == 0 { 50 } else { 1 };
     let mut last = String::new();
     for _ in 0..tries {
-        let first = reuseport_udp(addr).map_err(|e| fail("UDP", addr, e))?;
+        let first = if addr.port() == 0 {
+            // A port picked for a socket that has SO_REUSEPORT set may be one another server
+            // of the same user already holds with it (Linux counts the two as sharing it), and
+            // the kernel would then split this server's datagrams with that one. A probe
+            // without it gets a port nobody holds; the group binds that port right after.
+            let probe = std::net::UdpSocket::bind(addr).map_err(|e| fail("UDP", addr, e))?;
+            let port = probe.local_addr().map_err(|e| fail("UDP", addr, e))?.port();
+            drop(probe);
+            match reuseport_udp(SocketAddr::new(addr.ip(), port)) {
+                Ok(s) => s,
+                Err(e) => {
+                    last = fail("UDP", addr, e);
+                    continue;
+                }
+            }
+        } else {
+            reuseport_udp(addr).map_err(|e| fail("UDP", addr, e))?
+        };
         let at = first.local_addr().map_err(|e| fail("UDP", addr, e))?;
         match std::net::TcpListener::bind(at) {
             Ok(tcp) => {
