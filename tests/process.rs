@@ -828,6 +828,9 @@ async fn a_removed_data_dir_refuses_writes() {
         assert!(tries < 100, "cannot remove the data dir: {e}");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    // Writes are refused at most 100 ms after the removal (the log checks its segment at
+    // that interval, not on every write).
+    tokio::time::sleep(Duration::from_millis(150)).await;
     for id in ["b", "c"] {
         let r = c
             .put(format!("http://{}/v1/services/web/instances/{id}", s.http))

@@ -628,6 +628,8 @@ mod tests {
             assert!(tries < 100, "cannot remove the data dir: {e}");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        // Noticed at the next append that checks the segment (at most `VERIFY_EVERY` apart).
+        std::thread::sleep(std::time::Duration::from_millis(150));
         let e = s.apply(&[put("b")], 2).unwrap_err();
         assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
         assert!(e.to_string().contains("removed"), "{e}");
