@@ -70,6 +70,7 @@ impl Checkpointer {
             durable: durable.clone(),
             applied: index,
             since_durable: Vec::new(),
+            since_durable_bytes: 0,
             queue: Vec::new(),
             last_durable: Instant::now(),
             failed: None,
@@ -137,6 +138,8 @@ struct State {
     /// Records committed to redb since the last durable commit: redb loses them if it must be
     /// reopened, so they are kept until a durable commit holds them.
     since_durable: Vec<Vec<u8>>,
+    /// Their bytes, kept as they are added (summing them per loop grew with the second).
+    since_durable_bytes: u64,
     /// Records received and not yet committed to redb (while a failure waits for its retry).
     queue: Vec<Vec<u8>>,
     last_durable: Instant,
@@ -212,7 +215,7 @@ impl State {
                 self.reopen();
             }
             if self.failed.is_none() {
-                let pending: u64 = self.since_durable.iter().map(|r| r.len() as u64).sum();
+                let pending = self.since_durable_bytes;
                 let durable_due = !flushes.is_empty()
                     || self.last_durable.elapsed() >= self.when.every
                     || pending + arrived >= self.when.bytes;
@@ -255,6 +258,7 @@ impl State {
         match self.db.index() {
             Ok(held) => {
                 let mut queue = std::mem::take(&mut self.since_durable);
+                self.since_durable_bytes = 0;
                 queue.append(&mut self.queue);
                 self.queue = queue;
                 self.applied = held;
@@ -281,9 +285,11 @@ impl State {
             Durability::None
         };
         self.applied = self.db.commit(&self.queue, self.applied, durability)?;
+        self.since_durable_bytes += self.queue.iter().map(|r| r.len() as u64).sum::<u64>();
         self.since_durable.append(&mut self.queue);
         if durable {
             self.since_durable.clear();
+            self.since_durable_bytes = 0;
             self.last_durable = Instant::now();
             self.durable.store(self.applied, Ordering::Release);
         }
