@@ -51,6 +51,61 @@ enum Command {
         /// The config file to check
         file: PathBuf,
     },
+    /// Write every registration of a store to stdout as JSON lines (the server must be stopped).
+    Export {
+        /// Config file [default: config/signpost.toml, built-in defaults if it is absent]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Folder of the embedded store; replaces registry.data_dir
+        #[arg(long = "data-dir", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Register every instance of a JSON-lines file (from `export`) through the configured
+    /// store (the server must be stopped).
+    Import {
+        /// The JSON-lines file (`-` for stdin)
+        file: PathBuf,
+        /// Config file [default: config/signpost.toml, built-in defaults if it is absent]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Folder of the embedded store; replaces registry.data_dir
+        #[arg(long = "data-dir", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// The config of `--config`, else `config/signpost.toml` when present, else the defaults.
+fn load_config(config: &Option<PathBuf>) -> Result<Config, ExitCode> {
+    match config {
+        Some(p) => Config::load(p).map_err(fail),
+        None => {
+            let p = std::path::Path::new(config::DEFAULT_PATH);
+            if p.exists() {
+                Config::load(p).map_err(fail)
+            } else {
+                Ok(Config::default())
+            }
+        }
+    }
+}
+
+/// The store a stopped server would open: `export` and `import` work on it directly. An
+/// embedded store must exist already for `export` (`create` false), so a typo does not
+/// export an empty registry.
+fn open_store(
+    cfg: &Config,
+    create: bool,
+) -> Result<std::sync::Arc<dyn signpost::store::Backend>, ExitCode> {
+    let dir = &cfg.registry.data_dir;
+    if !create && !dir.join("signpost.redb").exists() {
+        return Err(fail(format!("no signpost store in {}", dir.display())));
+    }
+    match signpost::store::Embedded::open(dir) {
+        Ok(s) => Ok(std::sync::Arc::new(s)),
+        Err(e) => Err(fail(format!(
+            "{e} (a server running on this data dir holds it: stop it first)"
+        ))),
+    }
 }
 
 fn init_logs(json: bool) {
@@ -87,6 +142,67 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
+        Command::Export { config, data_dir } => {
+            let mut cfg = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if let Some(d) = data_dir {
+                cfg.registry.data_dir = d;
+            }
+            let store = match open_store(&cfg, false) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => return fail(e),
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match rt.block_on(signpost::store::export(store, &mut out)) {
+                Ok(n) => {
+                    eprintln!("signpost: exported {n} registrations");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Import {
+            file,
+            config,
+            data_dir,
+        } => {
+            let mut cfg = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if let Some(d) = data_dir {
+                cfg.registry.data_dir = d;
+            }
+            let mut input: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                match std::fs::File::open(&file) {
+                    Ok(f) => Box::new(std::io::BufReader::new(f)),
+                    Err(e) => return fail(format!("cannot read {}: {e}", file.display())),
+                }
+            };
+            let store = match open_store(&cfg, true) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => return fail(e),
+            };
+            match rt.block_on(signpost::store::import(store, &mut input)) {
+                Ok(n) => {
+                    eprintln!("signpost: imported {n} registrations");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("{}: {e}", file.display())),
+            }
+        }
         Command::Serve {
             config,
             dns_listen,
@@ -94,22 +210,9 @@ fn main() -> ExitCode {
             data_dir,
             log_format,
         } => {
-            let mut cfg = match &config {
-                Some(p) => match Config::load(p) {
-                    Ok(c) => c,
-                    Err(e) => return fail(e),
-                },
-                None => {
-                    let p = std::path::Path::new(config::DEFAULT_PATH);
-                    if p.exists() {
-                        match Config::load(p) {
-                            Ok(c) => c,
-                            Err(e) => return fail(e),
-                        }
-                    } else {
-                        Config::default()
-                    }
-                }
+            let mut cfg = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
             };
             if !dns_listen.is_empty() {
                 cfg.dns.listen = dns_listen;

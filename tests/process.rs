@@ -1003,3 +1003,131 @@ fn memory_is_returned_after_a_connection_flood() {
         after = rss_kb(&pid);
     }
 }
+
+/// `signpost export` then `signpost import` carry a registry to another store unchanged
+/// (CONTRACT §4, "Moving"); both refuse a store a running server holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_import_moves_a_registry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (from, to) = (tmp.path().join("from"), tmp.path().join("to"));
+    let s = start(tmp.path(), &from, &[]);
+    let c = client();
+    for (id, body) in [
+        (
+            "a",
+            json!({"address": "10.0.0.1", "port": 80, "tags": ["v2"], "meta": {"zone": "eu-1"}}),
+        ),
+        (
+            "b",
+            json!({"address": "fd00::7", "port": 8080, "check": {"ttl": "30s"}}),
+        ),
+    ] {
+        let r = c
+            .put(format!("http://{}/v1/services/web/instances/{id}", s.http))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = c
+        .put(format!(
+            "http://{}/v1/services/web/instances/a/maintenance",
+            s.http
+        ))
+        .json(&json!({"enabled": true, "reason": "disk swap"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let before: Value = c
+        .get(format!("http://{}/v1/services/web", s.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    // A running server holds its store.
+    let busy = Command::new(BIN)
+        .current_dir(tmp.path())
+        .args(["export", "--data-dir"])
+        .arg(&from)
+        .output()
+        .unwrap();
+    assert!(!busy.status.success());
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("stop it first"),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
+    let Server { proc: mut p, .. } = s;
+    p.signal("TERM");
+    assert!(p.exited(Duration::from_secs(20)).await.success());
+
+    let export = Command::new(BIN)
+        .current_dir(tmp.path())
+        .args(["export", "--data-dir"])
+        .arg(&from)
+        .output()
+        .unwrap();
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let lines = String::from_utf8(export.stdout).unwrap();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    let file = tmp.path().join("registry.jsonl");
+    std::fs::write(&file, &lines).unwrap();
+    let import = Command::new(BIN)
+        .current_dir(tmp.path())
+        .arg("import")
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&to)
+        .output()
+        .unwrap();
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    assert!(String::from_utf8_lossy(&import.stderr).contains("imported 2"));
+
+    let s = start(tmp.path(), &to, &[]);
+    let after: Value = c
+        .get(format!("http://{}/v1/services/web", s.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The same registrations and maintenance; health starts over, as after a restart.
+    let strip = |v: &Value| -> Vec<Value> {
+        v["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let mut i = i.clone();
+                i.as_object_mut().unwrap().remove("health");
+                i
+            })
+            .collect()
+    };
+    assert_eq!(strip(&after), strip(&before));
+    assert_eq!(after["instances"][0]["maintenance"]["reason"], "disk swap");
+
+    // A missing store is an error, not an empty export.
+    let missing = Command::new(BIN)
+        .current_dir(tmp.path())
+        .args(["export", "--data-dir"])
+        .arg(tmp.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(!tmp.path().join("nowhere").exists());
+}

@@ -10,6 +10,7 @@ mod checkpoint;
 mod database;
 mod embedded;
 mod record;
+mod transfer;
 mod wal;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ use tokio::sync::mpsc;
 use crate::model::{Instance, InstanceKey};
 
 pub use embedded::Embedded;
+pub use transfer::{export, import};
 
 /// A failure of the store; messages name the file or record involved.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -49,6 +51,14 @@ pub enum StoreError {
     /// that panicked).
     #[error("store write failed: {0}")]
     Write(String),
+    /// A line of an import file that is not a valid registration; nothing was imported.
+    #[error("import line {line}: {message} (nothing was imported)")]
+    Import {
+        /// The line's number, from 1.
+        line: usize,
+        /// What is wrong with it, naming the field.
+        message: String,
+    },
     /// The store cannot take writes now (a full disk, too many open files, its data dir
     /// removed); a write may succeed later without a restart unless the message says so.
     #[error("the store cannot take writes: {0}")]
