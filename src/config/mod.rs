@@ -11,7 +11,7 @@ use serde::Deserialize;
 mod value;
 
 use value::duration;
-pub use value::{Backend, LogFormat, Network, Upstream};
+pub use value::{Backend, LogFormat, Network, Secret, Upstream};
 
 /// What went wrong reading a configuration; every message names the file or key.
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +208,15 @@ pub struct HttpConfig {
     /// Host names (`signpost.internal`, or with a port) a write may be addressed to, beside
     /// `localhost` and IP addresses; a write naming another `Host` is refused.
     pub allowed_hosts: Vec<String>,
+    /// The token every write needs (`Authorization: Bearer ...`); it also reads. None: writes
+    /// are open.
+    pub token: Option<Secret>,
+    /// A file holding `token` (its first line), instead of the config; read at load.
+    pub token_file: Option<PathBuf>,
+    /// The token reads need besides the write token. None: reads are open.
+    pub read_token: Option<Secret>,
+    /// A file holding `read_token`, instead of the config; read at load.
+    pub read_token_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -224,6 +233,10 @@ impl Default for HttpConfig {
             idle_timeout: Duration::from_secs(60),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            token: None,
+            token_file: None,
+            read_token: None,
+            read_token_file: None,
         }
     }
 }
@@ -429,6 +442,19 @@ impl Config {
                 )
             })?;
         }
+        let h = &mut self.http;
+        h.token = token(
+            h.token.take(),
+            &h.token_file,
+            "http.token",
+            "http.token_file",
+        )?;
+        h.read_token = token(
+            h.read_token.take(),
+            &h.read_token_file,
+            "http.read_token",
+            "http.read_token_file",
+        )?;
         if self.health.max_concurrent_checks == 0 {
             return Err(invalid(
                 "health.max_concurrent_checks",
@@ -509,6 +535,35 @@ fn http_timeout(key: &'static str, value: Duration) -> Result<Duration, ConfigEr
             humantime::format_duration(value)
         ),
     })
+}
+
+/// A token from the config or from its file (first line, surrounding whitespace dropped);
+/// both at once, an empty one or an unreadable file are errors naming the key.
+fn token(
+    inline: Option<Secret>,
+    file: &Option<PathBuf>,
+    key: &'static str,
+    file_key: &'static str,
+) -> Result<Option<Secret>, ConfigError> {
+    let invalid = |key, message: String| ConfigError::Invalid { key, message };
+    let t = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(key, format!("set {key} or {file_key}, not both")));
+        }
+        (Some(t), None) => t.0,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| invalid(file_key, format!("cannot read {}: {e}", path.display())))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        return Err(invalid(key, "is empty".into()));
+    }
+    Ok(Some(Secret(t)))
 }
 
 #[cfg(test)]
@@ -715,5 +770,28 @@ mod tests {
         let c = Config::parse("[log]\nformat = \"json\"", Path::new("x")).unwrap();
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.registry.backend, Backend::Embedded);
+    }
+
+    #[test]
+    fn tokens_from_the_config_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t");
+        std::fs::write(&file, "  s3cret \nignored\n").unwrap();
+        let c = Config::parse(
+            &format!("[http]\ntoken_file = {:?}\nread_token = \"r\"\n", file),
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(c.http.token, Some(Secret("s3cret".into())));
+        assert_eq!(c.http.read_token, Some(Secret("r".into())));
+        assert!(!format!("{c:?}").contains("s3cret"), "never shown by Debug");
+        for (bad, key) in [
+            (format!("token = \"a\"\ntoken_file = {file:?}"), "http.token"),
+            ("token = \"  \"".to_string(), "http.token"),
+            ("read_token_file = \"/nonexistent/t\"".to_string(), "http.read_token_file"),
+        ] {
+            let e = Config::parse(&format!("[http]\n{bad}"), Path::new("f")).unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
     }
 }

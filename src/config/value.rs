@@ -108,3 +108,15 @@ pub enum LogFormat {
     /// One JSON object per line, for log collectors.
     Json,
 }
+
+/// A token (`http.token`, `http.read_token`): never shown by `Debug`, so a logged config
+/// cannot leak it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}

@@ -20,6 +20,7 @@ mod services;
 mod stamp;
 #[cfg(test)]
 mod tests;
+mod token;
 mod wire;
 
 pub(crate) use conn::Timeouts;
@@ -42,6 +43,7 @@ use error::ApiError;
 use guard::{Guard, GuardLayer};
 use protocol::{UriLimit, UriLimitLayer};
 use stamp::{StampIndex, StampIndexLayer};
+use token::{TokenCheck, TokenLayer};
 
 pub(crate) const INDEX_HEADER: &str = "x-signpost-index";
 
@@ -94,7 +96,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiEr
 
 /// The layers every request passes, outermost first: the index stamp, the URI limit, the
 /// origin and host guard, the admission limits.
-pub(crate) type Outer<S> = StampIndex<UriLimit<Guard<Admit<S>>>>;
+pub(crate) type Outer<S> = StampIndex<UriLimit<Guard<TokenCheck<Admit<S>>>>>;
 
 /// The whole API as served: the outer layers over the registration path (`fast`), which is in
 /// front of the router.
@@ -128,6 +130,10 @@ fn outer<S>(state: &AppState, http: &HttpConfig, routes: S) -> Outer<S> {
         .layer(StampIndexLayer(state.registry.clone()))
         .layer(UriLimitLayer)
         .layer(GuardLayer::new(&http.allowed_origins, &http.allowed_hosts))
+        .layer(TokenLayer::new(
+            http.token.as_ref(),
+            http.read_token.as_ref(),
+        ))
         .layer(AdmitLayer::new(
             http.max_concurrent_requests,
             http.max_watchers,
