@@ -37,8 +37,11 @@ struct Proc {
 
 impl Proc {
     fn spawn(cmd: &mut Command) -> Proc {
+        // `info` unless the test chose a level.
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
         let mut child = cmd
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1130,4 +1133,58 @@ async fn export_then_import_moves_a_registry() {
         .unwrap();
     assert!(!missing.status.success());
     assert!(!tmp.path().join("nowhere").exists());
+}
+
+/// Tokens are never logged: not at start-up, not on a refused write, not on an accepted one,
+/// not at shutdown, even at debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_never_logged() {
+    const TOKEN: &str = "tok-5e1a9c4b7d";
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("signpost.toml");
+    std::fs::write(&cfg, format!("[http]\ntoken = \"{TOKEN}\"\n")).unwrap();
+    let mut proc = Proc::spawn(
+        Command::new(BIN)
+            .current_dir(tmp.path())
+            .env("RUST_LOG", "debug")
+            .args([
+                "serve",
+                "--dns-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(tmp.path().join("data")),
+    );
+    let (_, http) = proc.ready();
+    let c = client();
+    let url = format!("http://{http}/v1/services/web/instances/a");
+    let body = json!({"address": "10.0.0.1", "port": 80});
+    let r = c
+        .put(&url)
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .put(&url)
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    proc.signal("TERM");
+    assert!(proc.exited(Duration::from_secs(20)).await.success());
+    let (out, err) = proc.final_output();
+    assert!(err.contains("signpost ready"), "{err}");
+    assert!(
+        !out.contains(TOKEN) && !err.contains(TOKEN),
+        "the token was logged:\n{err}"
+    );
 }

@@ -786,9 +786,15 @@ mod tests {
         assert_eq!(c.http.read_token, Some(Secret("r".into())));
         assert!(!format!("{c:?}").contains("s3cret"), "never shown by Debug");
         for (bad, key) in [
-            (format!("token = \"a\"\ntoken_file = {file:?}"), "http.token"),
+            (
+                format!("token = \"a\"\ntoken_file = {file:?}"),
+                "http.token",
+            ),
             ("token = \"  \"".to_string(), "http.token"),
-            ("read_token_file = \"/nonexistent/t\"".to_string(), "http.read_token_file"),
+            (
+                "read_token_file = \"/nonexistent/t\"".to_string(),
+                "http.read_token_file",
+            ),
         ] {
             let e = Config::parse(&format!("[http]\n{bad}"), Path::new("f")).unwrap_err();
             assert!(e.to_string().contains(key), "{bad}: {e}");
