@@ -1741,3 +1741,30 @@ async fn tcp_connections_are_capped_per_client_address() {
     }
     assert!(freed, "a closed connection frees its place");
 }
+
+/// RFC 3225 §3: the DO bit of the query is copied into the reply's OPT (`dig +dnssec` shows
+/// `flags: do`), and stays clear when the query did not set it.
+#[tokio::test]
+async fn the_do_bit_is_copied_into_the_reply() {
+    use hickory_proto::op::{Edns, Query};
+    let s = TestServer::start().await;
+    s.register("web", "web-1", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    for (name, dnssec_ok) in [
+        ("web.service.internal.", true),
+        ("web.service.internal.", false),
+        ("nosuch.service.internal.", true),
+    ] {
+        let mut m = Message::query();
+        m.metadata.id = 4242;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        e.set_dnssec_ok(dnssec_ok);
+        m.set_edns(e);
+        let reply = s.udp_raw(&m.to_vec().unwrap()).await.expect("a reply");
+        let r = Message::from_vec(&reply).unwrap();
+        let edns = r.edns.expect("an OPT in the reply");
+        assert_eq!(edns.flags().dnssec_ok, dnssec_ok, "{name} DO={dnssec_ok}");
+    }
+}

@@ -36,6 +36,8 @@ pub(crate) struct Response<'b> {
     room: usize,
     counts: [u16; 3],
     edns: bool,
+    /// The DO bit for the OPT record (`dnssec_ok`).
+    dnssec_ok: bool,
     truncated: bool,
     /// Once one additional record did not fit, the rest are left out too, so the additional
     /// section is a prefix of what it would have been.
@@ -66,9 +68,16 @@ impl<'b> Response<'b> {
             room: limit.saturating_sub(reserve),
             counts: [0; 3],
             edns,
+            dnssec_ok: false,
             truncated: false,
             additional_full: false,
         }
+    }
+
+    /// Sets the DO bit of the reply's OPT, as the query had it (RFC 3225 §3).
+    pub(crate) fn dnssec_ok(mut self, on: bool) -> Self {
+        self.dnssec_ok = on;
+        self
     }
 
     fn fits(&self, owner_len: usize, rdata: &[u8]) -> bool {
@@ -204,9 +213,10 @@ impl<'b> Response<'b> {
             self.buf.push(0); // root
             self.buf.extend_from_slice(&OPT.to_be_bytes());
             self.buf.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
-            // Extended RCODE (upper 8 bits), version 0, no flags.
+            // Extended RCODE (upper 8 bits), version 0, flags: DO as the query had it.
             self.buf.push((rcode >> 4) as u8);
-            self.buf.extend_from_slice(&[0, 0, 0]);
+            self.buf
+                .extend_from_slice(&[0, if self.dnssec_ok { 0x80 } else { 0 }, 0]);
             self.buf.extend_from_slice(&0u16.to_be_bytes());
         }
         let buf = &mut *self.buf;

@@ -76,7 +76,8 @@ pub fn handle(
         // RFC 6891 §6.2.5: a payload below 512 is treated as 512.
         Transport::Udp => usize::from(edns.map_or(512, |e| e.payload.clamp(512, MAX_UDP_PAYLOAD))),
     };
-    let mut r = Response::new(out, id, echo, q.question(packet), limit, edns.is_some());
+    let mut r = Response::new(out, id, echo, q.question(packet), limit, edns.is_some())
+        .dnssec_ok(edns.is_some_and(|e| e.dnssec_ok));
     if edns.is_some_and(|e| e.version != 0) {
         r.finish(BADVERS);
         return Outcome::Answered(BADVERS);

@@ -15,6 +15,8 @@ pub(crate) struct Edns {
     /// The client's UDP payload size.
     pub payload: u16,
     pub version: u8,
+    /// The DO bit (RFC 3225): copied into the reply's OPT.
+    pub dnssec_ok: bool,
 }
 
 /// What an answer needs of a well-formed query.
@@ -86,6 +88,7 @@ pub(crate) fn parse(packet: &[u8], key: &mut [u8; MAX_NAME]) -> Option<Query> {
         let class = u16_at(packet, at + 2)?;
         // For an OPT, TTL is extended RCODE (unused in a query), version, flags.
         let version = *packet.get(at + 5)?;
+        let dnssec_ok = packet.get(at + 6)? & 0x80 != 0;
         let rdlen = usize::from(u16_at(packet, at + 8)?);
         at += 10;
         if packet.len() < at + rdlen {
@@ -99,6 +102,7 @@ pub(crate) fn parse(packet: &[u8], key: &mut [u8; MAX_NAME]) -> Option<Query> {
             edns = Some(Edns {
                 payload: class,
                 version,
+                dnssec_ok,
             });
         }
         at += rdlen;
@@ -140,7 +144,8 @@ mod tests {
             q.edns,
             Some(Edns {
                 payload: 1232,
-                version: 0
+                version: 0,
+                dnssec_ok: false,
             })
         );
         assert_eq!(
@@ -197,7 +202,8 @@ mod tests {
             p.edns,
             Some(Edns {
                 payload: 4096,
-                version: 1
+                version: 1,
+                dnssec_ok: false,
             })
         );
     }
