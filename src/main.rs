@@ -89,19 +89,31 @@ fn load_config(config: &Option<PathBuf>) -> Result<Config, ExitCode> {
     }
 }
 
-/// The store a stopped server would open: `export` and `import` work on it directly. An
-/// embedded store must exist already for `export` (`create` false), so a typo does not
-/// export an empty registry.
+/// The store a stopped server would open (`--config`, `--data-dir` as for `serve`), with a
+/// runtime to drive it: `export` and `import` work on it directly. An embedded store must
+/// exist already for `export` (`create` false), so a typo does not export an empty registry.
 fn open_store(
-    cfg: &Config,
+    config: &Option<PathBuf>,
+    data_dir: Option<PathBuf>,
     create: bool,
-) -> Result<std::sync::Arc<dyn signpost::store::Backend>, ExitCode> {
+) -> Result<
+    (
+        std::sync::Arc<dyn signpost::store::Backend>,
+        tokio::runtime::Runtime,
+    ),
+    ExitCode,
+> {
+    let mut cfg = load_config(config)?;
+    if let Some(d) = data_dir {
+        cfg.registry.data_dir = d;
+    }
+    let rt = tokio::runtime::Runtime::new().map_err(fail)?;
     let dir = &cfg.registry.data_dir;
     if !create && !dir.join("signpost.redb").exists() {
         return Err(fail(format!("no signpost store in {}", dir.display())));
     }
     match signpost::store::Embedded::open(dir) {
-        Ok(s) => Ok(std::sync::Arc::new(s)),
+        Ok(s) => Ok((std::sync::Arc::new(s), rt)),
         Err(e) => Err(fail(format!(
             "{e} (a server running on this data dir holds it: stop it first)"
         ))),
@@ -143,20 +155,9 @@ fn main() -> ExitCode {
             Err(e) => fail(e),
         },
         Command::Export { config, data_dir } => {
-            let mut cfg = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            if let Some(d) = data_dir {
-                cfg.registry.data_dir = d;
-            }
-            let store = match open_store(&cfg, false) {
+            let (store, rt) = match open_store(&config, data_dir, false) {
                 Ok(s) => s,
                 Err(code) => return code,
-            };
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => return fail(e),
             };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             match rt.block_on(signpost::store::export(store, &mut out)) {
@@ -172,13 +173,6 @@ fn main() -> ExitCode {
             config,
             data_dir,
         } => {
-            let mut cfg = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            if let Some(d) = data_dir {
-                cfg.registry.data_dir = d;
-            }
             let mut input: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
                 Box::new(std::io::stdin().lock())
             } else {
@@ -187,13 +181,9 @@ fn main() -> ExitCode {
                     Err(e) => return fail(format!("cannot read {}: {e}", file.display())),
                 }
             };
-            let store = match open_store(&cfg, true) {
+            let (store, rt) = match open_store(&config, data_dir, true) {
                 Ok(s) => s,
                 Err(code) => return code,
-            };
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => return fail(e),
             };
             match rt.block_on(signpost::store::import(store, &mut input)) {
                 Ok(n) => {

@@ -1,10 +1,5 @@
 //! `ApiError`: every HTTP error as `{"error": "..."}` with a 4xx/5xx status. Messages name
-//! the field at fault. `OrRefused` is the future of a layer that may refuse a request itself.
-
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+//! the field at fault.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -76,27 +71,5 @@ impl IntoResponse for ApiError {
             );
         }
         resp
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A layer's refusal, or the inner service's future when the request passed.
-    #[project = OrRefusedProj]
-    pub enum OrRefused<F> {
-        Refused { resp: Option<Response> },
-        Passed { #[pin] inner: F },
-    }
-}
-
-impl<F: Future<Output = Result<Response, Infallible>>> Future for OrRefused<F> {
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            OrRefusedProj::Refused { resp } => {
-                Poll::Ready(Ok(resp.take().expect("polled after completion")))
-            }
-            OrRefusedProj::Passed { inner } => inner.poll(cx),
-        }
     }
 }

@@ -18,21 +18,20 @@
 //! The layer sits above the registration path (`fast`), so that every request passes it
 //! (ARCHITECTURE.md, "Invariants").
 
-use std::convert::Infallible;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::http::header::{HOST, ORIGIN};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tower::{Layer, Service};
 
-use super::error::{ApiError, OrRefused};
+use super::error::ApiError;
+use super::refuse::Check;
 
+/// The guard's rules, shared by every connection's copy of the layer.
 #[derive(Clone)]
-pub(crate) struct GuardLayer {
+pub(crate) struct Guard {
     rules: Arc<Rules>,
 }
 
@@ -43,7 +42,7 @@ struct Rules {
     hosts: Vec<(String, Option<u16>)>,
 }
 
-impl GuardLayer {
+impl Guard {
     /// `origins` and `hosts` as `config` validated and lowercased them.
     pub(crate) fn new(origins: &[String], hosts: &[String]) -> Self {
         let hosts = hosts
@@ -60,44 +59,9 @@ impl GuardLayer {
     }
 }
 
-impl<S> Layer<S> for GuardLayer {
-    type Service = Guard<S>;
-
-    fn layer(&self, inner: S) -> Guard<S> {
-        Guard {
-            inner,
-            rules: self.rules.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Guard<S> {
-    inner: S,
-    rules: Arc<Rules>,
-}
-
-impl<S> Service<Request> for Guard<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = OrRefused<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        match self.rules.refusal(&req) {
-            Some(e) => OrRefused::Refused {
-                resp: Some(e.into_response()),
-            },
-            None => OrRefused::Passed {
-                inner: self.inner.call(req),
-            },
-        }
+impl Check for Guard {
+    fn refusal(&self, req: &Request) -> Option<Response> {
+        self.rules.refusal(req).map(IntoResponse::into_response)
     }
 }
 
@@ -169,8 +133,8 @@ mod tests {
 
     use axum::body::Body;
 
-    fn rules() -> GuardLayer {
-        GuardLayer::new(
+    fn rules() -> Guard {
+        Guard::new(
             &["https://ops.example.com".into()],
             &["signpost.internal".into(), "sp.internal:8500".into()],
         )

@@ -15,6 +15,7 @@ mod guard;
 mod instances;
 mod io;
 mod protocol;
+mod refuse;
 mod serve;
 mod services;
 mod stamp;
@@ -40,10 +41,11 @@ use crate::config::HttpConfig;
 use crate::registry::Registry;
 use admit::{Admit, AdmitLayer};
 use error::ApiError;
-use guard::{Guard, GuardLayer};
-use protocol::{UriLimit, UriLimitLayer};
+use guard::Guard;
+use protocol::UriLimit;
+use refuse::{Refuse, RefuseLayer};
 use stamp::{StampIndex, StampIndexLayer};
-use token::{TokenCheck, TokenLayer};
+use token::TokenCheck;
 
 pub(crate) const INDEX_HEADER: &str = "x-signpost-index";
 
@@ -96,7 +98,8 @@ async fn ready(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiEr
 
 /// The layers every request passes, outermost first: the index stamp, the URI limit, the
 /// origin and host guard, the admission limits.
-pub(crate) type Outer<S> = StampIndex<UriLimit<Guard<TokenCheck<Admit<S>>>>>;
+pub(crate) type Outer<S> =
+    StampIndex<Refuse<UriLimit, Refuse<Guard, Refuse<TokenCheck, Admit<S>>>>>;
 
 /// The whole API as served: the outer layers over the registration path (`fast`), which is in
 /// front of the router.
@@ -128,12 +131,15 @@ fn router_only(state: AppState, http: &HttpConfig) -> Outer<Router> {
 fn outer<S>(state: &AppState, http: &HttpConfig, routes: S) -> Outer<S> {
     ServiceBuilder::new()
         .layer(StampIndexLayer(state.registry.clone()))
-        .layer(UriLimitLayer)
-        .layer(GuardLayer::new(&http.allowed_origins, &http.allowed_hosts))
-        .layer(TokenLayer::new(
+        .layer(RefuseLayer(UriLimit))
+        .layer(RefuseLayer(Guard::new(
+            &http.allowed_origins,
+            &http.allowed_hosts,
+        )))
+        .layer(RefuseLayer(TokenCheck::new(
             http.token.as_ref(),
             http.read_token.as_ref(),
-        ))
+        )))
         .layer(AdmitLayer::new(
             http.max_concurrent_requests,
             http.max_watchers,

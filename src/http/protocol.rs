@@ -15,15 +15,12 @@
 //! (`io::ConnIo` knows when hyper, not a handler, is writing), keeping its status and its
 //! `Connection: close`.
 
-use std::convert::Infallible;
-use std::task::{Context, Poll};
-
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tower::{Layer, Service};
 
-use super::error::{ApiError, OrRefused};
+use super::error::ApiError;
+use super::refuse::Check;
 
 /// The longest request head (request line and headers) hyper reads: 32 KiB, four times
 /// nginx's default line buffer, ample for any client of this API and a bounded buffer per
@@ -39,49 +36,20 @@ pub(crate) const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// Refuses a URI over `MAX_URI_BYTES` with 414 before anything else looks at it.
 #[derive(Clone, Copy)]
-pub(crate) struct UriLimitLayer;
+pub(crate) struct UriLimit;
 
-impl<S> Layer<S> for UriLimitLayer {
-    type Service = UriLimit<S>;
-
-    fn layer(&self, inner: S) -> UriLimit<S> {
-        UriLimit { inner }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct UriLimit<S> {
-    inner: S,
-}
-
-impl<S> Service<Request> for UriLimit<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = OrRefused<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
+impl Check for UriLimit {
+    fn refusal(&self, req: &Request) -> Option<Response> {
         let uri = req.uri();
         let len = uri.path_and_query().map_or(0, |p| p.as_str().len())
             + uri.authority().map_or(0, |a| a.as_str().len());
-        if len > MAX_URI_BYTES {
-            let e = ApiError::new(
+        (len > MAX_URI_BYTES).then(|| {
+            ApiError::new(
                 StatusCode::URI_TOO_LONG,
                 format!("URI too long: {len} bytes, at most {MAX_URI_BYTES}"),
-            );
-            return OrRefused::Refused {
-                resp: Some(e.into_response()),
-            };
-        }
-        OrRefused::Passed {
-            inner: self.inner.call(req),
-        }
+            )
+            .into_response()
+        })
     }
 }
 

@@ -9,25 +9,24 @@
 //! them from `Debug`). The layer sits above the registration path (`fast`), like every layer
 //! that must see every request (ARCHITECTURE.md, "Invariants").
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
-use tower::{Layer, Service};
 
-use super::error::{ApiError, OrRefused};
+use super::error::ApiError;
+use super::refuse::Check;
 use crate::config::Secret;
 
 /// Paths open whatever the tokens: liveness and readiness probes.
 const OPEN_PATHS: [&str; 2] = ["/healthz", "/ready"];
 
+/// The tokens, shared by every connection's copy of the layer.
 #[derive(Clone)]
-pub(crate) struct TokenLayer {
+pub(crate) struct TokenCheck {
     tokens: Arc<Tokens>,
 }
 
@@ -36,7 +35,7 @@ struct Tokens {
     read: Option<Vec<u8>>,
 }
 
-impl TokenLayer {
+impl TokenCheck {
     pub(crate) fn new(write: Option<&Secret>, read: Option<&Secret>) -> Self {
         let bytes = |s: Option<&Secret>| s.map(|s| s.0.as_bytes().to_vec());
         Self {
@@ -48,40 +47,10 @@ impl TokenLayer {
     }
 }
 
-impl<S> Layer<S> for TokenLayer {
-    type Service = TokenCheck<S>;
-
-    fn layer(&self, inner: S) -> TokenCheck<S> {
-        TokenCheck {
-            inner,
-            tokens: self.tokens.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct TokenCheck<S> {
-    inner: S,
-    tokens: Arc<Tokens>,
-}
-
-impl<S> Service<Request> for TokenCheck<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = OrRefused<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        if self.tokens.admits(&req) {
-            return OrRefused::Passed {
-                inner: self.inner.call(req),
-            };
+impl Check for TokenCheck {
+    fn refusal(&self, req: &Request) -> Option<Response> {
+        if self.tokens.admits(req) {
+            return None;
         }
         let mut resp = ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -90,7 +59,7 @@ where
         .into_response();
         resp.headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        OrRefused::Refused { resp: Some(resp) }
+        Some(resp)
     }
 }
 
@@ -149,7 +118,7 @@ mod tests {
     fn writes_need_the_write_token_and_reads_the_read_or_write_token() {
         let w = Secret("w-token".into());
         let r = Secret("r-token".into());
-        let t = TokenLayer::new(Some(&w), Some(&r)).tokens;
+        let t = TokenCheck::new(Some(&w), Some(&r)).tokens;
         let put = |a| t.admits(&req(Method::PUT, "/v1/services/web/instances/a", a));
         let get = |a| t.admits(&req(Method::GET, "/v1/services", a));
         assert!(!put(None) && !put(Some("Bearer r-token")) && !put(Some("Bearer w-tokenx")));
@@ -160,10 +129,10 @@ mod tests {
         assert!(t.admits(&req(Method::GET, "/ready", None)));
         assert!(!t.admits(&req(Method::DELETE, "/healthz/x", None)));
 
-        let open_reads = TokenLayer::new(Some(&w), None).tokens;
+        let open_reads = TokenCheck::new(Some(&w), None).tokens;
         assert!(open_reads.admits(&req(Method::GET, "/v1/services", None)));
         assert!(!open_reads.admits(&req(Method::POST, "/anything", None)));
-        let none = TokenLayer::new(None, None).tokens;
+        let none = TokenCheck::new(None, None).tokens;
         assert!(none.admits(&req(Method::PUT, "/v1/services/web/instances/a", None)));
     }
 }

@@ -202,6 +202,24 @@ impl Backend for Counting {
     }
 }
 
+/// A DNS view with the default config and an empty zones folder in `dir`.
+fn dns_view(dir: &std::path::Path) -> Arc<crate::dns::DnsView> {
+    let mut config = crate::config::Config::default();
+    config.dns.zones_dir = dir.join("zones");
+    std::fs::create_dir(&config.dns.zones_dir).unwrap();
+    crate::dns::DnsView::new(&config).unwrap()
+}
+
+/// Whether DNS has the name `<id>.<service>.instance.internal.` (`id_service` is
+/// `"<id>.<service>"`).
+fn has_instance(dns: &crate::dns::DnsView, id_service: &str) -> bool {
+    let name = crate::dns::names::from_dotted(&format!("{id_service}.instance.internal."));
+    matches!(
+        dns.table().lookup(&name.unwrap()),
+        crate::dns::table::Lookup::Found(..)
+    )
+}
+
 fn plain(id: usize) -> Instance {
     testing::instance("batch", &format!("p{id}")).build()
 }
@@ -247,19 +265,12 @@ async fn a_failed_commit_changes_nothing() {
     use std::sync::atomic::Ordering::SeqCst;
     let dir = tempfile::tempdir().unwrap();
     let (backend, _remote) = Counting::new(Embedded::open(dir.path()).unwrap());
-    let mut config = crate::config::Config::default();
-    config.dns.zones_dir = dir.path().join("zones");
-    std::fs::create_dir(&config.dns.zones_dir).unwrap();
-    let dns = crate::dns::DnsView::new(&config).unwrap();
+    let dns = dns_view(dir.path());
     // Whether DNS has the instance name of plain(id) (the view prepares a batch's names while
     // its commit is on the disk: a failed commit must leave none of it behind).
     let in_dns = |id: usize| {
         let svc = if id == 9 { "other" } else { "batch" };
-        let name = crate::dns::names::from_dotted(&format!("p{id}.{svc}.instance.internal."));
-        matches!(
-            dns.table().lookup(&name.unwrap()),
-            crate::dns::table::Lookup::Found(..)
-        )
+        has_instance(&dns, &format!("p{id}.{svc}"))
     };
     let (r, writer) = Registry::open(backend.clone(), vec![dns.clone()])
         .await
@@ -294,17 +305,8 @@ async fn a_failed_commit_changes_nothing() {
 async fn changes_made_elsewhere_are_published_like_local_ones() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, remote) = Counting::new(Embedded::open(dir.path()).unwrap());
-    let mut config = crate::config::Config::default();
-    config.dns.zones_dir = dir.path().join("zones");
-    std::fs::create_dir(&config.dns.zones_dir).unwrap();
-    let dns = crate::dns::DnsView::new(&config).unwrap();
-    let in_dns = |id: &str| {
-        let name = crate::dns::names::from_dotted(&format!("{id}.batch.instance.internal."));
-        matches!(
-            dns.table().lookup(&name.unwrap()),
-            crate::dns::table::Lookup::Found(..)
-        )
-    };
+    let dns = dns_view(dir.path());
+    let in_dns = |id: &str| has_instance(&dns, &format!("{id}.batch"));
     let (r, writer) = Registry::open(backend.clone(), vec![dns.clone()])
         .await
         .unwrap();

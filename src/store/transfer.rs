@@ -51,10 +51,10 @@ pub async fn import(
         changes.push(Change::Put(Box::new(inst)));
     }
     let total = changes.len();
-    let mut index = backend.clone().load().await?.index;
     while !changes.is_empty() {
         let rest = changes.split_off(changes.len().min(IMPORT_BATCH));
-        index = backend.clone().commit(changes, index + 1).await?;
+        // No floor of its own: the store assigns the next index above what it holds.
+        backend.clone().commit(changes, 0).await?;
         changes = rest;
     }
     backend.flush().await?;
