@@ -128,20 +128,64 @@ impl Running {
     }
 }
 
+/// Opens the configured store: the embedded one in `registry.data_dir`, or a connection to
+/// the etcd cluster, as a replica's member when `member` (a server), or only to read and
+/// write the registry (`export`, `import`).
+pub async fn open_store(config: &Config, member: bool) -> Result<Arc<dyn store::Backend>, Error> {
+    match config.registry.backend {
+        config::Backend::Embedded => {
+            let dir = config.registry.data_dir.clone();
+            let store = tokio::task::spawn_blocking(move || store::Embedded::open(&dir))
+                .await
+                .map_err(std::io::Error::other)??;
+            Ok(Arc::new(store))
+        }
+        #[cfg(feature = "etcd")]
+        config::Backend::Etcd => {
+            let etcd = &config.registry.etcd;
+            let name = etcd.name.clone().unwrap_or_else(host_name);
+            let store = store::Etcd::connect(etcd, name, member, CancellationToken::new()).await?;
+            Ok(store)
+        }
+        #[cfg(not(feature = "etcd"))]
+        config::Backend::Etcd => {
+            let _ = member; // only the etcd backend has members
+            Err(Error::Config(ConfigError::Invalid {
+                key: "registry.backend",
+                message: config::NO_ETCD.to_string(),
+            }))
+        }
+    }
+}
+
+/// This machine's host name: a replica's member name unless configured.
+#[cfg(feature = "etcd")]
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it
+    // (or truncates, which the length bound below tolerates).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    if name.is_empty() {
+        "signpost".to_string()
+    } else {
+        name
+    }
+}
+
 /// Opens the store, binds every listener and starts serving. Returns once everything is
 /// bound, so callers (tests, the binary) can read the addresses.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     files::fit_open_file_limit(&config);
     let view = dns::DnsView::new(&config)?;
-    let backend = {
-        let dir = config.registry.data_dir.clone();
-        tokio::task::spawn_blocking(move || store::Embedded::open(&dir))
-            .await
-            .map_err(std::io::Error::other)??
-    };
-    let checker = Arc::new(health::checker::Supervisor::default());
-    let (registry, writer) =
-        Registry::open(Arc::new(backend), vec![view.clone(), checker.clone()]).await?;
+    let backend = open_store(&config, true).await?;
+    let checker = Arc::new(health::checker::Supervisor::new(backend.owners()));
+    let (registry, writer) = Registry::open(backend, vec![view.clone(), checker.clone()]).await?;
     memory::release_free_memory();
 
     // Every socket is bound before any task is spawned: a failed bind leaves nothing running.

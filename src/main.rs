@@ -28,7 +28,7 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (DNS and HTTP) on the embedded store.
+    /// Run the server (DNS and HTTP) on the configured store (embedded by default).
     Serve {
         /// Config file [default: config/signpost.toml, built-in defaults if it is absent]
         #[arg(long, value_name = "FILE")]
@@ -45,6 +45,9 @@ enum Command {
         /// Log format on stderr; replaces log.format
         #[arg(long = "log-format", value_enum)]
         log_format: Option<LogFormat>,
+        /// This replica's member name in etcd; replaces registry.etcd.name
+        #[arg(long = "node-name", value_name = "NAME")]
+        node_name: Option<String>,
     },
     /// Validate a config file and its zone files, then exit.
     CheckConfig {
@@ -108,6 +111,12 @@ fn open_store(
         cfg.registry.data_dir = d;
     }
     let rt = tokio::runtime::Runtime::new().map_err(fail)?;
+    if cfg.registry.backend == signpost::config::Backend::Etcd {
+        return match rt.block_on(signpost::open_store(&cfg, false)) {
+            Ok(s) => Ok((s, rt)),
+            Err(e) => Err(fail(e)),
+        };
+    }
     let dir = &cfg.registry.data_dir;
     if !create && !dir.join("signpost.redb").exists() {
         return Err(fail(format!("no signpost store in {}", dir.display())));
@@ -199,6 +208,7 @@ fn main() -> ExitCode {
             http_listen,
             data_dir,
             log_format,
+            node_name,
         } => {
             let mut cfg = match load_config(&config) {
                 Ok(c) => c,
@@ -212,6 +222,9 @@ fn main() -> ExitCode {
             }
             if let Some(d) = data_dir {
                 cfg.registry.data_dir = d;
+            }
+            if let Some(n) = node_name {
+                cfg.registry.etcd.name = Some(n);
             }
             if let Some(f) = log_format {
                 cfg.log.format = match f {

@@ -241,14 +241,20 @@ impl Default for HttpConfig {
     }
 }
 
+/// Why `backend = "etcd"` is refused by a build without the etcd client.
+pub const NO_ETCD: &str = "\"etcd\" needs a signpost built with etcd support: \
+     `cargo build --release --features etcd` (which needs protoc: apt-get install -y protobuf-compiler)";
+
 /// `[registry]`: the store backend and its data directory.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
-    /// Where registrations are kept: `embedded` (a database file in `data_dir`).
+    /// Where registrations are kept: `embedded` (a database file in `data_dir`) or `etcd`.
     pub backend: Backend,
     /// Folder of the embedded store.
     pub data_dir: PathBuf,
+    /// `[registry.etcd]`: the cluster, used when `backend = "etcd"`.
+    pub etcd: EtcdConfig,
 }
 
 impl Default for RegistryConfig {
@@ -256,6 +262,38 @@ impl Default for RegistryConfig {
         Self {
             backend: Backend::Embedded,
             data_dir: PathBuf::from("data"),
+            etcd: EtcdConfig::default(),
+        }
+    }
+}
+
+/// `[registry.etcd]`: the etcd v3 cluster replicas share (CONTRACT §4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    /// One or more client URLs of members of one cluster (`http://HOST:PORT`).
+    pub endpoints: Vec<String>,
+    /// Every key signpost writes is under it; ends with `/`.
+    pub prefix: String,
+    /// The lease of this replica's membership key: how long a dead replica keeps its checks.
+    #[serde(deserialize_with = "duration")]
+    pub member_ttl: Duration,
+    /// How long one request to etcd may take before it counts as failed.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// This replica's member name (unique among replicas); the host name when unset.
+    /// `--node-name` overrides it.
+    pub name: Option<String>,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["http://127.0.0.1:2379".to_string()],
+            prefix: "/signpost/".to_string(),
+            member_ttl: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            name: None,
         }
     }
 }
@@ -391,6 +429,10 @@ impl Config {
         if self.dns.rate_limit_ipv6_prefix > 128 {
             return Err(invalid("dns.rate_limit_ipv6_prefix", "must be 0 to 128"));
         }
+        self.validate_etcd()?;
+        if self.registry.backend == Backend::Etcd && !cfg!(feature = "etcd") {
+            return Err(invalid("registry.backend", NO_ETCD));
+        }
         let f = &self.dns.forward;
         if f.timeout < Duration::from_millis(10) || f.timeout > Duration::from_secs(30) {
             return Err(invalid(
@@ -465,6 +507,70 @@ impl Config {
     }
 
     /// `dns.tcp_idle_timeout`, validated.
+    /// `[registry.etcd]` (checked whatever the backend, so a typo shows before it is used):
+    /// endpoints are URLs, the prefix a key folder, the TTL a whole number
+    /// of seconds (etcd's leases count seconds) of at least 2, the timeout sensible.
+    fn validate_etcd(&mut self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid { key, message };
+        let e = &mut self.registry.etcd;
+        if e.endpoints.is_empty() {
+            return Err(invalid(
+                "registry.etcd.endpoints",
+                "needs at least one URL like \"http://127.0.0.1:2379\"".into(),
+            ));
+        }
+        for url in &e.endpoints {
+            let ok = ["http://", "https://"]
+                .iter()
+                .any(|s| url.strip_prefix(s).is_some_and(|rest| !rest.is_empty()));
+            if !ok {
+                return Err(invalid(
+                    "registry.etcd.endpoints",
+                    format!("{url:?} is not a URL like \"http://127.0.0.1:2379\""),
+                ));
+            }
+        }
+        if e.prefix.is_empty() || e.prefix.contains('\0') {
+            return Err(invalid(
+                "registry.etcd.prefix",
+                "must name a key prefix like \"/signpost/\"".into(),
+            ));
+        }
+        if !e.prefix.ends_with('/') {
+            e.prefix.push('/');
+        }
+        let ttl = e.member_ttl;
+        if ttl < Duration::from_secs(2)
+            || ttl > Duration::from_secs(3600)
+            || ttl.subsec_nanos() != 0
+        {
+            return Err(invalid(
+                "registry.etcd.member_ttl",
+                "must be whole seconds from 2s to 1h (etcd leases count seconds)".into(),
+            ));
+        }
+        if e.timeout < Duration::from_millis(50) || e.timeout > Duration::from_secs(60) {
+            return Err(invalid(
+                "registry.etcd.timeout",
+                "must be a duration from 50ms to 60s, like \"2s\"".into(),
+            ));
+        }
+        if let Some(name) = &e.name {
+            let ok = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return Err(invalid(
+                    "registry.etcd.name",
+                    format!("{name:?} is not a member name (letters, digits, '-', '_', '.')"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn tcp_idle_timeout(&self) -> Duration {
         self.dns.tcp_idle_timeout
     }

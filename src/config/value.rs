@@ -96,6 +96,8 @@ pub enum Backend {
     /// A database file in `registry.data_dir`.
     #[default]
     Embedded,
+    /// An etcd v3 cluster shared by several replicas (`[registry.etcd]`).
+    Etcd,
 }
 
 /// How logs are written (`log.format`, `--log-format`).

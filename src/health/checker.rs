@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,6 +22,7 @@ use super::state::CheckState;
 use super::{http, tcp};
 use crate::model::{CheckKind, CheckSpec, InstanceKey, Status};
 use crate::registry::{Changed, Registry, Snapshot, View};
+use crate::store::Owners;
 
 /// What the supervisor must reconcile: instance → the check it should run now (`None`: no
 /// active check, because it has none, has a TTL check, or was deregistered).
@@ -54,12 +55,13 @@ impl Pending {
 }
 
 /// Registry view that tells the supervisor task which checks changed.
-#[derive(Default)]
 pub(crate) struct Supervisor {
     /// Written by the registry writer in `publish`, drained by the supervisor task. A std
     /// mutex: both sides hold it only to move a map.
     pending: Mutex<Pending>,
     wake: Notify,
+    /// Which checks this replica runs (all of them without replicas).
+    owners: Arc<Owners>,
 }
 
 /// The check the checker runs for `spec`: HTTP and TCP only (TTL checks are reports).
@@ -113,6 +115,15 @@ pub(crate) fn jitter(key: &InstanceKey, interval: Duration) -> Duration {
 }
 
 impl Supervisor {
+    /// A supervisor running the checks `owners` gives this replica.
+    pub(crate) fn new(owners: Arc<Owners>) -> Self {
+        Self {
+            pending: Mutex::new(Pending::default()),
+            wake: Notify::new(),
+            owners,
+        }
+    }
+
     /// Reconciles running checks with the registry until `shutdown`; check tasks join
     /// `tracker` and stop between probes.
     pub(crate) async fn run(
@@ -124,12 +135,30 @@ impl Supervisor {
     ) {
         let client = http::client();
         let slots = Arc::new(Semaphore::new(max_concurrent));
+        // Every active check in the registry, and the ones this replica runs (those it owns).
+        let mut wanted: HashMap<InstanceKey, CheckSpec> = HashMap::new();
         let mut running: HashMap<InstanceKey, (CheckSpec, CancellationToken)> = HashMap::new();
+        let mut members = self.owners.subscribe();
+        let mut redeal = false;
         loop {
             let pending =
                 std::mem::take(&mut self.pending.lock().expect("pending map lock").changes);
+            let mut touched: Vec<InstanceKey> = Vec::with_capacity(pending.len());
             for (key, want) in pending {
-                if running.get(&key).map(|(spec, _)| spec) == want.as_ref() {
+                match want {
+                    Some(spec) => wanted.insert(key.clone(), spec),
+                    None => wanted.remove(&key),
+                };
+                touched.push(key);
+            }
+            if redeal {
+                // The live members changed: every check may have moved.
+                touched = wanted.keys().chain(running.keys()).cloned().collect();
+                redeal = false;
+            }
+            for key in touched {
+                let want = wanted.get(&key).filter(|_| self.owners.owns(&key));
+                if running.get(&key).map(|(spec, _)| spec) == want {
                     continue;
                 }
                 if let Some((_, stop)) = running.remove(&key) {
@@ -145,15 +174,25 @@ impl Supervisor {
                         slots.clone(),
                         stop.clone(),
                     ));
-                    running.insert(key, (spec, stop));
+                    running.insert(key, (spec.clone(), stop));
                 }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.wake.notified() => {}
+                r = members.changed() => match r {
+                    Ok(()) => redeal = true,
+                    // The store's owners are gone (never, while the store lives).
+                    Err(_) => members = watch::channel(0).1,
+                },
             }
         }
     }
+}
+
+/// Whether `output` is the registry's "no result yet" phrase rather than a check's.
+fn is_awaiting(output: &str) -> bool {
+    output.starts_with("awaiting first")
 }
 
 /// One probe of `spec`.
@@ -174,10 +213,20 @@ async fn run_check(
     slots: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
-    let mut state = CheckState::new(
-        spec.success_before_passing(),
-        spec.failures_before_critical(),
-    );
+    // A check taken over from another replica starts from the status it stored; a new
+    // check from critical, awaiting its first result.
+    let stored = registry.snapshot().get(&key).map(|e| e.health.clone());
+    let mut state = match &stored {
+        Some(h) if !is_awaiting(&h.output) => CheckState::resume(
+            h.status,
+            spec.success_before_passing(),
+            spec.failures_before_critical(),
+        ),
+        _ => CheckState::new(
+            spec.success_before_passing(),
+            spec.failures_before_critical(),
+        ),
+    };
     let first = Instant::now() + jitter(&key, spec.interval());
     let mut ticks = tokio::time::interval_at(first, spec.interval());
     // A probe that ran long (waiting for a slot) is not followed by a burst of catch-up probes.
@@ -199,9 +248,16 @@ async fn run_check(
         if let Some(new) = state.observe(status) {
             tracing::debug!(instance = %key, status = new.as_str(), %output, "check changed");
             registry.check_result(&key, &spec, new, output).await;
-        } else if first {
+        } else if first
+            || registry
+                .snapshot()
+                .get(&key)
+                .is_some_and(|e| e.health.status != state.status())
+        {
             // The first result replaces "awaiting first check" even when the status stays
-            // critical, so a check that never passes says why.
+            // critical, so a check that never passes says why. Later, a registry that
+            // disagrees with this check (a status write that failed while the store was
+            // away) is told again.
             registry
                 .check_result(&key, &spec, state.status(), output)
                 .await;

@@ -29,6 +29,24 @@ impl CheckState {
         }
     }
 
+    /// A check taken over at `status` (stored by its previous owner): as if that status had
+    /// just been reached, so one probe that agrees changes nothing and the thresholds count
+    /// from here.
+    pub(crate) fn resume(
+        status: Status,
+        success_before_passing: u32,
+        failures_before_critical: u32,
+    ) -> Self {
+        let mut s = Self::new(success_before_passing, failures_before_critical);
+        s.status = status;
+        match status {
+            Status::Passing => s.successes = s.success_before_passing,
+            Status::Critical => s.failures = s.failures_before_critical,
+            Status::Warning => {}
+        }
+        s
+    }
+
     pub(crate) fn status(&self) -> Status {
         self.status
     }

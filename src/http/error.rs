@@ -44,6 +44,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
             RegistryError::NoTtlCheck(..) => StatusCode::CONFLICT,
             RegistryError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            RegistryError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             RegistryError::Store(StoreError::Unavailable(err)) => {
                 tracing::warn!(error = %err, "the store takes no writes; the change was not applied");
                 StatusCode::SERVICE_UNAVAILABLE

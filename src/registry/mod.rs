@@ -137,7 +137,7 @@ impl Registry {
         let loaded = backend.clone().load().await?;
         let load_ms = started.elapsed().as_millis();
         let (tx, rx) = mpsc::channel(QUEUE);
-        let remote = backend.changes(loaded.index);
+        let remote = backend.clone().changes(loaded.index);
         let (writer, first) = Writer::new(backend.clone(), loaded, views, rx, remote);
         tracing::info!(
             load_ms,

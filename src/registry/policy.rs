@@ -138,7 +138,24 @@ impl Timers {
     pub(crate) fn pop_removal(&mut self, now: Instant) -> Option<InstanceKey> {
         self.reap.pop_due(now)
     }
+
+    /// A TTL that ran out on a replica that does not own the instance: asked again at
+    /// `until`. Its owner's status write (which restarts it here) normally comes first; if
+    /// the owner died, this replica may own it by then.
+    pub(crate) fn defer_expiry(&mut self, key: InstanceKey, until: Instant) {
+        self.ttl.set(key, until);
+    }
+
+    /// A removal due on a replica that does not own the instance: asked again at `until`.
+    pub(crate) fn defer_removal(&mut self, key: InstanceKey, until: Instant) {
+        self.reap.set(key, until);
+    }
 }
+
+/// How long a replica that does not own a due deadline waits before asking again: short, so
+/// a dead owner's deadlines fire soon after its checks move (a duplicate firing, while the
+/// members disagree, is a second write of the same status).
+pub(crate) const NOT_OWNER_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Keys ordered by their deadline.
 #[derive(Debug, Default)]

@@ -191,7 +191,7 @@ impl Backend for Counting {
         self.commits.fetch_add(1, SeqCst);
         self.inner.clone().commit(changes, at_least)
     }
-    fn changes(&self, _from: u64) -> tokio::sync::mpsc::Receiver<Remote> {
+    fn changes(self: Arc<Self>, _from: u64) -> tokio::sync::mpsc::Receiver<Remote> {
         self.remote.lock().unwrap().take().expect("asked once")
     }
     fn flush(self: Arc<Self>) -> StoreFuture<()> {
@@ -320,8 +320,8 @@ async fn changes_made_elsewhere_are_published_like_local_ones() {
         .send(Remote {
             index: 40,
             changes: vec![
-                Change::Put(Box::new(elsewhere.clone())),
-                Change::Delete(plain(1).key().clone()),
+                (39, Change::Put(Box::new(elsewhere.clone()))),
+                (40, Change::Delete(plain(1).key().clone())),
             ],
         })
         .await

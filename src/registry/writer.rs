@@ -27,7 +27,7 @@ use super::{
     Changed, Command, Entry, Op, Published, RegistryError, Reply, ServiceInstances, Snapshot, View,
 };
 use crate::model::{CheckKind, Health, Instance, InstanceKey, ServiceName, Status};
-use crate::store::{Backend, Change, Loaded, Remote};
+use crate::store::{Backend, Change, HealthChange, Loaded, Owners, Remote, StoreError};
 
 /// Most commands applied and committed together. Bounds the latency a batch adds and the
 /// size of one store transaction.
@@ -61,6 +61,29 @@ pub struct Writer {
     /// Changes committed elsewhere; `None` once the store's stream ended.
     remote: Option<mpsc::Receiver<Remote>>,
     published: Option<Arc<Published>>,
+    /// The store keeps health, shared between replicas: every status change is a store
+    /// change, and deadlines fire only on the instance's owner.
+    shared: bool,
+    /// Which instances' deadlines this replica fires.
+    owners: Arc<Owners>,
+    /// Instances this replica committed, with the store's index of that commit. A change
+    /// from elsewhere at or below it is older than what this replica holds (its own commit
+    /// coming back, or a write it superseded) and is skipped. Entries go once the stream
+    /// from elsewhere has passed their index.
+    own: std::collections::HashMap<InstanceKey, u64>,
+    /// Most commands (and deadlines) in one batch: `MAX_BATCH`, or less when the store's
+    /// transactions are bounded (`Backend::max_batch`).
+    max_batch: usize,
+}
+
+/// Where a status comes from, which decides how a shared store writes it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A client's report (or a registration resetting it): always written.
+    Client,
+    /// This replica as the check's owner (a probe, a TTL that ran out): written only while
+    /// this replica is a live member.
+    Owner,
 }
 
 impl Writer {
@@ -72,8 +95,16 @@ impl Writer {
         commands: mpsc::Receiver<Command>,
         remote: mpsc::Receiver<Remote>,
     ) -> (Self, Snapshot) {
+        let shared = backend.shares_health();
+        let max_batch = MAX_BATCH.min(backend.max_batch()).max(1);
+        let owners = backend.owners();
         let mut snapshot = Snapshot::default();
         snapshot.index = loaded.index;
+        let mut stored: std::collections::HashMap<InstanceKey, HealthChange> = loaded
+            .health
+            .into_iter()
+            .map(|h| (h.key.clone(), h))
+            .collect();
         let mut timers = Timers::default();
         let (start, wall) = (Instant::now(), now());
         // Built service by service and published whole: inserting one by one through
@@ -81,7 +112,10 @@ impl Writer {
         let mut services: std::collections::HashMap<ServiceName, ServiceInstances> =
             std::collections::HashMap::new();
         for inst in loaded.instances {
-            let health = policy::initial_health(&inst, wall);
+            let health = match stored.remove(inst.key()) {
+                Some(h) if h.check.as_ref() == inst.check() => h.health,
+                _ => policy::initial_health(&inst, wall),
+            };
             let service = inst.key().service.clone();
             let entry = Entry {
                 instance: inst,
@@ -109,6 +143,10 @@ impl Writer {
             commands,
             remote: Some(remote),
             published: None,
+            shared,
+            owners,
+            own: std::collections::HashMap::new(),
+            max_batch,
         };
         (w, first)
     }
@@ -170,7 +208,7 @@ impl Writer {
             let mut batch = self.batch();
             let mut flush = None;
             let mut queued = first.into_iter().collect::<Vec<_>>();
-            while queued.len() < MAX_BATCH {
+            while queued.len() < self.max_batch {
                 match self.commands.try_recv() {
                     Ok(c) => queued.push(c),
                     Err(_) => break,
@@ -191,10 +229,17 @@ impl Writer {
                     }
                 }
             }
-            if !shutdown.is_cancelled() {
+            if !shutdown.is_cancelled() && !self.shared {
                 self.fire_deadlines(&mut batch, Instant::now());
             }
             self.commit(batch).await;
+            if !shutdown.is_cancelled() && self.shared {
+                // Alone in their batch: a shared store may refuse a removal someone else's
+                // write overtook (`Conflict`), and that must not fail the clients' writes.
+                let mut batch = self.batch();
+                self.fire_deadlines(&mut batch, Instant::now());
+                self.commit(batch).await;
+            }
             if let Some(reply) = flush {
                 let _ = reply.send(self.backend.clone().flush().await);
                 return;
@@ -213,9 +258,10 @@ impl Writer {
         batch.keys.push(key.clone());
     }
 
-    /// Sets a registration (stored or to be stored by the caller): its health is kept when
-    /// its check did not change, and starts over (with its deadlines) when it did.
-    fn set_instance(&mut self, batch: &mut Batch, inst: Instance) -> Arc<Entry> {
+    /// Sets a registration (to be stored by the caller when `stored`, or stored already
+    /// elsewhere): its health is kept when its check did not change, and starts over (with
+    /// its deadlines) when it did.
+    fn set_instance(&mut self, batch: &mut Batch, inst: Instance, stored: bool) -> Arc<Entry> {
         let old = batch.snap.get(inst.key()).cloned();
         let check_changed = old
             .as_ref()
@@ -228,6 +274,15 @@ impl Writer {
             // A changed check starts over, deregister_after included.
             self.timers.check_replaced(&inst, Instant::now());
         }
+        if self.shared && check_changed && old.is_some() && stored {
+            // The status another replica stored for the old check must not outlive it.
+            batch.changes.push(Change::Health(Box::new(HealthChange {
+                key: inst.key().clone(),
+                health: health.clone(),
+                check: inst.check().cloned(),
+                fenced: false,
+            })));
+        }
         let key = inst.key().clone();
         let entry = Arc::new(Entry {
             instance: inst,
@@ -237,15 +292,25 @@ impl Writer {
         entry
     }
 
-    /// A new health for `old` (not stored). Only a change of status or output is a change.
+    /// A new health for `old`. Only a change of status or output is a change; a shared store
+    /// is handed each change (and every client report, which restarts the TTL on the owner).
     fn set_health(
         &mut self,
         batch: &mut Batch,
         old: &Arc<Entry>,
         status: Status,
         output: String,
+        source: Source,
     ) -> Arc<Entry> {
         if old.health.status == status && old.health.output == output {
+            if self.shared && source == Source::Client {
+                batch.changes.push(Change::Health(Box::new(HealthChange {
+                    key: old.instance.key().clone(),
+                    health: old.health.clone(),
+                    check: old.instance.check().cloned(),
+                    fenced: false,
+                })));
+            }
             return old.clone();
         }
         let since = if old.health.status == status {
@@ -261,6 +326,14 @@ impl Writer {
                 since,
             },
         });
+        if self.shared {
+            batch.changes.push(Change::Health(Box::new(HealthChange {
+                key: old.instance.key().clone(),
+                health: entry.health.clone(),
+                check: old.instance.check().cloned(),
+                fenced: source == Source::Owner,
+            })));
+        }
         self.put(batch, old.instance.key(), Some(entry.clone()));
         entry
     }
@@ -283,7 +356,7 @@ impl Writer {
                     inst = inst.with_maintenance(old.instance.maintenance().cloned());
                 }
                 batch.changes.push(Change::Put(Box::new(inst.clone())));
-                Ok(Some(self.set_instance(batch, inst)))
+                Ok(Some(self.set_instance(batch, inst, true)))
             }
             Op::Deregister(key) => {
                 Self::existing(batch, &key)?;
@@ -302,13 +375,23 @@ impl Writer {
                     return Err(RegistryError::NoTtlCheck(key, from));
                 };
                 self.timers.reported(&key, ttl, Instant::now());
-                Ok(Some(self.set_health(batch, &old, status, output)))
+                Ok(Some(self.set_health(
+                    batch,
+                    &old,
+                    status,
+                    output,
+                    Source::Client,
+                )))
             }
             Op::CheckResult(key, spec, status, output) => {
                 match batch.snap.get(&key).cloned() {
-                    Some(old) if old.instance.check() == Some(&*spec) => {
-                        Ok(Some(self.set_health(batch, &old, status, output)))
-                    }
+                    Some(old) if old.instance.check() == Some(&*spec) => Ok(Some(self.set_health(
+                        batch,
+                        &old,
+                        status,
+                        output,
+                        Source::Owner,
+                    ))),
                     // Gone, or a late result of a replaced check.
                     _ => Ok(None),
                 }
@@ -337,21 +420,49 @@ impl Writer {
 
     /// Fires every deadline at or before `at` into the batch: overdue TTL checks go critical;
     /// instances critical for their `deregister_after` are removed.
+    /// With a shared store, only the instance's owner fires; another replica asks again a
+    /// moment later (the owner's write normally arrives first and settles it).
     fn fire_deadlines(&mut self, batch: &mut Batch, at: Instant) {
-        while let Some(key) = self.timers.pop_expired(at) {
+        let mut deferred = Vec::new();
+        // At most a batch's worth; the rest stay due and fire in the next batch at once.
+        let mut room = self.max_batch;
+        while room > 0
+            && let Some(key) = self.timers.pop_expired(at)
+        {
+            room -= 1;
             let Some(old) = batch.snap.get(&key).cloned() else {
                 continue;
             };
+            if self.shared && !self.owners.owns(&key) {
+                deferred.push((key, false));
+                continue;
+            }
             let ttl = policy::ttl_of(&old.instance).unwrap_or_default();
-            self.set_health(batch, &old, Status::Critical, policy::ttl_expired(ttl));
+            let output = policy::ttl_expired(ttl);
+            self.set_health(batch, &old, Status::Critical, output, Source::Owner);
         }
-        while let Some(key) = self.timers.pop_removal(at) {
+        while room > 0
+            && let Some(key) = self.timers.pop_removal(at)
+        {
+            room -= 1;
             if batch.snap.get(&key).is_none() {
                 continue;
             }
+            if self.shared && !self.owners.owns(&key) {
+                deferred.push((key, true));
+                continue;
+            }
             tracing::info!(instance = %key, "deregistering: critical for its deregister_after");
-            batch.changes.push(Change::Delete(key.clone()));
+            batch.changes.push(Change::Reap(key.clone()));
             self.put(batch, &key, None);
+        }
+        let later = at + policy::NOT_OWNER_RETRY;
+        for (key, removal) in deferred {
+            if removal {
+                self.timers.defer_removal(key, later);
+            } else {
+                self.timers.defer_expiry(key, later);
+            }
         }
     }
 
@@ -374,12 +485,25 @@ impl Writer {
                 }
             }
             match committed.await {
-                Ok(index) if index != snap.index => {
-                    snap.reindex(&keys, self.snapshot.index, index);
+                Ok(index) => {
+                    if index != snap.index {
+                        snap.reindex(&keys, self.snapshot.index, index);
+                    }
+                    if self.shared {
+                        for key in &keys {
+                            self.own.insert(key.clone(), index);
+                        }
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(error = %e, "store commit failed; the batch was not applied");
+                    match &e {
+                        StoreError::Conflict(_) => {
+                            tracing::info!(error = %e, "write not applied: overtaken by another replica's")
+                        }
+                        _ => {
+                            tracing::error!(error = %e, "store commit failed; the batch was not applied")
+                        }
+                    }
                     for v in &self.views {
                         v.discard(&self.snapshot, Changed::Some(&keys));
                     }
@@ -419,21 +543,55 @@ impl Writer {
     /// store (it holds them), and published with the index the store gave them.
     async fn apply_remote(&mut self, remote: Remote) {
         let mut batch = self.batch();
-        for change in remote.changes {
+        for (index, change) in remote.changes {
+            let key = match &change {
+                Change::Put(inst) => inst.key(),
+                Change::Delete(key) | Change::Reap(key) => key,
+                Change::Health(h) => &h.key,
+            };
+            if self.own.get(key).is_some_and(|&own| own >= index) {
+                continue; // this replica's own commit coming back, or older than it
+            }
             match change {
                 Change::Put(inst) => {
-                    self.set_instance(&mut batch, *inst);
+                    self.set_instance(&mut batch, *inst, false);
                 }
-                Change::Delete(key) => {
+                Change::Delete(key) | Change::Reap(key) => {
                     if batch.snap.get(&key).is_some() {
                         self.put(&mut batch, &key, None);
                     }
                 }
+                Change::Health(h) => self.remote_health(&mut batch, *h),
             }
         }
+        if !self.own.is_empty() {
+            self.own.retain(|_, own| *own > remote.index);
+        }
         let Batch { mut snap, keys, .. } = batch;
-        let index = snap.index.max(remote.index);
+        let index = self.snapshot.index.max(remote.index);
         snap.reindex(&keys, self.snapshot.index, index);
         self.publish(snap, &keys);
+    }
+
+    /// A status another replica stored: taken as stored when it is for the instance's
+    /// current check; a report restarts the TTL here too (its owner may be this replica).
+    fn remote_health(&mut self, batch: &mut Batch, h: HealthChange) {
+        let Some(old) = batch.snap.get(&h.key).cloned() else {
+            return;
+        };
+        if old.instance.check() != h.check.as_ref() {
+            return; // stored for a check the instance no longer has
+        }
+        if let Some(ttl) = policy::ttl_of(&old.instance) {
+            self.timers.reported(&h.key, ttl, Instant::now());
+        }
+        if old.health == h.health {
+            return;
+        }
+        let entry = Arc::new(Entry {
+            instance: old.instance.clone(),
+            health: h.health,
+        });
+        self.put(batch, &h.key, Some(entry));
     }
 }

@@ -129,7 +129,11 @@ impl Db {
                     .map_err(|e| e.to_string())?
                     .map(|g| g.value())
                     .unwrap_or(0);
-                Ok(Loaded { instances, index })
+                Ok(Loaded {
+                    instances,
+                    index,
+                    health: Vec::new(),
+                })
             })
             .map_err(read_err);
         match bad {

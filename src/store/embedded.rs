@@ -190,7 +190,7 @@ impl Backend for Embedded {
         super::blocking(move || Embedded::apply(&self, &changes, at_least))
     }
 
-    fn changes(&self, _from: u64) -> mpsc::Receiver<Remote> {
+    fn changes(self: Arc<Self>, _from: u64) -> mpsc::Receiver<Remote> {
         // Nothing else writes this data dir: the stream ends at once.
         mpsc::channel(1).1
     }

@@ -9,6 +9,9 @@
 mod checkpoint;
 mod database;
 mod embedded;
+#[cfg(feature = "etcd")]
+mod etcd;
+mod owners;
 mod record;
 mod transfer;
 mod wal;
@@ -20,9 +23,12 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::model::{Instance, InstanceKey};
+use crate::model::{CheckSpec, Health, Instance, InstanceKey};
 
 pub use embedded::Embedded;
+#[cfg(feature = "etcd")]
+pub use etcd::Etcd;
+pub use owners::Owners;
 pub use transfer::{export, import};
 
 /// A failure of the store; messages name the file or record involved.
@@ -63,6 +69,9 @@ pub enum StoreError {
     /// removed); a write may succeed later without a restart unless the message says so.
     #[error("the store cannot take writes: {0}")]
     Unavailable(String),
+    /// A conditional write lost a race with another replica's write; nothing was written.
+    #[error("another replica changed the registry at the same time: {0}")]
+    Conflict(String),
 }
 
 /// One change to persist.
@@ -72,6 +81,28 @@ pub enum Change {
     Put(Box<Instance>),
     /// Remove this instance.
     Delete(InstanceKey),
+    /// Remove this instance because its `deregister_after` ran out: written only by the
+    /// replica that owns it, and only if nobody changed the instance since (a shared store
+    /// refuses it otherwise, `StoreError::Conflict`).
+    Reap(InstanceKey),
+    /// An instance's health, kept only by a store shared between replicas
+    /// (`Backend::shares_health`); the embedded store never sees it.
+    Health(Box<HealthChange>),
+}
+
+/// A health status for a shared store.
+#[derive(Debug, Clone)]
+pub struct HealthChange {
+    /// Whose health.
+    pub key: InstanceKey,
+    /// The status, its output and since when.
+    pub health: Health,
+    /// The check the status belongs to: a status stored for another check (the instance was
+    /// re-registered with a new one) is ignored.
+    pub check: Option<CheckSpec>,
+    /// Written by this replica as a check's owner (a probe result, a TTL that ran out):
+    /// a shared store writes it only while this replica's membership is alive.
+    pub fenced: bool,
 }
 
 /// Everything a backend holds, as loaded at start-up.
@@ -81,16 +112,19 @@ pub struct Loaded {
     pub instances: Vec<Instance>,
     /// The registry index of the last persisted change.
     pub index: u64,
+    /// Stored health statuses, each for the instance's current check (a shared store only).
+    pub health: Vec<HealthChange>,
 }
 
 /// Changes another writer of a shared store committed, in the order it committed them,
 /// with the index the store assigned them.
 #[derive(Debug)]
 pub struct Remote {
-    /// The index the store assigned these changes.
+    /// The store's index once these changes are applied.
     pub index: u64,
-    /// The changes, in commit order.
-    pub changes: Vec<Change>,
+    /// The changes, in commit order, each with the index the store assigned it (a change
+    /// this replica already holds at a later index is older and is skipped).
+    pub changes: Vec<(u64, Change)>,
 }
 
 /// What a backend's asynchronous methods return.
@@ -110,12 +144,26 @@ pub trait Backend: Send + Sync + 'static {
     fn commit(self: Arc<Self>, changes: Vec<Change>, at_least: u64) -> StoreFuture<u64>;
     /// Changes committed elsewhere after index `from` (another replica's writes), as they
     /// happen. The embedded store's stream ends at once: nothing else writes its data dir.
-    fn changes(&self, from: u64) -> mpsc::Receiver<Remote>;
+    fn changes(self: Arc<Self>, from: u64) -> mpsc::Receiver<Remote>;
     /// Makes everything written so far durable; called once at shutdown.
     fn flush(self: Arc<Self>) -> StoreFuture<()>;
     /// `Ok` while the store can take writes; a failure whose cause is gone is repaired here,
     /// so asking is also how writes resume.
     fn ready(self: Arc<Self>) -> StoreFuture<()>;
+    /// Whether health statuses are stored (`Change::Health`) so that replicas share them.
+    /// The embedded store keeps none: health is re-established by the checks after a restart.
+    fn shares_health(&self) -> bool {
+        false
+    }
+    /// Most changes the registry hands to one `commit` (a shared store's transactions are
+    /// bounded).
+    fn max_batch(&self) -> usize {
+        usize::MAX
+    }
+    /// Which instances' checks and deadlines this replica runs.
+    fn owners(&self) -> Arc<Owners> {
+        Owners::solo()
+    }
 }
 
 /// Runs blocking store work on tokio's blocking pool, starting now.

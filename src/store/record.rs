@@ -81,6 +81,40 @@ struct MaintenanceRecord {
     since_ms: u64,
 }
 
+impl From<&CheckSpec> for CheckRecord {
+    fn from(c: &CheckSpec) -> Self {
+        let (kind, target, ttl) = match &c.kind() {
+            CheckKind::Http(u) => ("http", u.clone(), Duration::ZERO),
+            CheckKind::Tcp(a) => ("tcp", a.clone(), Duration::ZERO),
+            CheckKind::Ttl(t) => ("ttl", String::new(), *t),
+        };
+        CheckRecord {
+            kind: kind.into(),
+            target,
+            ttl_ms: ms(ttl),
+            interval_ms: ms(c.interval()),
+            timeout_ms: ms(c.timeout()),
+            success_before_passing: c.success_before_passing(),
+            failures_before_critical: c.failures_before_critical(),
+        }
+    }
+}
+
+/// `inst`'s stored form as JSON (the shared store's values: readable with `etcdctl get`).
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+pub(crate) fn encode_json(inst: &Instance) -> Vec<u8> {
+    serde_json::to_vec(&Record::from(inst)).expect("a record always serializes")
+}
+
+/// A stable name of a check's settings: a stored status names the check it belongs to, so a
+/// status stored for a replaced check is recognised and ignored. CRC-32 of the check's JSON
+/// record, written out field by field in a fixed order.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+pub(crate) fn check_fingerprint(spec: &CheckSpec) -> u32 {
+    let json = serde_json::to_vec(&CheckRecord::from(spec)).expect("a record always serializes");
+    crc32fast::hash(&json)
+}
+
 fn ms(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
 }
@@ -98,22 +132,7 @@ impl From<&Instance> for Record {
             weight: i.weight(),
             priority: i.priority(),
             ttl: i.ttl(),
-            check: i.check().as_ref().map(|c| {
-                let (kind, target, ttl) = match &c.kind() {
-                    CheckKind::Http(u) => ("http", u.clone(), Duration::ZERO),
-                    CheckKind::Tcp(a) => ("tcp", a.clone(), Duration::ZERO),
-                    CheckKind::Ttl(t) => ("ttl", String::new(), *t),
-                };
-                CheckRecord {
-                    kind: kind.into(),
-                    target,
-                    ttl_ms: ms(ttl),
-                    interval_ms: ms(c.interval()),
-                    timeout_ms: ms(c.timeout()),
-                    success_before_passing: c.success_before_passing(),
-                    failures_before_critical: c.failures_before_critical(),
-                }
-            }),
+            check: i.check().map(CheckRecord::from),
             deregister_after_ms: i.deregister_after().map(ms),
             maintenance: i.maintenance().as_ref().map(|m| MaintenanceRecord {
                 reason: m.reason().to_string(),

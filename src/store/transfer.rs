@@ -52,7 +52,8 @@ pub async fn import(
     }
     let total = changes.len();
     while !changes.is_empty() {
-        let rest = changes.split_off(changes.len().min(IMPORT_BATCH));
+        let batch = IMPORT_BATCH.min(backend.max_batch());
+        let rest = changes.split_off(changes.len().min(batch));
         // No floor of its own: the store assigns the next index above what it holds.
         backend.clone().commit(changes, 0).await?;
         changes = rest;

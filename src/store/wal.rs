@@ -454,7 +454,12 @@ pub(crate) fn encode(changes: &[Change]) -> Result<Vec<u8>, String> {
     let mut buf = Vec::with_capacity(HEADER + 20 + changes.len() * 512);
     buf.extend_from_slice(&[0; HEADER]);
     buf.extend_from_slice(&[0; 16]); // index, index before
-    buf.extend_from_slice(&(changes.len() as u32).to_le_bytes());
+    // Health is not kept by the embedded store (`Backend::shares_health` is false).
+    let stored = changes
+        .iter()
+        .filter(|c| !matches!(c, Change::Health(_)))
+        .count();
+    buf.extend_from_slice(&(stored as u32).to_le_bytes());
     let field = |buf: &mut Vec<u8>, bytes: &[u8]| {
         buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         buf.extend_from_slice(bytes);
@@ -471,10 +476,11 @@ pub(crate) fn encode(changes: &[Change]) -> Result<Vec<u8>, String> {
                 let n = (buf.len() - at - 4) as u32;
                 buf[at..at + 4].copy_from_slice(&n.to_le_bytes());
             }
-            Change::Delete(key) => {
+            Change::Delete(key) | Change::Reap(key) => {
                 buf.push(TAG_DELETE);
                 field(&mut buf, key_of(key).as_bytes());
             }
+            Change::Health(_) => {}
         }
     }
     u32::try_from(buf.len() - HEADER).map_err(|_| "record too large")?;

@@ -3,6 +3,7 @@
 //! sockets; `raw` speaks HTTP/1.1 by hand for requests no client library would send.
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod raw;
 
 use std::net::SocketAddr;

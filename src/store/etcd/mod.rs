@@ -1,0 +1,314 @@
+//! `Etcd`: the registry kept in an etcd v3 cluster that several replicas share
+//! (`registry.backend = "etcd"`, CONTRACT §4 "Replicas on etcd").
+//!
+//! Each replica keeps a local copy of everything under the prefix (`reflector`: one ranged
+//! read, then a watch from the next revision) and feeds it to its registry writer as changes
+//! made elsewhere, so DNS answers from memory and never waits on etcd. A write is one etcd
+//! transaction; its revision is the registry index, so every replica stamps the same change
+//! with the same index. Membership (`membership`) is a key on this replica's own lease; the
+//! live members decide who owns which check (`store::Owners`). Writes a check's owner makes
+//! (a status, a removal for `deregister_after`) are fenced on that membership, and a removal
+//! also on nobody having changed the instance since.
+//!
+//! etcd unreachable: the copy keeps serving, writes fail at once with
+//! `StoreError::Unavailable` (HTTP 503 + `Retry-After`) and nothing is queued; the watch and
+//! the lease are re-established with jittered backoff, resuming from the last revision seen
+//! (or reloading everything when etcd compacted past it).
+
+mod layout;
+mod membership;
+mod reflector;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use self::layout::{HealthRecord, Layout};
+use super::{Backend, Change, Loaded, Owners, Remote, StoreError, StoreFuture, record};
+use crate::config::EtcdConfig;
+
+/// Most registry commands in one transaction: etcd refuses a transaction of more than
+/// `--max-txn-ops` operations (128 by default), and a command makes at most two (a
+/// registration that replaces a check resets its status; a removal deletes the status too).
+pub(crate) const MAX_CHANGES: usize = 64;
+
+/// The etcd backend. Cheap to share: the client is a handle on one gRPC channel.
+pub struct Etcd {
+    client: Client,
+    layout: Layout,
+    /// Per request (`registry.etcd.timeout`).
+    timeout: Duration,
+    /// This replica's member name.
+    name: String,
+    member_ttl: Duration,
+    /// The lease this replica's membership key is on; 0 while it has none (lost, being
+    /// renewed). Written by the membership task, read by fenced writes and `ready`.
+    lease: AtomicI64,
+    owners: Arc<Owners>,
+    /// Every key under the prefix as the watch last delivered it: value and mod revision.
+    /// Written by the reflector only; read by commits (a removal's expected revision).
+    cache: Mutex<reflector::Kvs>,
+    /// Whether the last request or watch message reached etcd (`signpost_etcd_up`).
+    up: AtomicBool,
+    /// Stops the watch and the lease keeper.
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd")
+            .field("prefix", &self.layout.prefix())
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+fn unreachable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("etcd {what} failed: {e}"))
+}
+
+impl Etcd {
+    /// Connects to the cluster and, when `member`, joins it as member `name` (a key on a new
+    /// lease of `member_ttl`) and keeps that membership alive until `stop`. Fails when etcd
+    /// cannot be reached within the configured timeout: a replica starts only from a registry
+    /// it has read. Without `member` (`export`, `import`) it reads and writes the registry
+    /// only: it owns no check.
+    pub async fn connect(
+        cfg: &EtcdConfig,
+        name: String,
+        member: bool,
+        stop: CancellationToken,
+    ) -> Result<Arc<Self>, StoreError> {
+        let open = |e: String| StoreError::Open {
+            path: cfg.endpoints.join(",").into(),
+            message: e,
+        };
+        // No per-request timeout on the channel: it would also end the long-lived watch and
+        // keep-alive streams. Unary requests are bounded one by one (`Etcd::bounded`).
+        let options = ConnectOptions::new()
+            .with_connect_timeout(cfg.timeout)
+            .with_keep_alive(cfg.timeout, cfg.timeout)
+            .with_keep_alive_while_idle(true)
+            // A member cut off from its cluster's leader refuses instead of serving stale
+            // reads, and ends watches (the reflector then moves to another endpoint).
+            .with_require_leader(true);
+        let client = tokio::time::timeout(
+            cfg.timeout,
+            Client::connect(cfg.endpoints.clone(), Some(options)),
+        )
+        .await
+        .map_err(|_| open(format!("etcd did not answer within {:?}", cfg.timeout)))?
+        .map_err(|e| open(format!("cannot connect to etcd: {e}")))?;
+        let etcd = Arc::new(Self {
+            client,
+            layout: Layout::new(&cfg.prefix),
+            timeout: cfg.timeout,
+            owners: Owners::member(name.clone()),
+            name,
+            member_ttl: cfg.member_ttl,
+            lease: AtomicI64::new(0),
+            cache: Mutex::new(HashMap::new()),
+            up: AtomicBool::new(true),
+            stop,
+        });
+        if member {
+            etcd.join()
+                .await
+                .map_err(|e| open(format!("cannot join as member {:?}: {e}", etcd.name)))?;
+            tokio::spawn(etcd.clone().keep_membership());
+        }
+        Ok(etcd)
+    }
+
+    /// Whether etcd answered the last request or watch message.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Runs one request against etcd within the timeout, recording whether it got through.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, StoreError> {
+        let r = match tokio::time::timeout(self.timeout, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(unreachable(what, e)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "etcd {what}: no answer within {:?}",
+                self.timeout
+            ))),
+        };
+        self.up.store(r.is_ok(), Ordering::Relaxed);
+        r
+    }
+
+    /// The transaction for a batch: each etcd key once (its last operation in the batch;
+    /// etcd refuses a key twice), registrations before statuses, fenced on this replica's
+    /// membership when an owner's write is in it.
+    fn transaction(&self, changes: &[Change]) -> Result<Txn, StoreError> {
+        let mut ops: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        let mut at: HashMap<String, usize> = HashMap::new();
+        let mut set = |key: String, value: Option<Vec<u8>>| match at.get(&key) {
+            Some(&i) => ops[i].1 = value,
+            None => {
+                at.insert(key.clone(), ops.len());
+                ops.push((key, value));
+            }
+        };
+        let mut compares = Vec::new();
+        let mut fenced = false;
+        let mut put_here = std::collections::HashSet::new();
+        let cache = self.cache.lock().expect("cache lock");
+        for c in changes {
+            match c {
+                Change::Put(inst) => {
+                    put_here.insert(inst.key().clone());
+                    set(
+                        self.layout.instance(inst.key()),
+                        Some(record::encode_json(inst)),
+                    );
+                }
+                Change::Delete(key) | Change::Reap(key) => {
+                    if matches!(c, Change::Reap(_)) {
+                        // Only the registration this replica saw critical for its
+                        // deregister_after is removed: a re-registration since wins.
+                        let k = self.layout.instance(key);
+                        let Some((_, rev)) = cache.get(k.as_bytes()) else {
+                            return Err(StoreError::Conflict(format!(
+                                "instance {key} is not in etcd any more"
+                            )));
+                        };
+                        compares.push(Compare::mod_revision(k, CompareOp::Equal, *rev));
+                        fenced = true;
+                    }
+                    put_here.remove(key);
+                    set(self.layout.instance(key), None);
+                    set(self.layout.health(key), None);
+                }
+                Change::Health(h) => {
+                    if !put_here.contains(&h.key) {
+                        // A status never outlives (or re-creates) its instance.
+                        compares.push(Compare::version(
+                            self.layout.instance(&h.key),
+                            CompareOp::Greater,
+                            0,
+                        ));
+                    }
+                    fenced |= h.fenced;
+                    set(
+                        self.layout.health(&h.key),
+                        Some(HealthRecord::encode(&h.health, h.check.as_ref())),
+                    );
+                }
+            }
+        }
+        drop(cache);
+        if fenced {
+            let lease = self.lease.load(Ordering::Relaxed);
+            if lease == 0 {
+                return Err(StoreError::Unavailable(
+                    "this replica's etcd membership lapsed and is being renewed".into(),
+                ));
+            }
+            compares.push(Compare::lease(
+                self.layout.member(&self.name),
+                CompareOp::Equal,
+                lease,
+            ));
+        }
+        let health = self.layout.health_prefix();
+        // Registrations first: a watcher reads a status against the instance before it.
+        ops.sort_by_key(|(k, _)| k.starts_with(&health));
+        let ops: Vec<TxnOp> = ops
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => TxnOp::put(k, v, None),
+                None => TxnOp::delete(k, None),
+            })
+            .collect();
+        Ok(Txn::new().when(compares).and_then(ops))
+    }
+
+    async fn commit_now(self: Arc<Self>, changes: Vec<Change>) -> Result<u64, StoreError> {
+        let txn = self.transaction(&changes)?;
+        let mut client = self.client.clone();
+        let resp = self.bounded("write", client.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Err(StoreError::Conflict(
+                "the instance changed meanwhile, or this replica's membership lapsed; \
+                 nothing was written"
+                    .into(),
+            ));
+        }
+        let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
+        Ok(rev.max(0) as u64)
+    }
+}
+
+impl Backend for Etcd {
+    fn load(self: Arc<Self>) -> StoreFuture<Loaded> {
+        Box::pin(async move { self.list().await.map(|(loaded, _)| loaded) })
+    }
+
+    fn commit(self: Arc<Self>, changes: Vec<Change>, _at_least: u64) -> StoreFuture<u64> {
+        // Started now (spawned), so the registry's views prepare while etcd commits.
+        let task = tokio::spawn(self.commit_now(changes));
+        Box::pin(async move {
+            task.await
+                .unwrap_or_else(|e| Err(StoreError::Write(format!("etcd write task: {e}"))))
+        })
+    }
+
+    fn changes(self: Arc<Self>, from: u64) -> mpsc::Receiver<Remote> {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(self.reflect(from as i64, tx));
+        rx
+    }
+
+    fn flush(self: Arc<Self>) -> StoreFuture<()> {
+        // Every write is durable in etcd once answered. Leaving now hands this replica's
+        // checks to the others at once instead of after its lease runs out.
+        Box::pin(async move {
+            self.leave().await;
+            Ok(())
+        })
+    }
+
+    fn ready(self: Arc<Self>) -> StoreFuture<()> {
+        Box::pin(async move {
+            if self.lease.load(Ordering::Relaxed) == 0 {
+                return Err(StoreError::Unavailable(
+                    "this replica's etcd membership lapsed and is being renewed".into(),
+                ));
+            }
+            let mut client = self.client.clone();
+            let key = self.layout.member(&self.name);
+            let opts = GetOptions::new().with_keys_only();
+            let resp = self.bounded("read", client.get(key, Some(opts))).await?;
+            if resp.kvs().is_empty() {
+                return Err(StoreError::Unavailable(
+                    "this replica's etcd membership key is gone; it is being renewed".into(),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn shares_health(&self) -> bool {
+        true
+    }
+
+    fn owners(&self) -> Arc<Owners> {
+        self.owners.clone()
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_CHANGES
+    }
+}

@@ -1,0 +1,306 @@
+//! The local copy of etcd: one ranged read of the prefix, then a watch from the next
+//! revision, each watch response handed to the registry writer as one batch of changes made
+//! elsewhere (`Remote`), with each change's revision.
+//!
+//! The client crate does not resume a watch by itself. A broken watch (transport error, no
+//! leader) is opened again from the last revision seen, progress notifications included, after
+//! a jittered backoff. A watch etcd cancels because it compacted past that revision cannot
+//! resume: everything is read again and only the difference from the copy is handed on. The
+//! member keys are not registry changes: they set the live members (`Owners`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use etcd_client::{EventType, GetOptions, KeyValue, WatchOptions};
+use tokio::sync::mpsc;
+
+use super::Etcd;
+use super::layout::{HealthRecord, Key};
+use super::membership::Backoff;
+use crate::model::Instance;
+use crate::store::{Change, HealthChange, Loaded, Remote, StoreError, record};
+
+/// Key → (value, mod revision): the copy.
+pub(super) type Kvs = HashMap<Vec<u8>, (Vec<u8>, i64)>;
+
+impl Etcd {
+    /// Reads everything under the prefix at one revision: the registry, the statuses for
+    /// each instance's current check, and the members. Seeds the copy the watch continues.
+    /// A record that breaks a registration rule is an error naming its key.
+    pub(super) async fn list(&self) -> Result<(Loaded, i64), StoreError> {
+        let (kvs, rev) = self.read_all().await?;
+        let mut instances = HashMap::new();
+        for (k, (v, _)) in &kvs {
+            if let Some(Key::Instance(key)) = self.layout.parse(k) {
+                let inst = record::decode(v).map_err(|message| StoreError::Corrupt {
+                    path: self.layout.prefix().into(),
+                    key: String::from_utf8_lossy(k).into_owned(),
+                    message,
+                })?;
+                instances.insert(key, inst);
+            }
+        }
+        let mut health = Vec::new();
+        for (k, (v, _)) in &kvs {
+            if let Some(Key::Health(key)) = self.layout.parse(k)
+                && let Some(inst) = instances.get(&key)
+                && let Some(h) = self.decode_health(k, v, inst)
+            {
+                health.push(h);
+            }
+        }
+        self.set_members(&kvs);
+        *self.cache.lock().expect("cache lock") = kvs;
+        let loaded = Loaded {
+            instances: instances.into_values().collect(),
+            index: rev.max(0) as u64,
+            health,
+        };
+        Ok((loaded, rev))
+    }
+
+    async fn read_all(&self) -> Result<(Kvs, i64), StoreError> {
+        let mut client = self.client.clone();
+        let opts = GetOptions::new().with_prefix();
+        let resp = self
+            .bounded("read", client.get(self.layout.prefix(), Some(opts)))
+            .await?;
+        let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
+        let kvs = resp
+            .kvs()
+            .iter()
+            .map(|kv| (kv.key().to_vec(), (kv.value().to_vec(), kv.mod_revision())))
+            .collect();
+        Ok((kvs, rev))
+    }
+
+    /// A stored status, if it is for `inst`'s current check; a status that cannot be read is
+    /// logged (naming its key) and skipped: the check's owner writes it again.
+    fn decode_health(&self, k: &[u8], v: &[u8], inst: &Instance) -> Option<HealthChange> {
+        let read = HealthRecord::decode(v).and_then(|r| r.health_for(inst.check()));
+        match read {
+            Ok(Some(health)) => Some(HealthChange {
+                key: inst.key().clone(),
+                health,
+                check: inst.check().cloned(),
+                fenced: false,
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(key = %String::from_utf8_lossy(k), error = %e, "unreadable status skipped");
+                None
+            }
+        }
+    }
+
+    fn set_members(&self, kvs: &Kvs) {
+        let members = kvs
+            .keys()
+            .filter_map(|k| match self.layout.parse(k) {
+                Some(Key::Member(name)) => Some(name),
+                _ => None,
+            })
+            .collect();
+        self.owners.set_members(members);
+    }
+
+    /// Watches from `from + 1` until stopped, handing every change to `tx`.
+    pub(super) async fn reflect(self: Arc<Self>, from: i64, tx: mpsc::Sender<Remote>) {
+        let mut rev = from;
+        let mut backoff = Backoff::new();
+        let mut broken = false;
+        while !self.stop.is_cancelled() {
+            if broken && self.pause(backoff.next()).await {
+                return;
+            }
+            broken = true;
+            let opts = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(rev + 1)
+                .with_progress_notify();
+            let mut client = self.client.clone();
+            let mut stream = match self
+                .bounded("watch", client.watch(self.layout.prefix(), Some(opts)))
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, revision = rev, "watch not opened; retrying");
+                    continue;
+                }
+            };
+            loop {
+                let msg = tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    m = stream.message() => m,
+                };
+                let resp = match msg {
+                    Ok(Some(r)) => r,
+                    Ok(None) => {
+                        tracing::warn!(revision = rev, "watch ended; resuming");
+                        break;
+                    }
+                    Err(e) => {
+                        self.up.store(false, Ordering::Relaxed);
+                        tracing::warn!(error = %e, revision = rev, "watch failed; resuming");
+                        break;
+                    }
+                };
+                self.up.store(true, Ordering::Relaxed);
+                backoff.reset();
+                if resp.canceled() {
+                    if resp.compact_revision() > 0 {
+                        tracing::warn!(
+                            revision = rev,
+                            compacted = resp.compact_revision(),
+                            "etcd compacted past this replica's revision; reloading"
+                        );
+                        match self.reload(&tx).await {
+                            Ok(Some(r)) => {
+                                rev = r;
+                                broken = false;
+                            }
+                            Ok(None) => return,
+                            Err(e) => tracing::warn!(error = %e, "reload failed; retrying"),
+                        }
+                    } else {
+                        tracing::warn!(reason = resp.cancel_reason(), "watch canceled; resuming");
+                    }
+                    break;
+                }
+                if resp.events().is_empty() {
+                    // A progress notification: everything up to its revision was delivered.
+                    if !resp.created()
+                        && let Some(h) = resp.header()
+                    {
+                        rev = rev.max(h.revision());
+                    }
+                    continue;
+                }
+                let mut changes = Vec::new();
+                let mut members_changed = false;
+                {
+                    let mut cache = self.cache.lock().expect("cache lock");
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        rev = rev.max(kv.mod_revision());
+                        let put = ev.event_type() == EventType::Put;
+                        match self.change(&cache, kv, put) {
+                            Some(Item::Change(c)) => changes.push((kv.mod_revision() as u64, c)),
+                            Some(Item::Member) => members_changed = true,
+                            None => {}
+                        }
+                        if put {
+                            cache.insert(
+                                kv.key().to_vec(),
+                                (kv.value().to_vec(), kv.mod_revision()),
+                            );
+                        } else {
+                            cache.remove(kv.key());
+                        }
+                    }
+                    if members_changed {
+                        self.set_members(&cache);
+                    }
+                }
+                if !changes.is_empty() {
+                    let remote = Remote {
+                        index: rev.max(0) as u64,
+                        changes,
+                    };
+                    if tx.send(remote).await.is_err() {
+                        return; // the registry is gone
+                    }
+                }
+            }
+        }
+    }
+
+    /// What one watched event means for the registry (`cache`: the copy before it).
+    fn change(&self, cache: &Kvs, kv: &KeyValue, put: bool) -> Option<Item> {
+        let key = self.layout.parse(kv.key())?;
+        match key {
+            Key::Member(_) => Some(Item::Member),
+            Key::Instance(k) if !put => Some(Item::Change(Change::Delete(k))),
+            Key::Instance(_) => match record::decode(kv.value()) {
+                Ok(inst) => Some(Item::Change(Change::Put(Box::new(inst)))),
+                Err(e) => {
+                    tracing::error!(key = %String::from_utf8_lossy(kv.key()), error = %e, "a record in etcd breaks a registration rule; skipped");
+                    None
+                }
+            },
+            // A status removed goes with its instance, or is replaced in the same write.
+            Key::Health(_) if !put => None,
+            Key::Health(k) => {
+                let inst_key = self.layout.instance(&k);
+                let (v, _) = cache.get(inst_key.as_bytes())?;
+                let inst = record::decode(v).ok()?;
+                self.decode_health(kv.key(), kv.value(), &inst)
+                    .map(|h| Item::Change(Change::Health(Box::new(h))))
+            }
+        }
+    }
+
+    /// Reads everything again (after a compaction) and hands on only what differs from the
+    /// copy. `None` when the registry is gone.
+    async fn reload(&self, tx: &mpsc::Sender<Remote>) -> Result<Option<i64>, StoreError> {
+        let (kvs, rev) = self.read_all().await?;
+        let mut changes = Vec::new();
+        {
+            let cache = self.cache.lock().expect("cache lock");
+            // Registrations first, then statuses (read against the new registrations).
+            for (k, (v, mod_rev)) in &kvs {
+                if let Some(Key::Instance(_)) = self.layout.parse(k)
+                    && cache.get(k).map(|(old, _)| old) != Some(v)
+                {
+                    match record::decode(v) {
+                        Ok(inst) => changes.push((*mod_rev as u64, Change::Put(Box::new(inst)))),
+                        Err(e) => {
+                            tracing::error!(key = %String::from_utf8_lossy(k), error = %e, "a record in etcd breaks a registration rule; skipped")
+                        }
+                    }
+                }
+            }
+            for k in cache.keys() {
+                if let Some(Key::Instance(key)) = self.layout.parse(k)
+                    && !kvs.contains_key(k)
+                {
+                    changes.push((rev as u64, Change::Delete(key)));
+                }
+            }
+            for (k, (v, mod_rev)) in &kvs {
+                if let Some(Key::Health(key)) = self.layout.parse(k)
+                    && cache.get(k).map(|(old, _)| old) != Some(v)
+                    && let Some((iv, _)) = kvs.get(self.layout.instance(&key).as_bytes())
+                    && let Ok(inst) = record::decode(iv)
+                    && let Some(h) = self.decode_health(k, v, &inst)
+                {
+                    changes.push((*mod_rev as u64, Change::Health(Box::new(h))));
+                }
+            }
+        }
+        self.set_members(&kvs);
+        *self.cache.lock().expect("cache lock") = kvs;
+        tracing::info!(
+            revision = rev,
+            changes = changes.len(),
+            "reloaded from etcd"
+        );
+        let remote = Remote {
+            index: rev.max(0) as u64,
+            changes,
+        };
+        if tx.send(remote).await.is_err() {
+            return Ok(None);
+        }
+        Ok(Some(rev))
+    }
+}
+
+/// One watched event, as the registry sees it.
+enum Item {
+    Change(Change),
+    /// A member joined or left.
+    Member,
+}

@@ -1,0 +1,415 @@
+//! Replicas on etcd (CONTRACT §4), with a real etcd cluster started by each test on loopback
+//! ports and signpost replicas started in-process: a write on one is in every replica's DNS
+//! with the same index; long-polls carry across replicas; checks run once; etcd stopped
+//! leaves DNS answering and writes 503 until it is back, without a restart.
+#![cfg(feature = "etcd")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use common::etcd::Cluster;
+use hickory_proto::rr::{RData, RecordType};
+use serde_json::json;
+
+/// A replica named `name` on `cluster`, with a short membership TTL.
+async fn replica(cluster: &Cluster, name: &str) -> TestServer {
+    let endpoints = cluster.endpoints();
+    let name = name.to_string();
+    TestServer::start_with(move |c| {
+        c.registry.backend = signpost::config::Backend::Etcd;
+        c.registry.etcd.endpoints = endpoints;
+        c.registry.etcd.name = Some(name);
+        c.registry.etcd.member_ttl = Duration::from_secs(3);
+        c.registry.etcd.timeout = Duration::from_millis(500);
+    })
+    .await
+}
+
+async fn addresses(s: &TestServer, name: &str) -> HashSet<IpAddr> {
+    let (m, _) = s.udp(name, RecordType::A, None).await;
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits (bounded) until `name` resolves on `s` to exactly `want`.
+async fn until_resolves(s: &TestServer, name: &str, want: &[&str]) {
+    let want: HashSet<IpAddr> = want.iter().map(|a| a.parse().unwrap()).collect();
+    let start = Instant::now();
+    loop {
+        let got = addresses(s, name).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{name} on {}: {got:?}, want {want:?}",
+            s.dns
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn get(s: &TestServer, path: &str) -> (u16, Option<u64>, serde_json::Value) {
+    let r = s.client.get(s.url(path)).send().await.unwrap();
+    let status = r.status().as_u16();
+    let index = r
+        .headers()
+        .get("x-signpost-index")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (
+        status,
+        index,
+        r.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn reg(addr: &str) -> serde_json::Value {
+    json!({"address": addr, "port": 80})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_replica_is_in_every_replica_with_the_same_index() {
+    let cluster = Cluster::start(1);
+    let a = replica(&cluster, "a").await;
+    let b = replica(&cluster, "b").await;
+    a.register("web", "w1", reg("10.1.0.1")).await;
+    // In the answering replica's DNS before its 2xx.
+    assert_eq!(
+        addresses(&a, "web.service.internal").await,
+        HashSet::from(["10.1.0.1".parse().unwrap()])
+    );
+    until_resolves(&b, "web.service.internal", &["10.1.0.1"]).await;
+    b.register("web", "w2", reg("10.1.0.2")).await;
+    until_resolves(&a, "web.service.internal", &["10.1.0.1", "10.1.0.2"]).await;
+    let (_, ia, body_a) = get(&a, "/v1/services/web").await;
+    let (_, ib, body_b) = get(&b, "/v1/services/web").await;
+    assert_eq!(ia, ib, "the same index on both replicas");
+    assert_eq!(body_a, body_b, "the same body on both replicas");
+    // The index is etcd's revision.
+    let rev: serde_json::Value =
+        serde_json::from_str(&cluster.ctl(&["get", "/signpost/x", "-w", "json"])).unwrap();
+    assert_eq!(ia.unwrap(), rev["header"]["revision"].as_u64().unwrap());
+
+    // A long-poll on b with the index a gave returns when a writes.
+    let index = ia.unwrap();
+    let poll = {
+        let url = b.url(&format!("/v1/services/web?index={index}&wait=10s"));
+        let c = b.client.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = c.get(url).send().await.unwrap();
+            let i: u64 = r.headers()["x-signpost-index"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (
+                i,
+                started.elapsed(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.register("web", "w3", reg("10.1.0.3")).await;
+    let (i, took, body) = poll.await.unwrap();
+    assert!(i > index, "{i} > {index}");
+    assert!(
+        took < Duration::from_secs(9),
+        "woken by the write, not the wait: {took:?}"
+    );
+    assert_eq!(body["instances"].as_array().unwrap().len(), 3);
+
+    // Deregistration on b leaves a's DNS.
+    assert_eq!(b.deregister("web", "w1").await, 204);
+    until_resolves(&a, "web.service.internal", &["10.1.0.2", "10.1.0.3"]).await;
+}
+
+/// A tiny HTTP health target counting the probes of each path.
+async fn target() -> (
+    SocketAddr,
+    Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let h = h.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 4096];
+                let Ok(n) = s.read(&mut buf).await else {
+                    return;
+                };
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
+                *h.lock().unwrap().entry(path).or_insert(0) += 1;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_check_is_probed_by_one_replica_and_statuses_are_shared() {
+    let cluster = Cluster::start(1);
+    let a = replica(&cluster, "a").await;
+    let b = replica(&cluster, "b").await;
+    let (addr, hits) = target().await;
+    let n = 12;
+    for i in 0..n {
+        let body = json!({"address": format!("10.2.0.{}", i + 1), "port": 80,
+            "check": {"http": format!("http://{addr}/i{i}"), "interval": "1s", "timeout": "500ms"}});
+        let s = if i % 2 == 0 { &a } else { &b };
+        s.register("chk", &format!("i{i}"), body).await;
+    }
+    // Every instance passes on both replicas (each status written once, by its owner).
+    let all: Vec<String> = (0..n).map(|i| format!("10.2.0.{}", i + 1)).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    until_resolves(&a, "chk.service.internal", &all).await;
+    until_resolves(&b, "chk.service.internal", &all).await;
+    // Over a few intervals, each check is probed about once per interval in total: twice
+    // that would mean both replicas probe it.
+    let before: usize = hits.lock().unwrap().values().sum();
+    let window = Duration::from_secs(4);
+    tokio::time::sleep(window).await;
+    let probes: usize = hits.lock().unwrap().values().sum::<usize>() - before;
+    let once = n * window.as_secs() as usize;
+    assert!(
+        probes >= once - n && probes <= once + n,
+        "{probes} probes in {window:?} for {n} checks at 1s: once each is {once}"
+    );
+    // Both replicas run a share.
+    let owners = cluster.ctl(&["get", "/signpost/members/", "--prefix", "--keys-only"]);
+    assert!(
+        owners.contains("members/a") && owners.contains("members/b"),
+        "{owners}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_replicas_checks_move_to_the_others() {
+    let cluster = Cluster::start(1);
+    let a = replica(&cluster, "a").await;
+    let b = replica(&cluster, "b").await;
+    let (addr, hits) = target().await;
+    let n = 8;
+    for i in 0..n {
+        let body = json!({"address": format!("10.3.0.{}", i + 1), "port": 80,
+            "check": {"http": format!("http://{addr}/m{i}"), "interval": "1s", "timeout": "500ms"}});
+        a.register("mv", &format!("m{i}"), body).await;
+    }
+    let all: Vec<String> = (0..n).map(|i| format!("10.3.0.{}", i + 1)).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    until_resolves(&b, "mv.service.internal", &all).await;
+    // a leaves (a clean stop revokes its membership): b probes every check from now on.
+    a.stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = hits.lock().unwrap().clone();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = hits.lock().unwrap().clone();
+    for i in 0..n {
+        let p = format!("/m{i}");
+        let moved = after.get(&p).copied().unwrap_or(0) - before.get(&p).copied().unwrap_or(0);
+        assert!(
+            moved >= 2,
+            "check {p} probed {moved} times in 3s after its owner left"
+        );
+    }
+    // Statuses stayed passing through the move (a new owner starts from the stored one).
+    until_resolves(&b, "mv.service.internal", &all).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_runs_out_once_across_replicas() {
+    let cluster = Cluster::start(1);
+    let a = replica(&cluster, "a").await;
+    let b = replica(&cluster, "b").await;
+    a.register(
+        "ttl",
+        "t1",
+        json!({"address": "10.4.0.1", "port": 80, "check": {"ttl": "2s"}}),
+    )
+    .await;
+    b.report("ttl", "t1", "passing").await;
+    until_resolves(&a, "ttl.service.internal", &["10.4.0.1"]).await;
+    // No report: critical on both within the TTL and a moment, written once (version 2:
+    // the report, then the expiry by the owner alone).
+    until_resolves(&a, "ttl.service.internal", &[]).await;
+    until_resolves(&b, "ttl.service.internal", &[]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kv: serde_json::Value =
+        serde_json::from_str(&cluster.ctl(&["get", "/signpost/health/ttl/t1", "-w", "json"]))
+            .unwrap();
+    assert_eq!(kv["kvs"][0]["version"], 2, "{kv}");
+    let (_, _, inst) = get(&b, "/v1/services/ttl/instances/t1").await;
+    assert!(
+        inst["health"]["output"]
+            .as_str()
+            .unwrap()
+            .contains("ttl expired"),
+        "{inst}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_stopped_keeps_dns_answering_and_writes_503_until_it_returns() {
+    let mut cluster = Cluster::start(1);
+    let a = replica(&cluster, "a").await;
+    let b = replica(&cluster, "b").await;
+    a.register("out", "o1", reg("10.5.0.1")).await;
+    until_resolves(&b, "out.service.internal", &["10.5.0.1"]).await;
+
+    cluster.kill(0);
+    // DNS keeps the last state; reads too.
+    assert_eq!(addresses(&a, "out.service.internal").await.len(), 1);
+    assert_eq!(addresses(&b, "out.service.internal").await.len(), 1);
+    let (status, _, _) = get(&b, "/v1/services/out").await;
+    assert_eq!(status, 200);
+    // Writes: 503, Retry-After, an error naming etcd; nothing changed.
+    let r = a
+        .client
+        .put(a.url("/v1/services/out/instances/o2"))
+        .json(&reg("10.5.0.2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert!(e["error"].as_str().unwrap().contains("etcd"), "{e}");
+    assert_eq!(addresses(&a, "out.service.internal").await.len(), 1);
+    let ready = a.client.get(a.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let healthz = a.client.get(a.url("/healthz")).send().await.unwrap();
+    assert_eq!(healthz.status(), 200);
+
+    // etcd back: writes succeed without a restart and reach the other replica.
+    cluster.restart(0);
+    cluster.wait_healthy(Duration::from_secs(20));
+    let start = Instant::now();
+    loop {
+        let r = a
+            .client
+            .put(a.url("/v1/services/out/instances/o2"))
+            .json(&reg("10.5.0.2"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "writes did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    until_resolves(&b, "out.service.internal", &["10.5.0.1", "10.5.0.2"]).await;
+    let start = Instant::now();
+    while a.client.get(a.url("/ready")).send().await.unwrap().status() != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "/ready stayed 503"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_leader_killed_during_writes_loses_nothing_acknowledged() {
+    let mut cluster = Cluster::start(3);
+    let a = replica(&cluster, "a").await;
+    let b = replica(&cluster, "b").await;
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (c, url, acked, attempts) =
+            (a.client.clone(), a.url(""), acked.clone(), attempts.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            for i in 0..400 {
+                if started.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+                attempts.fetch_add(1, Ordering::Relaxed);
+                let r = c
+                    .put(format!("{url}/v1/services/burst/instances/b{i}"))
+                    .json(&json!({"address": "10.6.0.1", "port": 80}))
+                    .send()
+                    .await;
+                if let Ok(r) = r
+                    && r.status() == 200
+                {
+                    acked.lock().unwrap().push(format!("b{i}"));
+                }
+            }
+        })
+    };
+    while attempts.load(Ordering::Relaxed) < 50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let leader = cluster.leader();
+    cluster.kill(leader);
+    writer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 100,
+        "writes went on after the leader died: {}",
+        acked.len()
+    );
+    // Every acknowledged write is in etcd and in the other replica.
+    let keys = cluster.ctl(&[
+        "get",
+        "/signpost/instances/burst/",
+        "--prefix",
+        "--keys-only",
+    ]);
+    let start = Instant::now();
+    loop {
+        let (_, _, body) = get(&b, "/v1/services/burst").await;
+        let ids: HashSet<String> = body["instances"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| i["id"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if acked.iter().all(|id| ids.contains(id)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "b lacks acknowledged writes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &acked {
+        assert!(
+            keys.contains(&format!("/signpost/instances/burst/{id}\n")),
+            "{id} not in etcd"
+        );
+    }
+}
