@@ -135,7 +135,12 @@ fn init_logs(json: bool) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log line that cannot be written (stderr closed: a log collector gone) is dropped.
+        // By default the subscriber reports that failure with `eprintln!`, which panics on the
+        // same closed stderr, killing whichever task logged: a SIGTERM handler that logged
+        // never stopped the server.
+        .log_internal_errors(false);
     if json {
         b.json().init();
     } else {

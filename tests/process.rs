@@ -75,6 +75,16 @@ impl Proc {
         }
     }
 
+    /// A child whose output the test reads itself.
+    fn from_child(child: Child) -> Proc {
+        Proc {
+            child,
+            lines: mpsc::channel().1,
+            stdout: Arc::default(),
+            stderr: Arc::default(),
+        }
+    }
+
     fn pid(&self) -> String {
         self.child.id().to_string()
     }
@@ -373,6 +383,46 @@ async fn sigterm_drains_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_drains_and_exits_zero_with_json_logs() {
     stops_cleanly_on("INT", &["--log-format", "json"]).await;
+}
+
+/// A log collector that went away (stderr closed) costs the log lines, never the server:
+/// writes still work and SIGTERM still stops it with status 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stderr_does_not_stop_sigterm_or_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let http = loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no ready line");
+        if let Some((_, http)) = parse_ready(&line) {
+            break http;
+        }
+    };
+    drop(err); // the reading end closes: every later log line fails to write
+    let guard = Proc::from_child(child);
+    register(&client(), http, "web", "w1", "10.0.0.1").await;
+    guard.signal("TERM");
+    let mut guard = guard;
+    let status = guard.exited(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
