@@ -413,3 +413,53 @@ async fn the_etcd_leader_killed_during_writes_loses_nothing_acknowledged() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deregister_after_removes_an_instance_once_for_every_replica() {
+    let cluster = Cluster::start(1);
+    let a = replica(&cluster, "a").await;
+    let b = replica(&cluster, "b").await;
+    let c = replica(&cluster, "c").await;
+    a.register(
+        "gone",
+        "g1",
+        json!({"address": "10.4.1.1", "port": 80, "check": {"ttl": "1s"}, "deregister_after": "2s"}),
+    )
+    .await;
+    b.report("gone", "g1", "passing").await;
+    until_resolves(&c, "gone.service.internal", &["10.4.1.1"]).await;
+    // No more reports: critical after 1s, removed 2s later, from every replica and etcd.
+    let start = Instant::now();
+    for s in [&a, &b, &c] {
+        loop {
+            let (status, _, _) = get(s, "/v1/services/gone/instances/g1").await;
+            if status == 404 {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(15), "g1 never removed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let left = cluster.ctl(&["get", "/signpost/", "--prefix", "--keys-only"]);
+    assert!(!left.contains("gone/g1"), "{left}");
+    // Once: etcd's history of its keys holds one registration, one report, one expiry and
+    // one removal, whatever the number of replicas.
+    let history = std::process::Command::new("timeout")
+        .args(["3", "etcdctl", "--endpoints"])
+        .arg(cluster.endpoints().join(","))
+        .args(["watch", "--prefix", "--rev", "1", "/signpost/"])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .unwrap();
+    let history = String::from_utf8_lossy(&history.stdout).to_string();
+    let lines: Vec<&str> = history.lines().collect();
+    let events = |kind: &str, key: &str| {
+        lines
+            .windows(2)
+            .filter(|w| w[0] == kind && w[1] == key)
+            .count()
+    };
+    assert_eq!(events("PUT", "/signpost/instances/gone/g1"), 1, "{history}");
+    assert_eq!(events("DELETE", "/signpost/instances/gone/g1"), 1, "{history}");
+    assert_eq!(events("PUT", "/signpost/health/gone/g1"), 2, "{history}");
+}

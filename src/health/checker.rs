@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::state::CheckState;
 use super::{http, tcp};
 use crate::model::{CheckKind, CheckSpec, InstanceKey, Status};
-use crate::registry::{Changed, Registry, Snapshot, View};
+use crate::registry::{Changed, Registry, Snapshot, View, policy};
 use crate::store::Owners;
 
 /// What the supervisor must reconcile: instance → the check it should run now (`None`: no
@@ -190,11 +190,6 @@ impl Supervisor {
     }
 }
 
-/// Whether `output` is the registry's "no result yet" phrase rather than a check's.
-fn is_awaiting(output: &str) -> bool {
-    output.starts_with("awaiting first")
-}
-
 /// One probe of `spec`.
 async fn probe(spec: &CheckSpec, client: &reqwest::Client) -> (Status, String) {
     match &spec.kind() {
@@ -217,7 +212,7 @@ async fn run_check(
     // check from critical, awaiting its first result.
     let stored = registry.snapshot().get(&key).map(|e| e.health.clone());
     let mut state = match &stored {
-        Some(h) if !is_awaiting(&h.output) => CheckState::resume(
+        Some(h) if !policy::is_initial(h) => CheckState::resume(
             h.status,
             spec.success_before_passing(),
             spec.failures_before_critical(),

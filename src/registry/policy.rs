@@ -18,10 +18,20 @@ pub(crate) fn initial_health(inst: &Instance, wall: SystemTime) -> Health {
     match &inst.check() {
         None => Health::new(Status::Passing, "registered without a check", wall),
         Some(c) => match c.kind() {
-            CheckKind::Ttl(_) => Health::new(Status::Critical, "awaiting first ttl report", wall),
-            _ => Health::new(Status::Critical, "awaiting first check", wall),
+            CheckKind::Ttl(_) => Health::new(Status::Critical, AWAITING_REPORT, wall),
+            _ => Health::new(Status::Critical, AWAITING_CHECK, wall),
         },
     }
+}
+
+/// The output of a checked instance before its check's first result.
+const AWAITING_CHECK: &str = "awaiting first check";
+/// The output of a TTL-checked instance before its first report.
+const AWAITING_REPORT: &str = "awaiting first ttl report";
+
+/// Whether `health` is a starting health (no check result or report yet), not a result.
+pub(crate) fn is_initial(health: &Health) -> bool {
+    health.output == AWAITING_CHECK || health.output == AWAITING_REPORT
 }
 
 /// The TTL of an instance's TTL check, if it has one.
