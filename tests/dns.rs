@@ -1065,7 +1065,7 @@ async fn udp_without_edns_truncates_at_512_and_tcp_returns_everything() {
 
 #[tokio::test]
 async fn udp_with_edns_honours_the_clients_payload_size() {
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(|c| c.dns.max_udp_payload = 4096).await;
     let all = big_service(&s).await;
     let name = "big.service.internal.";
     let (m, size) = s.udp(name, RecordType::A, Some(4096)).await;
@@ -1349,6 +1349,140 @@ async fn zone_transfers_are_refused() {
                 assert!(!m.metadata.recursion_available);
             }
         }
+    }
+}
+
+/// The OPT record of a raw reply, when its last record is one: (payload, extended RCODE,
+/// version, DO). Every reply signpost writes puts its OPT last.
+fn opt_of(reply: &[u8]) -> Option<(u16, u8, u8, bool)> {
+    let n = reply.len();
+    let arcount = u16::from_be_bytes([reply[10], reply[11]]);
+    if arcount == 0 || n < 23 || reply[n - 11..n - 8] != [0, 0, 41] {
+        return None;
+    }
+    let payload = u16::from_be_bytes([reply[n - 8], reply[n - 7]]);
+    Some((
+        payload,
+        reply[n - 6],
+        reply[n - 5],
+        reply[n - 4] & 0x80 != 0,
+    ))
+}
+
+/// A query for `name` with an OPT (payload 1232, DO set) whose RDATA is `options`, the
+/// OPT's owner `owner` (wire format), and `opts` such OPT records.
+fn query_with_opt(name: &str, options: &[u8], owner: &[u8], opts: u16) -> Vec<u8> {
+    let mut wire = common::query(name, RecordType::A, None);
+    wire[10..12].copy_from_slice(&opts.to_be_bytes());
+    for _ in 0..opts {
+        wire.extend_from_slice(owner);
+        wire.extend_from_slice(&[0, 41, 0x04, 0xd0, 0, 0, 0x80, 0]);
+        wire.extend_from_slice(&(options.len() as u16).to_be_bytes());
+        wire.extend_from_slice(options);
+    }
+    wire
+}
+
+#[tokio::test]
+async fn every_reply_to_an_edns_query_carries_an_opt() {
+    let s = TestServer::start().await;
+    s.register("web", "w1", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    let web = "web.service.internal.";
+    let notimp = {
+        let mut p = query_with_opt(web, &[], &[0], 1);
+        p[2] = (p[2] & 0x87) | (2 << 3); // opcode STATUS
+        p
+    };
+    let cases: Vec<(&str, Vec<u8>, u8)> = vec![
+        ("NOERROR", query_with_opt(web, &[], &[0], 1), 0),
+        // An unknown option (code 65001) is ignored.
+        (
+            "unknown option",
+            query_with_opt(web, &[0xfd, 0xe9, 0, 2, 1, 2], &[0], 1),
+            0,
+        ),
+        (
+            "NXDOMAIN",
+            query_with_opt("nope.internal.", &[], &[0], 1),
+            3,
+        ),
+        ("REFUSED", query_with_opt("example.com.", &[], &[0], 1), 5),
+        ("NOTIMP", notimp, 4),
+        (
+            "option length past the RDATA",
+            query_with_opt(web, &[0, 10, 0, 9, 1, 2], &[0], 1),
+            1,
+        ),
+        ("two OPTs", query_with_opt(web, &[], &[0], 2), 1),
+        (
+            "non-root owner",
+            query_with_opt(web, &[], b"\x03web\x00", 1),
+            1,
+        ),
+    ];
+    for (what, wire, rcode) in &cases {
+        for (via, reply) in [
+            ("udp", s.udp_raw(wire).await),
+            ("tcp", s.tcp_raw(wire).await),
+        ] {
+            let reply = reply.unwrap_or_else(|| panic!("{what} {via}: no reply"));
+            assert_eq!(&reply[..2], &wire[..2], "{what} {via}: id");
+            assert_eq!(rcode_of(&reply), *rcode, "{what} {via}: RCODE {reply:02x?}");
+            let opt = opt_of(&reply).unwrap_or_else(|| panic!("{what} {via}: no OPT {reply:02x?}"));
+            assert_eq!(
+                opt,
+                (1232, 0, 0, true),
+                "{what} {via}: payload, ext RCODE, version, DO"
+            );
+            Message::from_vec(&reply).unwrap_or_else(|e| panic!("{what} {via}: {e}"));
+        }
+    }
+    // The same errors without EDNS carry none.
+    let mut plain = common::query(web, RecordType::A, None);
+    plain[2] = (plain[2] & 0x87) | (2 << 3);
+    let reply = s.udp_raw(&plain).await.expect("a reply");
+    assert_eq!((rcode_of(&reply), &reply[10..12]), (4, &[0u8, 0][..]));
+}
+
+/// The largest UDP answer is `dns.max_udp_payload` (default 1232) even when the client offers
+/// more, and the reply's OPT advertises it; TCP still returns everything.
+#[tokio::test]
+async fn the_largest_udp_answer_is_max_udp_payload() {
+    for (configured, want) in [(None, 1232u16), (Some(600u16), 600), (Some(4096), 4096)] {
+        let s = TestServer::start_with(|c| {
+            if let Some(p) = configured {
+                c.dns.max_udp_payload = p;
+            }
+        })
+        .await;
+        big_service(&s).await;
+        let name = "big.service.internal.";
+        for offered in [4096u16, 65535] {
+            let wire = query_edns(name, RecordType::SRV, offered, 0);
+            let reply = s.udp_raw(&wire).await.expect("a reply");
+            assert!(
+                reply.len() <= usize::from(want),
+                "{configured:?} offered {offered}: {} bytes",
+                reply.len()
+            );
+            let m = Message::from_vec(&reply).expect("parses");
+            // 60 SRV records (without glue) take about 2,600 bytes.
+            assert_eq!(m.metadata.truncation, want < 4096, "{configured:?}: TC");
+            assert_eq!(
+                opt_of(&reply).map(|o| o.0),
+                Some(want),
+                "{configured:?}: advertised"
+            );
+        }
+        // A client offering less than the cap still gets at most what it offered.
+        let (_, size) = udp_wire(&s, &query_edns(name, RecordType::SRV, 700, 0)).await;
+        assert!(
+            size <= 700.min(usize::from(want)),
+            "{configured:?}: {size} bytes"
+        );
+        assert_eq!(s.tcp(name, RecordType::SRV).await.answers.len(), BIG);
+        s.stop().await;
     }
 }
 

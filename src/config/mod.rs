@@ -113,6 +113,9 @@ pub struct DnsConfig {
     pub rate_limit_exempt: Vec<Network>,
     /// Forwarding of names outside every zone.
     pub forward: ForwardConfig,
+    /// The largest UDP answer, bytes, and the payload size advertised in replies' OPT: a
+    /// client advertising more still gets at most this; one without EDNS gets 512.
+    pub max_udp_payload: u16,
 }
 
 /// `[dns.forward]`: where names outside signpost's zones go, and for whom.
@@ -170,6 +173,8 @@ impl Default for DnsConfig {
                 .filter_map(Network::parse)
                 .collect(),
             forward: ForwardConfig::default(),
+            // DNS Flag Day 2020: fits an unfragmented datagram on any common path.
+            max_udp_payload: 1232,
         }
     }
 }
@@ -292,6 +297,12 @@ pub const MAX_RATE_LIMIT: u32 = 1_000_000;
 /// The largest `dns.rate_limit_slip`, Knot's bound: past it almost nothing is slipped.
 pub const MAX_RATE_LIMIT_SLIP: u32 = 100;
 
+/// The bounds of `dns.max_udp_payload`: RFC 1035's 512, which every client takes, and the
+/// 4096 beyond which datagrams fragment on every common path (Knot's bounds too).
+pub const MIN_UDP_PAYLOAD: u16 = 512;
+/// See `MIN_UDP_PAYLOAD`.
+pub const MAX_UDP_PAYLOAD: u16 = 4096;
+
 /// Where `signpost serve` looks when no `--config` is given.
 pub const DEFAULT_PATH: &str = "config/signpost.toml";
 
@@ -390,6 +401,9 @@ impl Config {
         }
         if self.dns.rate_limit_ipv6_prefix > 128 {
             return Err(invalid("dns.rate_limit_ipv6_prefix", "must be 0 to 128"));
+        }
+        if !(MIN_UDP_PAYLOAD..=MAX_UDP_PAYLOAD).contains(&self.dns.max_udp_payload) {
+            return Err(invalid("dns.max_udp_payload", "must be 512 to 4096 bytes"));
         }
         let f = &self.dns.forward;
         if f.timeout < Duration::from_millis(10) || f.timeout > Duration::from_secs(30) {
@@ -634,6 +648,19 @@ mod tests {
         ] {
             let e = Config::parse(&format!("[dns.forward]\n{bad}"), Path::new("x")).unwrap_err();
             assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn max_udp_payload_defaults_to_1232_and_is_bounded() {
+        let c = Config::parse("", Path::new("x")).unwrap();
+        assert_eq!(c.dns.max_udp_payload, 1232);
+        let c = Config::parse("[dns]\nmax_udp_payload = 4096", Path::new("x")).unwrap();
+        assert_eq!(c.dns.max_udp_payload, 4096);
+        for bad in ["511", "4097", "70000", "\"big\""] {
+            let e = Config::parse(&format!("[dns]\nmax_udp_payload = {bad}"), Path::new("x"))
+                .unwrap_err();
+            assert!(e.to_string().contains("dns.max_udp_payload"), "{bad}: {e}");
         }
     }
 

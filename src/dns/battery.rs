@@ -59,6 +59,7 @@ fn settings(include_warning: bool) -> Settings {
         negative_ttl: NEGATIVE_TTL,
         include_warning,
         max_answers: 0,
+        max_udp_payload: 1232,
     }
 }
 

@@ -592,6 +592,7 @@ mod tests {
             negative_ttl: 5,
             include_warning: false,
             max_answers: 0,
+            max_udp_payload: 1232,
         };
         Statics::new(settings, &[], 1)
     }

@@ -7,7 +7,7 @@
 
 use smallvec::SmallVec;
 
-use super::answer::{MAX_UDP_PAYLOAD, Response};
+use super::answer::Response;
 use super::names::{self, MAX_NAME};
 use super::query;
 use super::table::{Lookup, RRSet, Rec, Table, Zone};
@@ -59,25 +59,38 @@ pub fn handle(
     let wants_recursion = flags & RD != 0;
     let ra = if recursion { RA } else { 0 };
     let echo = opcode_bits | ra | (flags & (RD | CD));
-    let bare = |out: &mut Vec<u8>, rcode: u8| {
-        Response::new(out, id, echo, &[], 512, false).finish(u16::from(rcode));
+    let advertised = table.settings.max_udp_payload;
+    // An error without a question; with an OPT when the query had one (RFC 6891 §7).
+    let bare = |out: &mut Vec<u8>, rcode: u8, edns: Option<query::Edns>| {
+        Response::new(out, id, echo, &[], 512, edns.is_some())
+            .edns(advertised, edns.is_some_and(|e| e.dnssec_ok))
+            .finish(u16::from(rcode));
         Outcome::Answered(u16::from(rcode))
     };
-    if opcode_bits != QUERY {
-        return bare(out, NOTIMP);
-    }
     let mut key = [0u8; MAX_NAME];
-    let Some(q) = query::parse(packet, &mut key) else {
-        return bare(out, FORMERR);
+    let parsed = query::parse(packet, &mut key);
+    if opcode_bits != QUERY {
+        let edns = match parsed {
+            Ok(q) => q.edns,
+            Err(m) => m.edns,
+        };
+        return bare(out, NOTIMP, edns);
+    }
+    let q = match parsed {
+        Ok(q) => q,
+        Err(m) => return bare(out, FORMERR, m.edns),
     };
     let (qlen, qtype, qclass, edns) = (q.qname_len, q.qtype, q.qclass, q.edns);
     let limit = match transport {
         Transport::Tcp => usize::from(u16::MAX),
-        // RFC 6891 §6.2.5: a payload below 512 is treated as 512.
-        Transport::Udp => usize::from(edns.map_or(512, |e| e.payload.clamp(512, MAX_UDP_PAYLOAD))),
+        // RFC 6891 §6.2.5: a payload below 512 is treated as 512; never more than
+        // `dns.max_udp_payload`, whatever the client offers.
+        Transport::Udp => {
+            usize::from(edns.map_or(512, |e| e.payload.clamp(512, advertised.max(512))))
+        }
     };
     let mut r = Response::new(out, id, echo, q.question(packet), limit, edns.is_some())
-        .dnssec_ok(edns.is_some_and(|e| e.dnssec_ok));
+        .edns(advertised, edns.is_some_and(|e| e.dnssec_ok));
     if edns.is_some_and(|e| e.version != 0) {
         r.finish(BADVERS);
         return Outcome::Answered(BADVERS);

@@ -67,6 +67,7 @@ impl DnsView {
             negative_ttl: config.dns.negative_ttl,
             include_warning: config.dns.include_warning,
             max_answers: config.dns.max_answers,
+            max_udp_payload: config.dns.max_udp_payload,
         };
         let serial = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

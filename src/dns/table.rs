@@ -172,6 +172,8 @@ pub(crate) struct Settings {
     pub negative_ttl: u32,
     pub include_warning: bool,
     pub max_answers: usize,
+    /// `dns.max_udp_payload`: the largest UDP answer, and what replies' OPT advertises.
+    pub max_udp_payload: u16,
 }
 
 /// The parts of a table that do not change with the registry.
