@@ -1578,10 +1578,12 @@ async fn registry_changes_show_in_the_very_next_answer() {
     );
 }
 
-/// NODATA at the reverse name of a registered address: an SOA owned by `in-addr.arpa.` /
-/// `ip6.arpa.` (an ancestor of the name), and a reply that parses.
+/// Zone data is consistent (CONTRACT §2): a registered address's reverse name is the apex of
+/// a zone signpost answers for. NODATA there carries that zone's SOA, owned by the name
+/// itself; the same SOA and an NS answer when asked; NXDOMAIN below it; and the reverse trees
+/// above it (`in-addr.arpa.`, `ip6.arpa.`) are claimed nowhere: REFUSED.
 #[tokio::test]
-async fn nodata_at_reverse_names_carries_an_soa_above_the_name() {
+async fn reverse_names_of_registered_addresses_are_zones_signpost_answers_for() {
     let s = TestServer::start().await;
     s.register(
         "web",
@@ -1595,7 +1597,14 @@ async fn nodata_at_reverse_names_carries_an_soa_above_the_name() {
         serde_json::json!({"address": "fd00::3", "port": 80}),
     )
     .await;
-    for (name, apex) in [
+    async fn ask(s: &TestServer, tcp: bool, n: String, t: RecordType) -> Message {
+        if tcp {
+            s.tcp(&n, t).await
+        } else {
+            s.udp(&n, t, None).await.0
+        }
+    }
+    for (name, tree) in [
         ("1.0.0.10.in-addr.arpa.", "in-addr.arpa."),
         (
             "3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.",
@@ -1603,20 +1612,67 @@ async fn nodata_at_reverse_names_carries_an_soa_above_the_name() {
         ),
     ] {
         for tcp in [false, true] {
-            let m = if tcp {
-                s.tcp(name, RecordType::A).await
-            } else {
-                s.udp(name, RecordType::A, None).await.0
-            };
-            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
-            assert!(m.answers.is_empty(), "{name}");
-            assert_eq!(m.authorities.len(), 1, "{name}");
-            let soa = &m.authorities[0];
-            assert_eq!(soa.record_type(), RecordType::SOA);
-            assert_eq!(soa.name.to_ascii().to_lowercase(), apex, "{name}");
+            let m = ask(&s, tcp, name.into(), RecordType::A).await;
+            assert_negative_in(&m, ResponseCode::NoError, name, &format!("{name} A"));
+            let neg = m.authorities[0].clone();
+            // The zone of that SOA answers SOA and NS at its apex.
+            let m = ask(&s, tcp, name.into(), RecordType::SOA).await;
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::NoError,
+                "{name} SOA"
+            );
+            assert!(m.metadata.authoritative, "{name} SOA: AA");
+            assert_eq!(m.answers.len(), 1, "{name} SOA");
+            assert_eq!(lower(&m.answers[0].name), name);
+            assert_eq!(m.answers[0].data, neg.data, "{name}: the same SOA");
+            let m = ask(&s, tcp, name.into(), RecordType::NS).await;
+            assert_eq!(m.answers.len(), 1, "{name} NS: {m}");
+            assert_eq!(m.answers[0].record_type(), RecordType::NS);
+            // Inside it: NXDOMAIN with its SOA.
+            let m = ask(&s, tcp, format!("x.{name}"), RecordType::PTR).await;
+            assert_negative_in(&m, ResponseCode::NXDomain, name, &format!("x.{name}"));
+            // Above it: nothing claimed.
+            let m = ask(&s, tcp, tree.into(), RecordType::SOA).await;
+            assert_refused(&m, &format!("{tree} SOA"));
         }
         let (m, _) = s.udp(name, RecordType::PTR, None).await;
         assert_eq!(m.answers.len(), 1, "{name} PTR");
+    }
+}
+
+/// NS answers at an apex carry the name servers' addresses when signpost knows them: here
+/// the zone file of D gives `ns.D` an address.
+#[tokio::test]
+async fn ns_answers_carry_the_name_servers_addresses() {
+    let s = TestServer::start_with(|c| {
+        std::fs::write(
+            c.dns.zones_dir.join("internal.zone"),
+            "$ORIGIN internal.\n$TTL 300\n\
+             @ IN SOA ns.internal. hostmaster.internal. 1 3600 600 86400 60\n\
+             @ IN NS ns.internal.\nns IN A 192.0.2.53\nns IN AAAA 2001:db8::53\n",
+        )
+        .unwrap();
+    })
+    .await;
+    for tcp in [false, true] {
+        let m = if tcp {
+            s.tcp("internal.", RecordType::NS).await
+        } else {
+            s.udp("internal.", RecordType::NS, None).await.0
+        };
+        assert_eq!(values(&m.answers), strs(&["ns.internal."]), "tcp {tcp}");
+        let mut glue: Vec<String> = m
+            .additionals
+            .iter()
+            .map(|r| format!("{} {}", lower(&r.name), r.data))
+            .collect();
+        glue.sort();
+        assert_eq!(
+            glue,
+            strs(&["ns.internal. 192.0.2.53", "ns.internal. 2001:db8::53"]),
+            "tcp {tcp}"
+        );
     }
 }
 

@@ -483,7 +483,7 @@ impl Builder {
                     })
                     .collect();
                 let node = Node {
-                    zone: statics.reverse_zones[usize::from(addr.is_ipv6())],
+                    zone: statics.reverse_zone_of(key),
                     rrsets: smallvec::smallvec![RRSet::fixed(PTR, statics.settings.ttl, recs)],
                 };
                 self.set(key.into(), Arc::new(node));

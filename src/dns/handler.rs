@@ -12,9 +12,9 @@ use super::names::{self, MAX_NAME};
 use super::query;
 use super::table::{Lookup, RRSet, Rec, Table, Zone};
 use super::wire::{
-    self, AA, ANY, AXFR, BADVERS, CD, CLASS_ANY, CLASS_IN, CNAME, FORMERR, HEADER_LEN, IXFR, MAILA,
-    MAILB, NOERROR, NOTIMP, NXDOMAIN, OPCODE, OPT, QR, QUERY, RA, RD, REFUSED, SERVFAIL, SRV,
-    SRV_TARGET, TSIG,
+    self, A, AA, AAAA, ANY, AXFR, BADVERS, CD, CLASS_ANY, CLASS_IN, CNAME, FORMERR, HEADER_LEN,
+    IXFR, MAILA, MAILB, NOERROR, NOTIMP, NS, NXDOMAIN, OPCODE, OPT, QR, QUERY, RA, RD, REFUSED,
+    SERVFAIL, SOA, SRV, SRV_TARGET, TSIG,
 };
 
 /// How the query arrived, which sets the size limit.
@@ -130,28 +130,37 @@ pub(crate) fn servfail(packet: &[u8], out: &mut Vec<u8>) {
 fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> Option<u8> {
     Some(match table.lookup(key) {
         Lookup::Outside => return None,
-        Lookup::NxDomain(zone) => {
+        Lookup::NxDomain(zone, apex) => {
             r.set_flags(AA);
-            negative(r, key, zone);
+            negative(r, key, zone, apex);
             NXDOMAIN
         }
-        Lookup::Found(node, zone) => {
+        Lookup::Found(node, zone, apex) => {
             r.set_flags(AA);
-            let wrote = if qtype == ANY {
-                let mut any = false;
-                for set in &node.rrsets {
-                    any |= write_set(table, set, r);
+            // A host zone's apex holds the base domain's SOA and NS besides its PTR.
+            let host_apex = |rtype: u16| zone.host && (qtype == rtype || qtype == ANY);
+            let mut wrote = false;
+            if host_apex(SOA) {
+                wrote |= r.answer(SOA, table.settings.ttl, &zone.soa).is_some() || r.is_truncated();
+            }
+            if host_apex(NS)
+                && let Some(ns) = table.domain_ns()
+            {
+                wrote |= write_set(table, ns, r, qtype == NS);
+            }
+            if qtype == ANY {
+                // Additional records follow the answers, so only the last set's glue goes.
+                let last = node.rrsets.len().saturating_sub(1);
+                for (i, set) in node.rrsets.iter().enumerate() {
+                    wrote |= write_set(table, set, r, i == last);
                 }
-                any
             } else if let Some(set) = node.get(qtype) {
-                write_set(table, set, r)
+                wrote |= write_set(table, set, r, true);
             } else if let Some(cname) = node.get(CNAME) {
-                write_set(table, cname, r)
-            } else {
-                false
-            };
+                wrote |= write_set(table, cname, r, true);
+            }
             if !wrote && !r.is_truncated() {
-                negative(r, key, zone);
+                negative(r, key, zone, apex);
             }
             NOERROR
         }
@@ -159,19 +168,50 @@ fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> Option
 }
 
 /// Writes the zone's SOA into the authority section, owned by the apex: a pointer into the
-/// question, whose name ends with the apex. Its TTL is the negative TTL (RFC 2308).
-fn negative(r: &mut Response<'_>, key: &[u8], zone: &Zone) {
-    debug_assert!(names::is_within(key, &zone.apex), "a name's zone ends it");
-    r.negative_soa(zone, HEADER_LEN + key.len() - zone.apex.len());
+/// question, whose name ends with the apex (`apex` bytes long). Its TTL is the negative TTL
+/// (RFC 2308).
+fn negative(r: &mut Response<'_>, key: &[u8], zone: &Zone, apex: usize) {
+    debug_assert!(
+        zone.host || names::is_within(key, &zone.apex),
+        "a name's zone ends it"
+    );
+    r.negative_soa(zone, HEADER_LEN + key.len() - apex);
+}
+
+/// The addresses of the name servers of an NS answer that signpost knows (zone data or
+/// registry names), as additional records owned by a pointer to each NS target (RFC 1034
+/// §4.3.2 step 3; left out without TC when they do not fit).
+fn ns_glue(table: &Table, set: &RRSet, targets: &[(usize, usize)], r: &mut Response<'_>) {
+    for &(i, at) in targets {
+        let target = &set.records[i].rdata;
+        let mut key = [0u8; MAX_NAME];
+        let Some(key) = key.get_mut(..target.len()) else {
+            continue;
+        };
+        key.copy_from_slice(target);
+        key.make_ascii_lowercase();
+        let Some(node) = table.node(key) else {
+            continue;
+        };
+        for rtype in [A, AAAA] {
+            for rec in node.get(rtype).map_or(&[][..], |s| &s.records[..]) {
+                let ttl = node.get(rtype).map_or(0, |s| s.ttl);
+                if !r.additional(Response::owner_at(at, target), rtype, ttl, &rec.rdata) {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// SRV targets whose glue owners are kept without a heap allocation.
 const GLUE_INLINE: usize = 16;
 
 /// Writes one record set from its round-robin start (capped by `dns.max_answers` for service
-/// sets), then the SRV targets' addresses as additional records. True if a record was written
-/// or had to be left out for size.
-fn write_set(table: &Table, set: &RRSet, r: &mut Response<'_>) -> bool {
+/// sets), then, with `glue`, the SRV or NS targets' addresses as additional records (which
+/// must follow every answer: an ANY answer asks for the last set's only). True if a record
+/// was written or had to be left out for size.
+fn write_set(table: &Table, set: &RRSet, r: &mut Response<'_>, glue: bool) -> bool {
     let n = set.records.len();
     if n == 0 {
         return false;
@@ -192,10 +232,19 @@ fn write_set(table: &Table, set: &RRSet, r: &mut Response<'_>) -> bool {
             Some(at) => {
                 if set.rtype == SRV {
                     targets.push(((start + k) % n, at + SRV_TARGET));
+                } else if set.rtype == NS {
+                    targets.push(((start + k) % n, at));
                 }
             }
             None => return true,
         }
+    }
+    if !glue {
+        return true;
+    }
+    if set.rtype == NS {
+        ns_glue(table, set, &targets, r);
+        return true;
     }
     for (i, at) in targets {
         let rec = &set.records[i];

@@ -119,6 +119,11 @@ pub(crate) struct Zone {
     /// apex, how many bytes precede the apex (so a negative answer can point the rest at
     /// the apex already in the question, as Knot and NSD compress it).
     pub soa_names: [SoaName; 2],
+    /// A host zone: the zone of a registered address's reverse name outside every zone file,
+    /// whose apex is that name itself (there is one such `Zone`, shared by all of them). It
+    /// has the base domain's SOA and NS, is answered at its apex (SOA, NS, PTR), and a name
+    /// below it is NXDOMAIN; a reverse name of no registered address is outside it.
+    pub host: bool,
 }
 
 /// One domain name inside SOA RDATA (see `Zone::soa_names`).
@@ -159,7 +164,19 @@ impl Zone {
             soa,
             negative_ttl,
             soa_names,
+            host: false,
         }
+    }
+
+    /// The host zone (`host`), with the base domain's SOA RDATA `soa`.
+    fn host(soa: Box<[u8]>, negative_ttl: u32) -> Self {
+        let mut z = Self::new(Box::new([]), soa, negative_ttl);
+        // Its apex is the question's name, never a suffix the SOA's names could share.
+        for n in &mut z.soa_names {
+            n.before_apex = None;
+        }
+        z.host = true;
+        z
     }
 }
 
@@ -184,17 +201,27 @@ pub(crate) struct Statics {
     /// Apex → zone index.
     pub(super) apexes: Arc<Vec<(Box<[u8]>, usize)>>,
     pub(super) names: Arc<StaticNames>,
-    /// Zones of the reverse names of registered addresses (`in-addr.arpa.`, `ip6.arpa.`),
-    /// so their NODATA answers carry an SOA owned by an ancestor of the name. They are not
-    /// apexes: other reverse names stay outside every zone (REFUSED).
-    pub(super) reverse_zones: [usize; 2],
+    /// The host zone (`Zone::host`): where a registered address's reverse name lives when
+    /// no zone file holds it.
+    pub(super) host_zone: usize,
 }
 
-/// Where a query name falls.
+impl Statics {
+    /// The zone a reverse name of a registered address belongs to: the zone file whose zone
+    /// holds it, or else its own host zone.
+    pub(crate) fn reverse_zone_of(&self, key: &[u8]) -> usize {
+        names::suffixes(key)
+            .find_map(|s| self.apexes.iter().find(|(a, _)| **a == *s).map(|(_, z)| *z))
+            .unwrap_or(self.host_zone)
+    }
+}
+
+/// Where a query name falls. The `usize` is the length of the zone's apex, a suffix of the
+/// name (for a host zone, the name of its node).
 pub(crate) enum Lookup<'a> {
-    Found(&'a Node, &'a Zone),
+    Found(&'a Node, &'a Zone, usize),
     /// Inside a zone, but no such name.
-    NxDomain(&'a Zone),
+    NxDomain(&'a Zone, usize),
     /// Outside every zone signpost serves.
     Outside,
 }
@@ -212,19 +239,43 @@ pub struct Table {
 
 impl Table {
     pub(crate) fn lookup(&self, key: &[u8]) -> Lookup<'_> {
-        if let Some(n) = self.dynamic.get(key) {
-            return Lookup::Found(n, &self.zones[n.zone]);
+        if let Some(n) = self.node(key) {
+            let zone = &self.zones[n.zone];
+            let apex = if zone.host {
+                key.len()
+            } else {
+                zone.apex.len()
+            };
+            return Lookup::Found(n, zone, apex);
         }
-        if let Some(n) = self.statics.get(key) {
-            return Lookup::Found(n, &self.zones[n.zone]);
-        }
+        // Only a reverse name can lie below a host zone's apex (a registered reverse name).
+        let reverse = key.ends_with(b"\x04arpa\x00");
         for s in names::suffixes(key) {
             // A handful of apexes: comparing bytes beats hashing every suffix.
             if let Some((_, z)) = self.apexes.iter().find(|(a, _)| **a == *s) {
-                return Lookup::NxDomain(&self.zones[*z]);
+                return Lookup::NxDomain(&self.zones[*z], s.len());
+            }
+            if reverse
+                && let Some(n) = self.dynamic.get(s)
+                && self.zones[n.zone].host
+            {
+                return Lookup::NxDomain(&self.zones[n.zone], s.len());
             }
         }
         Lookup::Outside
+    }
+
+    /// The node of `key` (lowercase wire format), registry names first.
+    pub(crate) fn node(&self, key: &[u8]) -> Option<&Node> {
+        self.dynamic
+            .get(key)
+            .map(|n| &**n)
+            .or_else(|| self.statics.get(key))
+    }
+
+    /// The base domain's NS record set (the host zones' NS too).
+    pub(crate) fn domain_ns(&self) -> Option<&RRSet> {
+        self.statics.get(&self.zones[0].apex)?.get(NS)
     }
 }
 
@@ -305,15 +356,8 @@ impl Statics {
                 records.push((zi, r.name.clone(), r.rtype, r.ttl, rdata));
             }
         }
-        let mut reverse_zones = [0; 2];
-        for (slot, apex) in reverse_zones.iter_mut().zip(["in-addr.arpa.", "ip6.arpa."]) {
-            zones.push(Zone::new(
-                names::from_dotted(apex).expect("a valid name"),
-                zones[0].soa.clone(),
-                settings.negative_ttl,
-            ));
-            *slot = zones.len() - 1;
-        }
+        zones.push(Zone::host(zones[0].soa.clone(), settings.negative_ttl));
+        let host_zone = zones.len() - 1;
         // Group into record sets, in file order within a set.
         let mut grouped: BTreeMap<(Box<[u8]>, u16), Grouped> = BTreeMap::new();
         for (zi, name, rtype, ttl, rdata) in records {
@@ -357,7 +401,7 @@ impl Statics {
             zones: Arc::new(zones),
             apexes: Arc::new(apexes),
             names: Arc::new(names),
-            reverse_zones,
+            host_zone,
         }
     }
 }
