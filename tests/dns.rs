@@ -1958,3 +1958,124 @@ async fn the_do_bit_is_copied_into_the_reply() {
         assert_eq!(edns.flags().dnssec_ok, dnssec_ok, "{name} DO={dnssec_ok}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// SOA serial
+
+/// The SOA serial of D, asked over UDP.
+async fn serial(s: &TestServer) -> u32 {
+    let (m, _) = s.udp("internal.", RecordType::SOA, None).await;
+    match m.answers.first().map(|r| &r.data) {
+        Some(RData::SOA(soa)) => soa.serial,
+        _ => panic!("no SOA: {m}"),
+    }
+}
+
+/// The registry index (`X-Signpost-Index`) now.
+async fn index(s: &TestServer) -> u64 {
+    let r = s.client.get(s.url("/v1/services")).send().await.unwrap();
+    r.headers()["x-signpost-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// RFC 1982: whether serial `b` is greater than `a`.
+fn serial_gt(b: u32, a: u32) -> bool {
+    b != a && b.wrapping_sub(a) < 1 << 31
+}
+
+/// The SOA serial of D follows the registry (CONTRACT §2, zone transfers): it is the registry
+/// index (plus the zone file's serial, 0 when the SOA is synthesised), grows with every
+/// published change — registration, health, deregistration — and, the index being stored,
+/// never goes backwards across a restart. It is the same in negative answers.
+#[tokio::test]
+async fn soa_serial_follows_the_registry_index() {
+    let s = TestServer::start().await;
+    let mut last = serial(&s).await;
+    assert_eq!(u64::from(last), index(&s).await, "the index itself");
+    s.register(
+        "web",
+        "w1",
+        json!({"address": "10.0.0.1", "port": 80, "check": {"ttl": "30s"}}),
+    )
+    .await;
+    for step in ["register", "health", "deregister"] {
+        match step {
+            "health" => s.report("web", "w1", "passing").await,
+            "deregister" => assert_eq!(s.deregister("web", "w1").await, 204),
+            _ => {}
+        }
+        let now = serial(&s).await;
+        assert!(serial_gt(now, last), "{step}: {now} after {last}");
+        assert_eq!(u64::from(now), index(&s).await, "{step}");
+        let (m, _) = s.udp("nope.internal.", RecordType::A, None).await;
+        let Some(RData::SOA(neg)) = m.authorities.first().map(|r| &r.data) else {
+            panic!("{step}: no SOA in {m}");
+        };
+        assert_eq!(neg.serial, now, "{step}: the negative answer's SOA");
+        last = now;
+    }
+    s.register("api", "a1", json!({"address": "10.0.0.2", "port": 80}))
+        .await;
+    let before = serial(&s).await;
+    let dir = s.stop().await;
+    let cfg = common::test_config(dir.path());
+    let s = TestServer::start_in(dir, cfg).await;
+    let after = serial(&s).await;
+    assert!(
+        after == before || serial_gt(after, before),
+        "restart: {after} after {before}"
+    );
+}
+
+/// With a zone file for D, the serial is the file's plus the registry index.
+#[tokio::test]
+async fn soa_serial_adds_the_index_to_the_zone_files_serial() {
+    let s = TestServer::start_with(|c| {
+        std::fs::write(
+            c.dns.zones_dir.join("internal.zone"),
+            "$ORIGIN internal.\n$TTL 300\n\
+             @ IN SOA ns.internal. hostmaster.internal. 4294967290 3600 600 86400 60\n\
+             @ IN NS ns.internal.\n",
+        )
+        .unwrap();
+    })
+    .await;
+    for i in 0..8 {
+        s.register(
+            "web",
+            &format!("w{i}"),
+            json!({"address": "10.0.0.1", "port": 80}),
+        )
+        .await;
+        let want = 4_294_967_290u32.wrapping_add(index(&s).await as u32);
+        assert_eq!(serial(&s).await, want, "wraps past 2^32 - 1 (RFC 1982)");
+    }
+}
+
+/// A health change moves the index (and the serial) without a stored write; a graceful
+/// restart still does not take the serial back.
+#[tokio::test]
+async fn soa_serial_never_goes_back_after_health_changes_and_a_restart() {
+    let s = TestServer::start().await;
+    s.register(
+        "web",
+        "w1",
+        json!({"address": "10.0.0.1", "port": 80, "check": {"ttl": "30s"}}),
+    )
+    .await;
+    for status in ["passing", "warning", "passing"] {
+        s.report("web", "w1", status).await;
+    }
+    let before = serial(&s).await;
+    let dir = s.stop().await;
+    let cfg = common::test_config(dir.path());
+    let s = TestServer::start_in(dir, cfg).await;
+    let after = serial(&s).await;
+    assert!(
+        after == before || serial_gt(after, before),
+        "restart: {after} after {before}"
+    );
+}

@@ -178,7 +178,7 @@ fn table(include_warning: bool, zones: &[(&str, &str)]) -> Arc<Table> {
         std::fs::write(dir.path().join(file), text).expect("a zone file written");
     }
     let files = zonefile::load_dir(dir.path()).expect("the zone files load");
-    let statics = Statics::new(settings(include_warning), &files, 1);
+    let statics = Statics::new(settings(include_warning), &files, 0);
     let mut builder = Builder::default();
     builder.set_all(&statics, &registry());
     let mut published = Arc::new(Builder::empty_table(&statics));
@@ -1021,11 +1021,12 @@ fn warning_instances_when_configured() {
 }
 
 /// Without a zone file for D, signpost makes up its SOA (`ns.D`, `hostmaster.D`, minimum
-/// `dns.negative_ttl`) and NS; it knows no address for `ns.D`, so no glue.
+/// `dns.negative_ttl`, serial the registry's index, here 0) and NS; it knows no address for
+/// `ns.D`, so no glue.
 #[test]
 fn synthesised_apex() {
-    const SOA: &str = "internal. 5 IN SOA ns.internal. hostmaster.internal. 1 3600 600 86400 3";
-    const SOA_NEG: &str = "internal. 3 IN SOA ns.internal. hostmaster.internal. 1 3600 600 86400 3";
+    const SOA: &str = "internal. 5 IN SOA ns.internal. hostmaster.internal. 0 3600 600 86400 3";
+    const SOA_NEG: &str = "internal. 3 IN SOA ns.internal. hostmaster.internal. 0 3600 600 86400 3";
     let cases = [
         Case {
             qname: "internal.",

@@ -217,6 +217,7 @@ impl Builder {
             apexes: statics.apexes.clone(),
             statics: statics.names.clone(),
             dynamic,
+            serial: statics.serial.clone(),
         }
     }
 

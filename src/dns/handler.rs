@@ -132,7 +132,7 @@ fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> Option
         Lookup::Outside => return None,
         Lookup::NxDomain(zone, apex) => {
             r.set_flags(AA);
-            negative(r, key, zone, apex);
+            negative(table, r, key, zone, apex);
             NXDOMAIN
         }
         Lookup::Found(node, zone, apex) => {
@@ -141,26 +141,27 @@ fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> Option
             let host_apex = |rtype: u16| zone.host && (qtype == rtype || qtype == ANY);
             let mut wrote = false;
             if host_apex(SOA) {
-                wrote |= r.answer(SOA, table.settings.ttl, &zone.soa).is_some() || r.is_truncated();
+                let soa = zone.soa_rdata(table.serial());
+                wrote |= r.answer(SOA, table.settings.ttl, &soa).is_some() || r.is_truncated();
             }
             if host_apex(NS)
                 && let Some(ns) = table.domain_ns()
             {
-                wrote |= write_set(table, ns, r, qtype == NS);
+                wrote |= write_set(table, &table.zones[0], ns, r, qtype == NS);
             }
             if qtype == ANY {
                 // Additional records follow the answers, so only the last set's glue goes.
                 let last = node.rrsets.len().saturating_sub(1);
                 for (i, set) in node.rrsets.iter().enumerate() {
-                    wrote |= write_set(table, set, r, i == last);
+                    wrote |= write_set(table, zone, set, r, i == last);
                 }
             } else if let Some(set) = node.get(qtype) {
-                wrote |= write_set(table, set, r, true);
+                wrote |= write_set(table, zone, set, r, true);
             } else if let Some(cname) = node.get(CNAME) {
-                wrote |= write_set(table, cname, r, true);
+                wrote |= write_set(table, zone, cname, r, true);
             }
             if !wrote && !r.is_truncated() {
-                negative(r, key, zone, apex);
+                negative(table, r, key, zone, apex);
             }
             NOERROR
         }
@@ -170,12 +171,12 @@ fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> Option
 /// Writes the zone's SOA into the authority section, owned by the apex: a pointer into the
 /// question, whose name ends with the apex (`apex` bytes long). Its TTL is the negative TTL
 /// (RFC 2308).
-fn negative(r: &mut Response<'_>, key: &[u8], zone: &Zone, apex: usize) {
+fn negative(table: &Table, r: &mut Response<'_>, key: &[u8], zone: &Zone, apex: usize) {
     debug_assert!(
         zone.host || names::is_within(key, &zone.apex),
         "a name's zone ends it"
     );
-    r.negative_soa(zone, HEADER_LEN + key.len() - apex);
+    r.negative_soa(zone, HEADER_LEN + key.len() - apex, table.serial());
 }
 
 /// The addresses of the name servers of an NS answer that signpost knows (zone data or
@@ -211,7 +212,7 @@ const GLUE_INLINE: usize = 16;
 /// sets), then, with `glue`, the SRV or NS targets' addresses as additional records (which
 /// must follow every answer: an ANY answer asks for the last set's only). True if a record
 /// was written or had to be left out for size.
-fn write_set(table: &Table, set: &RRSet, r: &mut Response<'_>, glue: bool) -> bool {
+fn write_set(table: &Table, zone: &Zone, set: &RRSet, r: &mut Response<'_>, glue: bool) -> bool {
     let n = set.records.len();
     if n == 0 {
         return false;
@@ -222,6 +223,12 @@ fn write_set(table: &Table, set: &RRSet, r: &mut Response<'_>, glue: bool) -> bo
     } else {
         n
     };
+    if set.rtype == SOA && zone.follows_registry {
+        // One SOA, its serial the registry's now.
+        let soa = zone.soa_rdata(table.serial());
+        r.answer(SOA, set.ttl, &soa);
+        return true;
+    }
     let start = set.start();
     // (record index, offset of its SRV target) of each SRV record written, for glue owners;
     // at most `take` of them, inline for the common small answer so it allocates nothing.

@@ -69,11 +69,7 @@ impl DnsView {
             max_answers: config.dns.max_answers,
             max_udp_payload: config.dns.max_udp_payload,
         };
-        let serial = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(1);
-        let statics = Statics::new(settings, &zones, serial);
+        let statics = Statics::new(settings, &zones, 0);
         let builder = dynamic::Builder::default();
         let table = ArcSwap::from_pointee(dynamic::Builder::empty_table(&statics));
         Ok(Arc::new(Self {
@@ -148,6 +144,11 @@ impl View for DnsView {
         }
         b.ahead = false;
         b.builder.publish(&self.statics, |t| self.table.swap(t));
+        // After the swap: a query that reads this serial reads this snapshot's names.
+        let serial = table::serial_at(self.statics.serial_base, snapshot.index);
+        self.statics
+            .serial
+            .store(serial, std::sync::atomic::Ordering::Release);
     }
 }
 

@@ -124,6 +124,9 @@ pub(crate) struct Zone {
     /// has the base domain's SOA and NS, is answered at its apex (SOA, NS, PTR), and a name
     /// below it is NXDOMAIN; a reverse name of no registered address is outside it.
     pub host: bool,
+    /// Its SOA serial follows the registry (`Table::serial`): the base domain's zone and the
+    /// host zones, whose contents change with it.
+    pub follows_registry: bool,
 }
 
 /// One domain name inside SOA RDATA (see `Zone::soa_names`).
@@ -165,7 +168,23 @@ impl Zone {
             negative_ttl,
             soa_names,
             host: false,
+            follows_registry: false,
         }
+    }
+
+    /// Where the SOA RDATA's numbers (serial first) start, after MNAME and RNAME.
+    pub(crate) fn soa_numbers(&self) -> usize {
+        self.soa_names[1].start + self.soa_names[1].len
+    }
+
+    /// The SOA RDATA with `serial` when the zone follows the registry, as written.
+    pub(crate) fn soa_rdata(&self, serial: u32) -> SmallVec<[u8; 128]> {
+        let mut rdata: SmallVec<[u8; 128]> = SmallVec::from_slice(&self.soa);
+        if self.follows_registry {
+            let at = self.soa_numbers();
+            rdata[at..at + 4].copy_from_slice(&serial.to_be_bytes());
+        }
+        rdata
     }
 
     /// The host zone (`host`), with the base domain's SOA RDATA `soa`.
@@ -176,6 +195,7 @@ impl Zone {
             n.before_apex = None;
         }
         z.host = true;
+        z.follows_registry = true;
         z
     }
 }
@@ -204,6 +224,10 @@ pub(crate) struct Statics {
     /// The host zone (`Zone::host`): where a registered address's reverse name lives when
     /// no zone file holds it.
     pub(super) host_zone: usize,
+    /// The base domain's SOA serial, shared by every table (`Table::serial`).
+    pub(super) serial: Arc<AtomicU32>,
+    /// The serial of D's zone file (0 when synthesised), to which the registry index adds.
+    pub(crate) serial_base: u32,
 }
 
 impl Statics {
@@ -235,6 +259,10 @@ pub struct Table {
     pub(super) statics: Arc<StaticNames>,
     /// The registry's names (`dynamic::Builder`).
     pub(super) dynamic: DynamicNames,
+    /// The SOA serial of the base domain (and the host zones), which follows the registry:
+    /// `DnsView::publish` stores it after it swaps in the table of a new index, so a serial
+    /// is never seen with older names than its own.
+    pub(super) serial: Arc<AtomicU32>,
 }
 
 impl Table {
@@ -263,6 +291,11 @@ impl Table {
             }
         }
         Lookup::Outside
+    }
+
+    /// The SOA serial of the base domain and the host zones now.
+    pub(crate) fn serial(&self) -> u32 {
+        self.serial.load(Ordering::Acquire)
     }
 
     /// The node of `key` (lowercase wire format), registry names first.
@@ -302,8 +335,9 @@ fn soa_minimum(rdata: &[u8]) -> u32 {
 
 impl Statics {
     /// Builds the static part: the base domain's zone (from its zone file, or made up) and
-    /// every other zone file. `serial` is the made-up SOA's serial.
-    pub(crate) fn new(settings: Settings, files: &[StaticZone], serial: u32) -> Self {
+    /// every other zone file. The SOA serial of D starts at its zone file's (0 for the
+    /// synthesised SOA) plus `index`, the registry's.
+    pub(crate) fn new(settings: Settings, files: &[StaticZone], index: u64) -> Self {
         let mut zones = Vec::new();
         let mut apexes = Vec::new();
         let mut names = StaticNames::default();
@@ -318,15 +352,15 @@ impl Statics {
                 (rdata.into_boxed_slice(), s.ttl)
             }
             None => (
-                synthesized_soa(&settings.domain, serial, settings.negative_ttl),
+                synthesized_soa(&settings.domain, 0, settings.negative_ttl),
                 settings.ttl,
             ),
         };
-        zones.push(Zone::new(
-            settings.domain.clone(),
-            soa.clone(),
-            settings.negative_ttl,
-        ));
+        let mut own_zone = Zone::new(settings.domain.clone(), soa.clone(), settings.negative_ttl);
+        own_zone.follows_registry = true;
+        let at = own_zone.soa_numbers();
+        let serial_base = u32::from_be_bytes(soa[at..at + 4].try_into().expect("4 bytes"));
+        zones.push(own_zone);
         apexes.push((settings.domain.clone(), 0));
         let mut records: Vec<Loose> = Vec::new();
         if own.is_none() {
@@ -402,8 +436,18 @@ impl Statics {
             apexes: Arc::new(apexes),
             names: Arc::new(names),
             host_zone,
+            serial: Arc::new(AtomicU32::new(serial_at(serial_base, index))),
+            serial_base,
         }
     }
+}
+
+/// D's serial at registry index `index`: the zone file's serial plus the index, in serial
+/// number arithmetic (RFC 1982: the sum wraps, and a step smaller than 2^31 reads as an
+/// increase), so it grows with every published change and is the same on every replica
+/// that shares the registry's index.
+pub(crate) fn serial_at(base: u32, index: u64) -> u32 {
+    base.wrapping_add(index as u32)
 }
 
 /// Inserts an empty node for every name strictly between `key` and `apex` that is missing,

@@ -61,6 +61,9 @@ pub struct Writer {
     /// Changes committed elsewhere; `None` once the store's stream ended.
     remote: Option<mpsc::Receiver<Remote>>,
     published: Option<Arc<Published>>,
+    /// The index of the last change the store holds. Health changes move the published
+    /// index past it without being stored; the flush at shutdown stores that index.
+    stored: u64,
 }
 
 impl Writer {
@@ -74,6 +77,7 @@ impl Writer {
     ) -> (Self, Snapshot) {
         let mut snapshot = Snapshot::default();
         snapshot.index = loaded.index;
+        let loaded_index = loaded.index;
         let mut timers = Timers::default();
         let (start, wall) = (Instant::now(), now());
         // Built service by service and published whole: inserting one by one through
@@ -109,6 +113,7 @@ impl Writer {
             commands,
             remote: Some(remote),
             published: None,
+            stored: loaded_index,
         };
         (w, first)
     }
@@ -196,6 +201,14 @@ impl Writer {
             }
             self.commit(batch).await;
             if let Some(reply) = flush {
+                if self.snapshot.index > self.stored {
+                    // An empty record at the published index, so the registry loads at it
+                    // again and the index (the DNS SOA serial) never goes back on a restart.
+                    let at = self.snapshot.index;
+                    if let Err(e) = self.backend.clone().commit(Vec::new(), at).await {
+                        tracing::warn!(error = %e, "the index of the last health changes was not stored");
+                    }
+                }
                 let _ = reply.send(self.backend.clone().flush().await);
                 return;
             }
@@ -376,8 +389,9 @@ impl Writer {
             match committed.await {
                 Ok(index) if index != snap.index => {
                     snap.reindex(&keys, self.snapshot.index, index);
+                    self.stored = index;
                 }
-                Ok(_) => {}
+                Ok(index) => self.stored = index,
                 Err(e) => {
                     tracing::error!(error = %e, "store commit failed; the batch was not applied");
                     for v in &self.views {
@@ -433,6 +447,7 @@ impl Writer {
         }
         let Batch { mut snap, keys, .. } = batch;
         let index = snap.index.max(remote.index);
+        self.stored = self.stored.max(remote.index);
         snap.reindex(&keys, self.snapshot.index, index);
         self.publish(snap, &keys);
     }
