@@ -601,10 +601,11 @@ async fn base_domain_zone_file_adds_static_records_and_keeps_negative_ttl() {
         ask(&s, "internal.", RecordType::NS, 300).await,
         strs(&["ns.internal."])
     );
+    // The file's serial plus the registry index (one registration).
     let soa = ask(&s, "internal.", RecordType::SOA, 300).await;
     assert_eq!(
         soa,
-        strs(&["ns.internal. hostmaster.internal. 2026112301 3600 600 86400 42"])
+        strs(&["ns.internal. hostmaster.internal. 2026112302 3600 600 86400 42"])
     );
     assert_eq!(
         ask(&s, "web.service.internal.", RecordType::A, 5).await,

@@ -143,9 +143,8 @@ impl<'b> Response<'b> {
 
     /// Adds `zone`'s SOA with its negative TTL to the authority section (a negative answer),
     /// owned by the apex at `apex_at` in this message, its MNAME and RNAME compressed against
-    /// that apex when they end with it; its serial `serial` when the zone follows the
-    /// registry.
-    pub(crate) fn negative_soa(&mut self, zone: &Zone, apex_at: usize, serial: u32) -> bool {
+    /// that apex when they end with it; its serial that of registry index `index`.
+    pub(crate) fn negative_soa(&mut self, zone: &Zone, apex_at: usize, index: u64) -> bool {
         // Two names of at most 255 bytes and the 20 bytes of numbers.
         let mut rdata = [0u8; 2 * 255 + 20];
         let mut len = 0;
@@ -166,9 +165,7 @@ impl<'b> Response<'b> {
         }
         let numbers = &soa[zone.soa_numbers()..];
         rdata[len..len + numbers.len()].copy_from_slice(numbers);
-        if zone.follows_registry {
-            rdata[len..len + 4].copy_from_slice(&serial.to_be_bytes());
-        }
+        rdata[len..len + 4].copy_from_slice(&zone.serial(index).to_be_bytes());
         len += numbers.len();
         self.authority(
             Self::owner_at(apex_at, &zone.apex),

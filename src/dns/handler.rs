@@ -141,7 +141,7 @@ fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> Option
             let host_apex = |rtype: u16| zone.host && (qtype == rtype || qtype == ANY);
             let mut wrote = false;
             if host_apex(SOA) {
-                let soa = zone.soa_rdata(table.serial());
+                let soa = zone.soa_rdata(table.index());
                 wrote |= r.answer(SOA, table.settings.ttl, &soa).is_some() || r.is_truncated();
             }
             if host_apex(NS)
@@ -176,7 +176,7 @@ fn negative(table: &Table, r: &mut Response<'_>, key: &[u8], zone: &Zone, apex: 
         zone.host || names::is_within(key, &zone.apex),
         "a name's zone ends it"
     );
-    r.negative_soa(zone, HEADER_LEN + key.len() - apex, table.serial());
+    r.negative_soa(zone, HEADER_LEN + key.len() - apex, table.index());
 }
 
 /// The addresses of the name servers of an NS answer that signpost knows (zone data or
@@ -225,7 +225,7 @@ fn write_set(table: &Table, zone: &Zone, set: &RRSet, r: &mut Response<'_>, glue
     };
     if set.rtype == SOA && zone.follows_registry {
         // One SOA, its serial the registry's now.
-        let soa = zone.soa_rdata(table.serial());
+        let soa = zone.soa_rdata(table.index());
         r.answer(SOA, set.ttl, &soa);
         return true;
     }

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use smallvec::SmallVec;
 
@@ -124,9 +124,12 @@ pub(crate) struct Zone {
     /// has the base domain's SOA and NS, is answered at its apex (SOA, NS, PTR), and a name
     /// below it is NXDOMAIN; a reverse name of no registered address is outside it.
     pub host: bool,
-    /// Its SOA serial follows the registry (`Table::serial`): the base domain's zone and the
-    /// host zones, whose contents change with it.
+    /// Its SOA serial follows the registry: `serial_base` plus the registry index
+    /// (`Table::index`). The base domain's zone, the host zones, and zone files of reverse
+    /// zones (under `arpa.`), which registered addresses' PTRs join.
     pub follows_registry: bool,
+    /// The serial of its SOA as loaded (the zone file's; 0 when synthesised).
+    pub serial_base: u32,
 }
 
 /// One domain name inside SOA RDATA (see `Zone::soa_names`).
@@ -169,6 +172,28 @@ impl Zone {
             soa_names,
             host: false,
             follows_registry: false,
+            serial_base: 0,
+        }
+    }
+
+    /// Marks the zone as following the registry, from the serial its SOA has now.
+    fn following_registry(mut self) -> Self {
+        let at = self.soa_numbers();
+        self.serial_base = u32::from_be_bytes(self.soa[at..at + 4].try_into().expect("4 bytes"));
+        self.follows_registry = true;
+        self
+    }
+
+    /// Its SOA serial at registry index `index`: the base plus the index, in serial number
+    /// arithmetic (RFC 1982: the sum wraps, and a step below 2^31 reads as an increase), so
+    /// it grows with every published change and is the same on every replica sharing the
+    /// registry's index. Fixed for a zone that does not follow the registry.
+    pub(crate) fn serial(&self, index: u64) -> u32 {
+        if self.follows_registry {
+            self.serial_base.wrapping_add(index as u32)
+        } else {
+            let at = self.soa_numbers();
+            u32::from_be_bytes(self.soa[at..at + 4].try_into().expect("4 bytes"))
         }
     }
 
@@ -177,25 +202,22 @@ impl Zone {
         self.soa_names[1].start + self.soa_names[1].len
     }
 
-    /// The SOA RDATA with `serial` when the zone follows the registry, as written.
-    pub(crate) fn soa_rdata(&self, serial: u32) -> SmallVec<[u8; 128]> {
+    /// The SOA RDATA at registry index `index`, as written.
+    pub(crate) fn soa_rdata(&self, index: u64) -> SmallVec<[u8; 128]> {
         let mut rdata: SmallVec<[u8; 128]> = SmallVec::from_slice(&self.soa);
-        if self.follows_registry {
-            let at = self.soa_numbers();
-            rdata[at..at + 4].copy_from_slice(&serial.to_be_bytes());
-        }
+        let at = self.soa_numbers();
+        rdata[at..at + 4].copy_from_slice(&self.serial(index).to_be_bytes());
         rdata
     }
 
     /// The host zone (`host`), with the base domain's SOA RDATA `soa`.
     fn host(soa: Box<[u8]>, negative_ttl: u32) -> Self {
-        let mut z = Self::new(Box::new([]), soa, negative_ttl);
+        let mut z = Self::new(Box::new([]), soa, negative_ttl).following_registry();
         // Its apex is the question's name, never a suffix the SOA's names could share.
         for n in &mut z.soa_names {
             n.before_apex = None;
         }
         z.host = true;
-        z.follows_registry = true;
         z
     }
 }
@@ -224,10 +246,10 @@ pub(crate) struct Statics {
     /// The host zone (`Zone::host`): where a registered address's reverse name lives when
     /// no zone file holds it.
     pub(super) host_zone: usize,
-    /// The base domain's SOA serial, shared by every table (`Table::serial`).
-    pub(super) serial: Arc<AtomicU32>,
-    /// The serial of D's zone file (0 when synthesised), to which the registry index adds.
-    pub(crate) serial_base: u32,
+    /// The registry index the tables answer for, shared by every table (`Table::index`).
+    pub(super) index: Arc<AtomicU64>,
+    /// Each zone's SOA TTL (positive answers and transfers), by zone index.
+    pub(super) soa_ttls: Arc<Vec<u32>>,
 }
 
 impl Statics {
@@ -259,10 +281,12 @@ pub struct Table {
     pub(super) statics: Arc<StaticNames>,
     /// The registry's names (`dynamic::Builder`).
     pub(super) dynamic: DynamicNames,
-    /// The SOA serial of the base domain (and the host zones), which follows the registry:
-    /// `DnsView::publish` stores it after it swaps in the table of a new index, so a serial
-    /// is never seen with older names than its own.
-    pub(super) serial: Arc<AtomicU32>,
+    /// The registry index of the names published last, which the serial of every zone that
+    /// follows the registry adds to its base: `DnsView::publish` stores it after it swaps in
+    /// the table of a new index, so a serial is never seen with older names than its own.
+    pub(super) index: Arc<AtomicU64>,
+    /// Each zone's SOA TTL (`Statics::soa_ttls`).
+    pub(super) soa_ttls: Arc<Vec<u32>>,
 }
 
 impl Table {
@@ -293,9 +317,46 @@ impl Table {
         Lookup::Outside
     }
 
-    /// The SOA serial of the base domain and the host zones now.
-    pub(crate) fn serial(&self) -> u32 {
-        self.serial.load(Ordering::Acquire)
+    /// The registry index the serials follow now.
+    pub(crate) fn index(&self) -> u64 {
+        self.index.load(Ordering::Acquire)
+    }
+
+    /// The SOA TTL of zone `zone`.
+    pub(crate) fn soa_ttl(&self, zone: usize) -> u32 {
+        self.soa_ttls
+            .get(zone)
+            .copied()
+            .unwrap_or(self.settings.ttl)
+    }
+
+    /// Every record of zone `zone` but its SOA, as a transfer sends them: the registry's
+    /// names (which shadow a static name of the same owner) and the zone file's, each set in
+    /// its stored order (no rotation counter is touched).
+    pub(crate) fn zone_records(&self, zone: usize, out: &mut Vec<super::transfer::Rr>) {
+        use super::transfer::Rr;
+        let mut push = |owner: &Arc<[u8]>, node: &Node| {
+            for set in node.rrsets.iter().filter(|s| s.rtype != SOA) {
+                for rec in &set.records {
+                    out.push(Rr {
+                        owner: owner.clone(),
+                        rtype: set.rtype,
+                        rdata: rec.rdata.clone(),
+                        ttl: set.ttl,
+                    });
+                }
+            }
+        };
+        for (name, node) in self.dynamic.iter() {
+            if node.zone == zone {
+                push(name, node);
+            }
+        }
+        for (name, node) in self.statics.iter() {
+            if node.zone == zone && !self.dynamic.contains_key(name) {
+                push(&Arc::from(&name[..]), node);
+            }
+        }
     }
 
     /// The node of `key` (lowercase wire format), registry names first.
@@ -356,11 +417,11 @@ impl Statics {
                 settings.ttl,
             ),
         };
-        let mut own_zone = Zone::new(settings.domain.clone(), soa.clone(), settings.negative_ttl);
-        own_zone.follows_registry = true;
-        let at = own_zone.soa_numbers();
-        let serial_base = u32::from_be_bytes(soa[at..at + 4].try_into().expect("4 bytes"));
-        zones.push(own_zone);
+        zones.push(
+            Zone::new(settings.domain.clone(), soa.clone(), settings.negative_ttl)
+                .following_registry(),
+        );
+        let mut soa_ttls = vec![soa_ttl];
         apexes.push((settings.domain.clone(), 0));
         let mut records: Vec<Loose> = Vec::new();
         if own.is_none() {
@@ -373,11 +434,20 @@ impl Statics {
                 0
             } else {
                 let s = z.soa();
-                zones.push(Zone::new(
+                let zone = Zone::new(
                     z.apex.clone(),
                     s.rdata.clone(),
                     s.ttl.min(soa_minimum(&s.rdata)),
-                ));
+                );
+                // A reverse zone's names change with the registry (registered addresses'
+                // PTRs join it), so its serial follows the registry too.
+                let arpa = names::from_dotted("arpa.").expect("a valid name");
+                zones.push(if names::is_within(&z.apex, &arpa) {
+                    zone.following_registry()
+                } else {
+                    zone
+                });
+                soa_ttls.push(s.ttl);
                 apexes.push((z.apex.clone(), zones.len() - 1));
                 zones.len() - 1
             };
@@ -391,6 +461,7 @@ impl Statics {
             }
         }
         zones.push(Zone::host(zones[0].soa.clone(), settings.negative_ttl));
+        soa_ttls.push(settings.ttl);
         let host_zone = zones.len() - 1;
         // Group into record sets, in file order within a set.
         let mut grouped: BTreeMap<(Box<[u8]>, u16), Grouped> = BTreeMap::new();
@@ -436,18 +507,10 @@ impl Statics {
             apexes: Arc::new(apexes),
             names: Arc::new(names),
             host_zone,
-            serial: Arc::new(AtomicU32::new(serial_at(serial_base, index))),
-            serial_base,
+            index: Arc::new(AtomicU64::new(index)),
+            soa_ttls: Arc::new(soa_ttls),
         }
     }
-}
-
-/// D's serial at registry index `index`: the zone file's serial plus the index, in serial
-/// number arithmetic (RFC 1982: the sum wraps, and a step smaller than 2^31 reads as an
-/// increase), so it grows with every published change and is the same on every replica
-/// that shares the registry's index.
-pub(crate) fn serial_at(base: u32, index: u64) -> u32 {
-    base.wrapping_add(index as u32)
 }
 
 /// Inserts an empty node for every name strictly between `key` and `apex` that is missing,

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use super::forward::Forwarder;
 use super::handler::{Outcome, Transport, handle, servfail};
+use super::transfer::{self, Transfer};
 use super::{DnsView, TcpLimits};
 
 pub(crate) async fn run(
@@ -62,7 +63,7 @@ pub(crate) async fn run(
         let recursion = forwarder.as_ref().is_some_and(|f| f.allows(peer.ip()));
         let forwarder = forwarder.clone().filter(|_| recursion);
         tracker.spawn(async move {
-            if let Err(e) = connection(stream, view, forwarder, limits, shutdown).await {
+            if let Err(e) = connection(stream, peer, view, forwarder, limits, shutdown).await {
                 tracing::debug!(%peer, error = %e, "tcp connection");
             }
             drop(counted);
@@ -151,6 +152,7 @@ fn next_frame(buf: &[u8]) -> Option<std::ops::Range<usize>> {
 /// arrived for `idle_timeout` and nothing is being forwarded.
 async fn connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     view: Arc<DnsView>,
     forwarder: Option<Arc<Forwarder>>,
     limits: TcpLimits,
@@ -171,6 +173,17 @@ async fn connection(
         {
             idle_at = tokio::time::Instant::now() + limits.idle_timeout;
             let query = &inbuf[frame.clone()];
+            if transfer::is_transfer(query) {
+                // A zone transfer: its messages are written one by one from one table, while
+                // queries elsewhere go on; this connection's next query waits for the end.
+                let table = view.table().clone();
+                let mut t = Transfer::new(&table, &view.history, &view.transfer, peer.ip(), query);
+                while let Some(message) = t.next() {
+                    write_framed(&mut wr, &message, limits).await?;
+                }
+                inbuf.drain(..frame.end);
+                continue;
+            }
             match handle(
                 &view.table(),
                 query,
