@@ -550,3 +550,39 @@ async fn notify_at_most_once_per_interval() {
         "the last NOTIFY has the newest serial"
     );
 }
+
+/// A query signed with TSIG (a secondary's SOA check) gets a signed answer, verified here;
+/// one signed with the wrong secret gets NOTAUTH.
+#[tokio::test]
+async fn signed_queries_get_signed_answers() {
+    let s = primary(true, |_| {}).await;
+    let name = Name::from_ascii("transfer.").unwrap();
+    let good = TSigner::new(key(), TsigAlgorithm::HmacSha256, name.clone(), 300).unwrap();
+    let mut wrong_key = key();
+    wrong_key[3] ^= 0x40;
+    let wrong = TSigner::new(wrong_key, TsigAlgorithm::HmacSha256, name, 300).unwrap();
+    for (signer, ok) in [(&good, true), (&wrong, false)] {
+        let mut m = Message::query();
+        m.metadata.id = 0x2a2a;
+        m.add_query(Query::query(
+            Name::from_ascii("internal.").unwrap(),
+            RecordType::SOA,
+        ));
+        let (tsig, verifier) = signer.sign_message(&m, now()).unwrap();
+        m.set_signature(tsig);
+        let reply = s.udp_raw(&m.to_vec().unwrap()).await.expect("a reply");
+        if ok {
+            let r = verifier
+                .unwrap()
+                .verify(&reply)
+                .expect("the answer is signed");
+            let m = Message::from_vec(r.as_buffer()).unwrap();
+            assert_eq!(m.answers.len(), 1);
+            assert_eq!(m.answers[0].record_type(), RecordType::SOA);
+        } else {
+            let m = Message::from_vec(&reply).unwrap();
+            assert_eq!(m.metadata.response_code, ResponseCode::NotAuth);
+            assert!(m.answers.is_empty());
+        }
+    }
+}

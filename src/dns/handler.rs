@@ -34,6 +34,9 @@ pub enum Outcome {
     Dropped,
     /// A response was written, with this RCODE.
     Answered(u16),
+    /// A response was written, with this RCODE, to a query signed with TSIG: the transport
+    /// signs it (`transfer::sign_answer`) before sending it.
+    Signed(u16),
     /// A name outside every zone, from a client allowed to recurse: the transport relays the
     /// query to an upstream (`out` holds nothing to send).
     Forward,
@@ -110,7 +113,11 @@ pub fn handle(
         }
     };
     r.finish(u16::from(rcode));
-    Outcome::Answered(u16::from(rcode))
+    if q.tsig {
+        Outcome::Signed(u16::from(rcode))
+    } else {
+        Outcome::Answered(u16::from(rcode))
+    }
 }
 
 /// SERVFAIL to `packet` (a query that passed `handle`), with its question and RA: what a

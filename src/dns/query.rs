@@ -7,7 +7,7 @@
 //! bounds, names, at most one OPT, owned by the root) without building anything.
 
 use super::names::{self, MAX_NAME};
-use super::wire::{HEADER_LEN, MAX_POINTER, OPT};
+use super::wire::{HEADER_LEN, MAX_POINTER, OPT, TSIG};
 
 /// EDNS(0) as the client sent it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,8 @@ pub(crate) struct Query {
     pub qtype: u16,
     pub qclass: u16,
     pub edns: Option<Edns>,
+    /// The last record is a TSIG (RFC 8945): the reply must be signed.
+    pub tsig: bool,
 }
 
 impl Query {
@@ -90,27 +92,30 @@ pub(crate) fn parse(packet: &[u8], key: &mut [u8; MAX_NAME]) -> Result<Query, Ma
     for _ in 0..qdcount {
         at = skip_name(packet, at).ok_or(bad)? + 4;
     }
-    let records = records(packet, at)?;
+    let (edns, tsig) = records(packet, at)?;
     let Some(qname_len) = qname_len else {
-        return Err(Malformed { edns: records });
+        return Err(Malformed { edns });
     };
     let at = HEADER_LEN + qname_len;
     let (Some(qtype), Some(qclass)) = (u16_at(packet, at), u16_at(packet, at + 2)) else {
-        return Err(Malformed { edns: records });
+        return Err(Malformed { edns });
     };
     Ok(Query {
         qname_len,
         qtype,
         qclass,
-        edns: records,
+        edns,
+        tsig,
     })
 }
 
 /// Walks the answer, authority and additional records from `at`: every record's bounds and
 /// name, at most one OPT, in the additional section, owned by the root, its options filling
-/// its RDATA exactly. `Ok`: the OPT's EDNS, if any; `Err` carries the first OPT read.
-fn records(packet: &[u8], mut at: usize) -> Result<Option<Edns>, Malformed> {
+/// its RDATA exactly. `Ok`: the OPT's EDNS, if any, and whether the last record is a TSIG;
+/// `Err` carries the first OPT read.
+fn records(packet: &[u8], mut at: usize) -> Result<(Option<Edns>, bool), Malformed> {
     let mut edns = None;
+    let mut tsig = false;
     let mut bad = false;
     let count = |i| u16_at(packet, i).map(usize::from);
     let (Some(an), Some(ns), Some(ar)) = (count(6), count(8), count(10)) else {
@@ -147,12 +152,13 @@ fn records(packet: &[u8], mut at: usize) -> Result<Option<Edns>, Malformed> {
             bad |= !options_fill(&packet[at..at + rdlen]);
             edns = edns.or(Some(opt));
         }
+        tsig = rtype == TSIG && i + 1 == an + ns + ar && i >= additional_from;
         at += rdlen;
     }
     if bad {
         Err(Malformed { edns })
     } else {
-        Ok(edns)
+        Ok((edns, tsig))
     }
 }
 

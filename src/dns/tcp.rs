@@ -192,6 +192,10 @@ async fn connection(
                 &mut out,
             ) {
                 Outcome::Answered(_) => write_framed(&mut wr, &out, limits).await?,
+                Outcome::Signed(_) => {
+                    transfer::sign_answer(&view.transfer, query, &mut out);
+                    write_framed(&mut wr, &out, limits).await?;
+                }
                 Outcome::Dropped => {}
                 Outcome::Forward => {
                     let fwd = forwarder.clone().expect("forwarding implies a forwarder");

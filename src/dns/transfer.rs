@@ -274,6 +274,68 @@ fn with_tsig_error(mut reply: Vec<u8>, ctx: TSigResponseContext) -> Vec<u8> {
     reply
 }
 
+/// Checks the TSIG of a request (`message`, parsed from `packet`): `Ok(None)` unsigned,
+/// `Ok(Some)` signed with signpost's key and in time, `Err` the NOTAUTH reply (with an
+/// unsigned TSIG naming BADKEY, BADSIG or BADTIME, RFC 8945 §5.2) otherwise.
+fn verify(
+    policy: &Policy,
+    message: &Message,
+    packet: &[u8],
+    question: &[u8],
+) -> Result<Option<Signing>, Vec<u8>> {
+    let Some(sig) = message.signature() else {
+        return Ok(None);
+    };
+    let id = u16::from_be_bytes([packet[0], packet[1]]);
+    let now = now_secs();
+    let reply = || error_reply(packet, NOTAUTH, question, None);
+    let Some(signer) = policy
+        .tsig
+        .as_ref()
+        .filter(|s| sig.name == *s.signer_name() && sig.data.algorithm == *s.algorithm())
+    else {
+        return Err(with_tsig_error(
+            reply(),
+            TSigResponseContext::unknown_key(id, now, sig.name.clone()),
+        ));
+    };
+    match signer.verify_message_byte(packet, None, true) {
+        Ok((mac, _, range)) if range.contains(&now) => Ok(Some(Signing {
+            signer: signer.clone(),
+            previous_mac: mac,
+        })),
+        Ok((mac, _, _)) => Err(with_tsig_error(
+            reply(),
+            TSigResponseContext::new(id, now, signer.clone(), mac, Some(TsigError::BadTime)),
+        )),
+        Err(_) => Err(with_tsig_error(
+            reply(),
+            TSigResponseContext::bad_signature(id, now, signer.clone()),
+        )),
+    }
+}
+
+/// Signs `reply`, the handler's answer to the TSIG-signed query `packet` (a secondary's SOA
+/// query before a transfer, say): a signed query gets a signed answer (RFC 8945 §5.3), or the
+/// NOTAUTH of a signature that does not verify.
+pub(crate) fn sign_answer(policy: &Policy, packet: &[u8], reply: &mut Vec<u8>) {
+    let mut key = [0u8; MAX_NAME];
+    let question = query::parse(packet, &mut key)
+        .map(|q| q.question(packet).to_vec())
+        .unwrap_or_default();
+    let Ok(message) = Message::from_vec(packet) else {
+        return;
+    };
+    match verify(policy, &message, packet, &question) {
+        Ok(Some(mut s)) => {
+            let id = u16::from_be_bytes([packet[0], packet[1]]);
+            sign(&mut s, id, reply, true);
+        }
+        Ok(None) => {}
+        Err(error) => *reply = error,
+    }
+}
+
 impl Transfer {
     /// Checks who asks and how, and gathers the records of the answer.
     pub(crate) fn new(
@@ -313,7 +375,6 @@ impl Transfer {
             ));
         };
         let signing = match (&policy.tsig, message.signature()) {
-            (None, None) => None,
             (Some(_), None) => {
                 return fail(error_reply(
                     packet,
@@ -322,49 +383,10 @@ impl Transfer {
                     q.edns,
                 ));
             }
-            (None, Some(sig)) => {
-                let reply = error_reply(packet, NOTAUTH, &question, None);
-                return fail(with_tsig_error(
-                    reply,
-                    TSigResponseContext::unknown_key(id, now_secs(), sig.name.clone()),
-                ));
-            }
-            (Some(signer), Some(sig)) => {
-                let now = now_secs();
-                if sig.name != *signer.signer_name() || sig.data.algorithm != *signer.algorithm() {
-                    let reply = error_reply(packet, NOTAUTH, &question, None);
-                    return fail(with_tsig_error(
-                        reply,
-                        TSigResponseContext::unknown_key(id, now, sig.name.clone()),
-                    ));
-                }
-                match signer.verify_message_byte(packet, None, true) {
-                    Ok((mac, _, range)) if range.contains(&now) => Some(Signing {
-                        signer: signer.clone(),
-                        previous_mac: mac,
-                    }),
-                    Ok((mac, _, _)) => {
-                        let reply = error_reply(packet, NOTAUTH, &question, None);
-                        return fail(with_tsig_error(
-                            reply,
-                            TSigResponseContext::new(
-                                id,
-                                now,
-                                signer.clone(),
-                                mac,
-                                Some(TsigError::BadTime),
-                            ),
-                        ));
-                    }
-                    Err(_) => {
-                        let reply = error_reply(packet, NOTAUTH, &question, None);
-                        return fail(with_tsig_error(
-                            reply,
-                            TSigResponseContext::bad_signature(id, now, signer.clone()),
-                        ));
-                    }
-                }
-            }
+            _ => match verify(policy, &message, packet, &question) {
+                Ok(s) => s,
+                Err(reply) => return fail(reply),
+            },
         };
         let qname = &key[..q.qname_len];
         let Some(&(_, zi)) = table.apexes.iter().find(|(a, _)| **a == *qname) else {

@@ -63,6 +63,10 @@ pub(crate) fn run(
             recursion,
             &mut out,
         ) {
+            Outcome::Signed(_) => {
+                super::transfer::sign_answer(&view.transfer, &buf[..n], &mut out);
+                send(&socket, &out, peer);
+            }
             Outcome::Answered(rcode) => {
                 if let Some(rrl) = rrl
                     && !rrl.admit(peer.ip(), rcode, &mut out, &mut slips)
