@@ -346,9 +346,7 @@ impl Transfer {
         packet: &[u8],
     ) -> Self {
         let mut key = [0u8; MAX_NAME];
-        let q = query::parse(packet, &mut key).expect("is_transfer parsed it");
-        let question = q.question(packet).to_vec();
-        let id = u16::from_be_bytes([packet[0], packet[1]]);
+        let id = u16::from_be_bytes([*packet.first().unwrap_or(&0), *packet.get(1).unwrap_or(&0)]);
         let fail = |reply: Vec<u8>| Self {
             id,
             flags: 0,
@@ -358,6 +356,16 @@ impl Transfer {
             first: true,
             signing: None,
         };
+        // `is_transfer` parsed it already; a packet that does not parse is FORMERR all the same.
+        let q = match query::parse(packet, &mut key) {
+            Ok(q) if packet.len() >= HEADER_LEN => q,
+            _ => {
+                let mut out = Vec::new();
+                Response::new(&mut out, id, 0, &[], 512, false).finish(u16::from(wire::FORMERR));
+                return fail(out);
+            }
+        };
+        let question = q.question(packet).to_vec();
         if !policy.allows(client) {
             return fail(error_reply(
                 packet,
