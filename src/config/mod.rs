@@ -455,7 +455,11 @@ impl Config {
             } else {
                 format!("{name}.")
             };
-            if crate::dns::names::from_dotted(&name).is_none_or(|w| w.len() <= 1) {
+            let labels_ok = name.len() <= 254
+                && name.trim_end_matches('.').split('.').all(|l| {
+                    !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_graphic())
+                });
+            if name == "." || !labels_ok {
                 return Err(invalid(
                     "dns.transfer.tsig.name",
                     &format!("{:?} is not a key name like \"transfer.\"", t.name),

@@ -64,6 +64,8 @@ pub(crate) fn run(
             &mut out,
         ) {
             Outcome::Signed(_) => {
+                // Signed queries come from holders of the transfer key (secondaries checking
+                // the SOA): their answers are not rate-limited.
                 super::transfer::sign_answer(&view.transfer, &buf[..n], &mut out);
                 send(&socket, &out, peer);
             }
