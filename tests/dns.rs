@@ -601,10 +601,11 @@ async fn base_domain_zone_file_adds_static_records_and_keeps_negative_ttl() {
         ask(&s, "internal.", RecordType::NS, 300).await,
         strs(&["ns.internal."])
     );
+    // The file's serial plus the registry index (one registration).
     let soa = ask(&s, "internal.", RecordType::SOA, 300).await;
     assert_eq!(
         soa,
-        strs(&["ns.internal. hostmaster.internal. 2026112301 3600 600 86400 42"])
+        strs(&["ns.internal. hostmaster.internal. 2026112302 3600 600 86400 42"])
     );
     assert_eq!(
         ask(&s, "web.service.internal.", RecordType::A, 5).await,
@@ -1065,7 +1066,7 @@ async fn udp_without_edns_truncates_at_512_and_tcp_returns_everything() {
 
 #[tokio::test]
 async fn udp_with_edns_honours_the_clients_payload_size() {
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(|c| c.dns.max_udp_payload = 4096).await;
     let all = big_service(&s).await;
     let name = "big.service.internal.";
     let (m, size) = s.udp(name, RecordType::A, Some(4096)).await;
@@ -1352,6 +1353,140 @@ async fn zone_transfers_are_refused() {
     }
 }
 
+/// The OPT record of a raw reply, when its last record is one: (payload, extended RCODE,
+/// version, DO). Every reply signpost writes puts its OPT last.
+fn opt_of(reply: &[u8]) -> Option<(u16, u8, u8, bool)> {
+    let n = reply.len();
+    let arcount = u16::from_be_bytes([reply[10], reply[11]]);
+    if arcount == 0 || n < 23 || reply[n - 11..n - 8] != [0, 0, 41] {
+        return None;
+    }
+    let payload = u16::from_be_bytes([reply[n - 8], reply[n - 7]]);
+    Some((
+        payload,
+        reply[n - 6],
+        reply[n - 5],
+        reply[n - 4] & 0x80 != 0,
+    ))
+}
+
+/// A query for `name` with an OPT (payload 1232, DO set) whose RDATA is `options`, the
+/// OPT's owner `owner` (wire format), and `opts` such OPT records.
+fn query_with_opt(name: &str, options: &[u8], owner: &[u8], opts: u16) -> Vec<u8> {
+    let mut wire = common::query(name, RecordType::A, None);
+    wire[10..12].copy_from_slice(&opts.to_be_bytes());
+    for _ in 0..opts {
+        wire.extend_from_slice(owner);
+        wire.extend_from_slice(&[0, 41, 0x04, 0xd0, 0, 0, 0x80, 0]);
+        wire.extend_from_slice(&(options.len() as u16).to_be_bytes());
+        wire.extend_from_slice(options);
+    }
+    wire
+}
+
+#[tokio::test]
+async fn every_reply_to_an_edns_query_carries_an_opt() {
+    let s = TestServer::start().await;
+    s.register("web", "w1", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    let web = "web.service.internal.";
+    let notimp = {
+        let mut p = query_with_opt(web, &[], &[0], 1);
+        p[2] = (p[2] & 0x87) | (2 << 3); // opcode STATUS
+        p
+    };
+    let cases: Vec<(&str, Vec<u8>, u8)> = vec![
+        ("NOERROR", query_with_opt(web, &[], &[0], 1), 0),
+        // An unknown option (code 65001) is ignored.
+        (
+            "unknown option",
+            query_with_opt(web, &[0xfd, 0xe9, 0, 2, 1, 2], &[0], 1),
+            0,
+        ),
+        (
+            "NXDOMAIN",
+            query_with_opt("nope.internal.", &[], &[0], 1),
+            3,
+        ),
+        ("REFUSED", query_with_opt("example.com.", &[], &[0], 1), 5),
+        ("NOTIMP", notimp, 4),
+        (
+            "option length past the RDATA",
+            query_with_opt(web, &[0, 10, 0, 9, 1, 2], &[0], 1),
+            1,
+        ),
+        ("two OPTs", query_with_opt(web, &[], &[0], 2), 1),
+        (
+            "non-root owner",
+            query_with_opt(web, &[], b"\x03web\x00", 1),
+            1,
+        ),
+    ];
+    for (what, wire, rcode) in &cases {
+        for (via, reply) in [
+            ("udp", s.udp_raw(wire).await),
+            ("tcp", s.tcp_raw(wire).await),
+        ] {
+            let reply = reply.unwrap_or_else(|| panic!("{what} {via}: no reply"));
+            assert_eq!(&reply[..2], &wire[..2], "{what} {via}: id");
+            assert_eq!(rcode_of(&reply), *rcode, "{what} {via}: RCODE {reply:02x?}");
+            let opt = opt_of(&reply).unwrap_or_else(|| panic!("{what} {via}: no OPT {reply:02x?}"));
+            assert_eq!(
+                opt,
+                (1232, 0, 0, true),
+                "{what} {via}: payload, ext RCODE, version, DO"
+            );
+            Message::from_vec(&reply).unwrap_or_else(|e| panic!("{what} {via}: {e}"));
+        }
+    }
+    // The same errors without EDNS carry none.
+    let mut plain = common::query(web, RecordType::A, None);
+    plain[2] = (plain[2] & 0x87) | (2 << 3);
+    let reply = s.udp_raw(&plain).await.expect("a reply");
+    assert_eq!((rcode_of(&reply), &reply[10..12]), (4, &[0u8, 0][..]));
+}
+
+/// The largest UDP answer is `dns.max_udp_payload` (default 1232) even when the client offers
+/// more, and the reply's OPT advertises it; TCP still returns everything.
+#[tokio::test]
+async fn the_largest_udp_answer_is_max_udp_payload() {
+    for (configured, want) in [(None, 1232u16), (Some(600u16), 600), (Some(4096), 4096)] {
+        let s = TestServer::start_with(|c| {
+            if let Some(p) = configured {
+                c.dns.max_udp_payload = p;
+            }
+        })
+        .await;
+        big_service(&s).await;
+        let name = "big.service.internal.";
+        for offered in [4096u16, 65535] {
+            let wire = query_edns(name, RecordType::SRV, offered, 0);
+            let reply = s.udp_raw(&wire).await.expect("a reply");
+            assert!(
+                reply.len() <= usize::from(want),
+                "{configured:?} offered {offered}: {} bytes",
+                reply.len()
+            );
+            let m = Message::from_vec(&reply).expect("parses");
+            // 60 SRV records (without glue) take about 2,600 bytes.
+            assert_eq!(m.metadata.truncation, want < 4096, "{configured:?}: TC");
+            assert_eq!(
+                opt_of(&reply).map(|o| o.0),
+                Some(want),
+                "{configured:?}: advertised"
+            );
+        }
+        // A client offering less than the cap still gets at most what it offered.
+        let (_, size) = udp_wire(&s, &query_edns(name, RecordType::SRV, 700, 0)).await;
+        assert!(
+            size <= 700.min(usize::from(want)),
+            "{configured:?}: {size} bytes"
+        );
+        assert_eq!(s.tcp(name, RecordType::SRV).await.answers.len(), BIG);
+        s.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn edns_version_above_zero_gets_badvers() {
     let s = TestServer::start().await;
@@ -1444,10 +1579,12 @@ async fn registry_changes_show_in_the_very_next_answer() {
     );
 }
 
-/// NODATA at the reverse name of a registered address: an SOA owned by `in-addr.arpa.` /
-/// `ip6.arpa.` (an ancestor of the name), and a reply that parses.
+/// Zone data is consistent (CONTRACT §2): a registered address's reverse name is the apex of
+/// a zone signpost answers for. NODATA there carries that zone's SOA, owned by the name
+/// itself; the same SOA and an NS answer when asked; NXDOMAIN below it; and the reverse trees
+/// above it (`in-addr.arpa.`, `ip6.arpa.`) are claimed nowhere: REFUSED.
 #[tokio::test]
-async fn nodata_at_reverse_names_carries_an_soa_above_the_name() {
+async fn reverse_names_of_registered_addresses_are_zones_signpost_answers_for() {
     let s = TestServer::start().await;
     s.register(
         "web",
@@ -1461,7 +1598,14 @@ async fn nodata_at_reverse_names_carries_an_soa_above_the_name() {
         serde_json::json!({"address": "fd00::3", "port": 80}),
     )
     .await;
-    for (name, apex) in [
+    async fn ask(s: &TestServer, tcp: bool, n: String, t: RecordType) -> Message {
+        if tcp {
+            s.tcp(&n, t).await
+        } else {
+            s.udp(&n, t, None).await.0
+        }
+    }
+    for (name, tree) in [
         ("1.0.0.10.in-addr.arpa.", "in-addr.arpa."),
         (
             "3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.",
@@ -1469,20 +1613,67 @@ async fn nodata_at_reverse_names_carries_an_soa_above_the_name() {
         ),
     ] {
         for tcp in [false, true] {
-            let m = if tcp {
-                s.tcp(name, RecordType::A).await
-            } else {
-                s.udp(name, RecordType::A, None).await.0
-            };
-            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
-            assert!(m.answers.is_empty(), "{name}");
-            assert_eq!(m.authorities.len(), 1, "{name}");
-            let soa = &m.authorities[0];
-            assert_eq!(soa.record_type(), RecordType::SOA);
-            assert_eq!(soa.name.to_ascii().to_lowercase(), apex, "{name}");
+            let m = ask(&s, tcp, name.into(), RecordType::A).await;
+            assert_negative_in(&m, ResponseCode::NoError, name, &format!("{name} A"));
+            let neg = m.authorities[0].clone();
+            // The zone of that SOA answers SOA and NS at its apex.
+            let m = ask(&s, tcp, name.into(), RecordType::SOA).await;
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::NoError,
+                "{name} SOA"
+            );
+            assert!(m.metadata.authoritative, "{name} SOA: AA");
+            assert_eq!(m.answers.len(), 1, "{name} SOA");
+            assert_eq!(lower(&m.answers[0].name), name);
+            assert_eq!(m.answers[0].data, neg.data, "{name}: the same SOA");
+            let m = ask(&s, tcp, name.into(), RecordType::NS).await;
+            assert_eq!(m.answers.len(), 1, "{name} NS: {m}");
+            assert_eq!(m.answers[0].record_type(), RecordType::NS);
+            // Inside it: NXDOMAIN with its SOA.
+            let m = ask(&s, tcp, format!("x.{name}"), RecordType::PTR).await;
+            assert_negative_in(&m, ResponseCode::NXDomain, name, &format!("x.{name}"));
+            // Above it: nothing claimed.
+            let m = ask(&s, tcp, tree.into(), RecordType::SOA).await;
+            assert_refused(&m, &format!("{tree} SOA"));
         }
         let (m, _) = s.udp(name, RecordType::PTR, None).await;
         assert_eq!(m.answers.len(), 1, "{name} PTR");
+    }
+}
+
+/// NS answers at an apex carry the name servers' addresses when signpost knows them: here
+/// the zone file of D gives `ns.D` an address.
+#[tokio::test]
+async fn ns_answers_carry_the_name_servers_addresses() {
+    let s = TestServer::start_with(|c| {
+        std::fs::write(
+            c.dns.zones_dir.join("internal.zone"),
+            "$ORIGIN internal.\n$TTL 300\n\
+             @ IN SOA ns.internal. hostmaster.internal. 1 3600 600 86400 60\n\
+             @ IN NS ns.internal.\nns IN A 192.0.2.53\nns IN AAAA 2001:db8::53\n",
+        )
+        .unwrap();
+    })
+    .await;
+    for tcp in [false, true] {
+        let m = if tcp {
+            s.tcp("internal.", RecordType::NS).await
+        } else {
+            s.udp("internal.", RecordType::NS, None).await.0
+        };
+        assert_eq!(values(&m.answers), strs(&["ns.internal."]), "tcp {tcp}");
+        let mut glue: Vec<String> = m
+            .additionals
+            .iter()
+            .map(|r| format!("{} {}", lower(&r.name), r.data))
+            .collect();
+        glue.sort();
+        assert_eq!(
+            glue,
+            strs(&["ns.internal. 192.0.2.53", "ns.internal. 2001:db8::53"]),
+            "tcp {tcp}"
+        );
     }
 }
 
@@ -1767,4 +1958,125 @@ async fn the_do_bit_is_copied_into_the_reply() {
         let edns = r.edns.expect("an OPT in the reply");
         assert_eq!(edns.flags().dnssec_ok, dnssec_ok, "{name} DO={dnssec_ok}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SOA serial
+
+/// The SOA serial of D, asked over UDP.
+async fn serial(s: &TestServer) -> u32 {
+    let (m, _) = s.udp("internal.", RecordType::SOA, None).await;
+    match m.answers.first().map(|r| &r.data) {
+        Some(RData::SOA(soa)) => soa.serial,
+        _ => panic!("no SOA: {m}"),
+    }
+}
+
+/// The registry index (`X-Signpost-Index`) now.
+async fn index(s: &TestServer) -> u64 {
+    let r = s.client.get(s.url("/v1/services")).send().await.unwrap();
+    r.headers()["x-signpost-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// RFC 1982: whether serial `b` is greater than `a`.
+fn serial_gt(b: u32, a: u32) -> bool {
+    b != a && b.wrapping_sub(a) < 1 << 31
+}
+
+/// The SOA serial of D follows the registry (CONTRACT §2, zone transfers): it is the registry
+/// index (plus the zone file's serial, 0 when the SOA is synthesised), grows with every
+/// published change — registration, health, deregistration — and, the index being stored,
+/// never goes backwards across a restart. It is the same in negative answers.
+#[tokio::test]
+async fn soa_serial_follows_the_registry_index() {
+    let s = TestServer::start().await;
+    let mut last = serial(&s).await;
+    assert_eq!(u64::from(last), index(&s).await, "the index itself");
+    s.register(
+        "web",
+        "w1",
+        json!({"address": "10.0.0.1", "port": 80, "check": {"ttl": "30s"}}),
+    )
+    .await;
+    for step in ["register", "health", "deregister"] {
+        match step {
+            "health" => s.report("web", "w1", "passing").await,
+            "deregister" => assert_eq!(s.deregister("web", "w1").await, 204),
+            _ => {}
+        }
+        let now = serial(&s).await;
+        assert!(serial_gt(now, last), "{step}: {now} after {last}");
+        assert_eq!(u64::from(now), index(&s).await, "{step}");
+        let (m, _) = s.udp("nope.internal.", RecordType::A, None).await;
+        let Some(RData::SOA(neg)) = m.authorities.first().map(|r| &r.data) else {
+            panic!("{step}: no SOA in {m}");
+        };
+        assert_eq!(neg.serial, now, "{step}: the negative answer's SOA");
+        last = now;
+    }
+    s.register("api", "a1", json!({"address": "10.0.0.2", "port": 80}))
+        .await;
+    let before = serial(&s).await;
+    let dir = s.stop().await;
+    let cfg = common::test_config(dir.path());
+    let s = TestServer::start_in(dir, cfg).await;
+    let after = serial(&s).await;
+    assert!(
+        after == before || serial_gt(after, before),
+        "restart: {after} after {before}"
+    );
+}
+
+/// With a zone file for D, the serial is the file's plus the registry index.
+#[tokio::test]
+async fn soa_serial_adds_the_index_to_the_zone_files_serial() {
+    let s = TestServer::start_with(|c| {
+        std::fs::write(
+            c.dns.zones_dir.join("internal.zone"),
+            "$ORIGIN internal.\n$TTL 300\n\
+             @ IN SOA ns.internal. hostmaster.internal. 4294967290 3600 600 86400 60\n\
+             @ IN NS ns.internal.\n",
+        )
+        .unwrap();
+    })
+    .await;
+    for i in 0..8 {
+        s.register(
+            "web",
+            &format!("w{i}"),
+            json!({"address": "10.0.0.1", "port": 80}),
+        )
+        .await;
+        let want = 4_294_967_290u32.wrapping_add(index(&s).await as u32);
+        assert_eq!(serial(&s).await, want, "wraps past 2^32 - 1 (RFC 1982)");
+    }
+}
+
+/// A health change moves the index (and the serial) without a stored write; a graceful
+/// restart still does not take the serial back.
+#[tokio::test]
+async fn soa_serial_never_goes_back_after_health_changes_and_a_restart() {
+    let s = TestServer::start().await;
+    s.register(
+        "web",
+        "w1",
+        json!({"address": "10.0.0.1", "port": 80, "check": {"ttl": "30s"}}),
+    )
+    .await;
+    for status in ["passing", "warning", "passing"] {
+        s.report("web", "w1", status).await;
+    }
+    let before = serial(&s).await;
+    let dir = s.stop().await;
+    let cfg = common::test_config(dir.path());
+    let s = TestServer::start_in(dir, cfg).await;
+    let after = serial(&s).await;
+    assert!(
+        after == before || serial_gt(after, before),
+        "restart: {after} after {before}"
+    );
 }

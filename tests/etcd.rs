@@ -436,7 +436,10 @@ async fn deregister_after_removes_an_instance_once_for_every_replica() {
             if status == 404 {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(15), "g1 never removed");
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "g1 never removed"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -460,6 +463,10 @@ async fn deregister_after_removes_an_instance_once_for_every_replica() {
             .count()
     };
     assert_eq!(events("PUT", "/signpost/instances/gone/g1"), 1, "{history}");
-    assert_eq!(events("DELETE", "/signpost/instances/gone/g1"), 1, "{history}");
+    assert_eq!(
+        events("DELETE", "/signpost/instances/gone/g1"),
+        1,
+        "{history}"
+    );
     assert_eq!(events("PUT", "/signpost/health/gone/g1"), 2, "{history}");
 }

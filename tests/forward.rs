@@ -237,3 +237,98 @@ async fn resolv_conf_upstreams() {
     assert_eq!(a_records(&m), vec![("192.0.2.80".into(), 1234)]);
     drop(up);
 }
+
+/// RFC 7766 pipelining (CONTRACT §2, TCP): on one connection, a query forwarded to an
+/// upstream that takes its time does not hold back the local answers sent after it; each
+/// reply comes as soon as it is ready, and the slow one still comes (SERVFAIL once the
+/// upstream's time is up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_forwarded_query_never_holds_back_a_local_answer_on_one_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A TCP upstream that accepts and never answers; it lives as long as the test.
+    let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_addr = slow.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((c, _)) = slow.accept().await {
+            open.push(c);
+        }
+    });
+    let s = forwarding_to(vec![slow_addr.to_string()], |c| {
+        c.dns.forward.timeout = Duration::from_millis(1500);
+        c.dns.forward.attempts = 1;
+    })
+    .await;
+    s.register("web", "w1", json!({"address": "10.0.0.1", "port": 80}))
+        .await;
+    let mut conn = tokio::net::TcpStream::connect(s.dns).await.unwrap();
+    let mut bytes = Vec::new();
+    let queries = [
+        common::query_with("www.example.org.", RecordType::A, None, 0x0001, true),
+        common::query_with("web.service.internal.", RecordType::A, None, 0x0002, true),
+        common::query_with("nope.internal.", RecordType::A, None, 0x0003, true),
+    ];
+    for q in &queries {
+        bytes.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(q);
+    }
+    conn.write_all(&bytes).await.unwrap();
+    let mut replies = Vec::new();
+    for _ in 0..queries.len() {
+        let mut len = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut len))
+            .await
+            .expect("a reply within the bound")
+            .unwrap();
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        conn.read_exact(&mut buf).await.unwrap();
+        replies.push(Message::from_vec(&buf).unwrap());
+    }
+    let order: Vec<(u16, ResponseCode)> = replies
+        .iter()
+        .map(|m| (m.metadata.id, m.metadata.response_code))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            (0x0002, ResponseCode::NoError),
+            (0x0003, ResponseCode::NXDomain),
+            (0x0001, ResponseCode::ServFail),
+        ],
+        "local answers first, in the order asked; the forwarded one last"
+    );
+    held.abort();
+}
+
+/// Many forwarded queries pipelined on one connection are all answered, more than the
+/// per-connection bound on queries being forwarded at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_pipelined_forwarded_queries_are_all_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream(None).await;
+    let s = forwarding_to(vec![up.dns.to_string()], |_| {}).await;
+    let mut conn = tokio::net::TcpStream::connect(s.dns).await.unwrap();
+    let n: u16 = 100;
+    let mut bytes = Vec::new();
+    for id in 0..n {
+        let q = common::query_with("www.example.org.", RecordType::A, None, id, true);
+        bytes.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&q);
+    }
+    conn.write_all(&bytes).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let mut len = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut len))
+            .await
+            .expect("a reply within the bound")
+            .unwrap();
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        conn.read_exact(&mut buf).await.unwrap();
+        let m = Message::from_vec(&buf).unwrap();
+        assert_eq!(a_records(&m), vec![("192.0.2.80".into(), 1234)]);
+        ids.push(m.metadata.id);
+    }
+    ids.sort();
+    assert_eq!(ids, (0..n).collect::<Vec<_>>(), "every query answered once");
+}

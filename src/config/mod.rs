@@ -113,6 +113,49 @@ pub struct DnsConfig {
     pub rate_limit_exempt: Vec<Network>,
     /// Forwarding of names outside every zone.
     pub forward: ForwardConfig,
+    /// The largest UDP answer, bytes, and the payload size advertised in replies' OPT: a
+    /// client advertising more still gets at most this; one without EDNS gets 512.
+    pub max_udp_payload: u16,
+    /// Who may transfer the zones (AXFR, IXFR).
+    pub transfer: TransferConfig,
+    /// Secondaries (`IP:PORT`) sent a NOTIFY when D changes.
+    pub notify: Vec<SocketAddr>,
+    /// At most one NOTIFY per this interval to each secondary; also the first retry's wait.
+    #[serde(deserialize_with = "duration")]
+    pub notify_interval: Duration,
+}
+
+/// `[dns.transfer]`: the clients that may transfer signpost's zones, and the key they sign
+/// with.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransferConfig {
+    /// Client networks (CIDR) that may transfer; others get REFUSED. Empty: nobody.
+    pub allow: Vec<Network>,
+    /// When set, a transfer must also be signed with this TSIG key (RFC 8945), and every
+    /// message of the answer is signed with it.
+    pub tsig: Option<TsigConfig>,
+}
+
+/// `dns.transfer.tsig`: one TSIG key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsigConfig {
+    /// The key's name, as the secondaries name it (`transfer.`).
+    pub name: String,
+    /// Its algorithm: `hmac-sha256`.
+    pub algorithm: String,
+    /// The shared secret, base64 (as `tsig-keygen` and `keymgr -t` print it).
+    pub secret: Secret,
+}
+
+impl TsigConfig {
+    /// The secret's bytes (checked to decode when the config was validated).
+    pub fn key(&self) -> Vec<u8> {
+        data_encoding::BASE64
+            .decode(self.secret.0.trim().as_bytes())
+            .unwrap_or_default()
+    }
 }
 
 /// `[dns.forward]`: where names outside signpost's zones go, and for whom.
@@ -170,6 +213,11 @@ impl Default for DnsConfig {
                 .filter_map(Network::parse)
                 .collect(),
             forward: ForwardConfig::default(),
+            // DNS Flag Day 2020: fits an unfragmented datagram on any common path.
+            max_udp_payload: 1232,
+            transfer: TransferConfig::default(),
+            notify: Vec::new(),
+            notify_interval: Duration::from_secs(1),
         }
     }
 }
@@ -330,6 +378,12 @@ pub const MAX_RATE_LIMIT: u32 = 1_000_000;
 /// The largest `dns.rate_limit_slip`, Knot's bound: past it almost nothing is slipped.
 pub const MAX_RATE_LIMIT_SLIP: u32 = 100;
 
+/// The bounds of `dns.max_udp_payload`: RFC 1035's 512, which every client takes, and the
+/// 4096 beyond which datagrams fragment on every common path (Knot's bounds too).
+pub const MIN_UDP_PAYLOAD: u16 = 512;
+/// See `MIN_UDP_PAYLOAD`.
+pub const MAX_UDP_PAYLOAD: u16 = 4096;
+
 /// Where `signpost serve` looks when no `--config` is given.
 pub const DEFAULT_PATH: &str = "config/signpost.toml";
 
@@ -432,6 +486,53 @@ impl Config {
         self.validate_etcd()?;
         if self.registry.backend == Backend::Etcd && !cfg!(feature = "etcd") {
             return Err(invalid("registry.backend", NO_ETCD));
+        }
+        if !(MIN_UDP_PAYLOAD..=MAX_UDP_PAYLOAD).contains(&self.dns.max_udp_payload) {
+            return Err(invalid("dns.max_udp_payload", "must be 512 to 4096 bytes"));
+        }
+        if let Some(t) = &mut self.dns.transfer.tsig {
+            let name = t.name.trim().to_ascii_lowercase();
+            let name = if name.ends_with('.') {
+                name
+            } else {
+                format!("{name}.")
+            };
+            let labels_ok = name.len() <= 254
+                && name.trim_end_matches('.').split('.').all(|l| {
+                    !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_graphic())
+                });
+            if name == "." || !labels_ok {
+                return Err(invalid(
+                    "dns.transfer.tsig.name",
+                    &format!("{:?} is not a key name like \"transfer.\"", t.name),
+                ));
+            }
+            t.name = name;
+            if !t.algorithm.eq_ignore_ascii_case("hmac-sha256") {
+                return Err(invalid(
+                    "dns.transfer.tsig.algorithm",
+                    "must be \"hmac-sha256\"",
+                ));
+            }
+            t.algorithm = "hmac-sha256".into();
+            match data_encoding::BASE64.decode(t.secret.0.trim().as_bytes()) {
+                Ok(k) if k.len() >= 16 => {}
+                Ok(_) => {
+                    return Err(invalid(
+                        "dns.transfer.tsig.secret",
+                        "must be at least 16 bytes (128 bits)",
+                    ));
+                }
+                Err(_) => return Err(invalid("dns.transfer.tsig.secret", "is not base64")),
+            }
+        }
+        if self.dns.notify_interval < Duration::from_millis(100)
+            || self.dns.notify_interval > Duration::from_secs(3600)
+        {
+            return Err(invalid(
+                "dns.notify_interval",
+                "must be a duration from 100ms to 1h, like \"1s\"",
+            ));
         }
         let f = &self.dns.forward;
         if f.timeout < Duration::from_millis(10) || f.timeout > Duration::from_secs(30) {
@@ -739,6 +840,76 @@ mod tests {
             ("attempts = 0", "dns.forward.attempts"),
         ] {
             let e = Config::parse(&format!("[dns.forward]\n{bad}"), Path::new("x")).unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn max_udp_payload_defaults_to_1232_and_is_bounded() {
+        let c = Config::parse("", Path::new("x")).unwrap();
+        assert_eq!(c.dns.max_udp_payload, 1232);
+        let c = Config::parse("[dns]\nmax_udp_payload = 4096", Path::new("x")).unwrap();
+        assert_eq!(c.dns.max_udp_payload, 4096);
+        for bad in ["511", "4097", "70000", "\"big\""] {
+            let e = Config::parse(&format!("[dns]\nmax_udp_payload = {bad}"), Path::new("x"))
+                .unwrap_err();
+            assert!(e.to_string().contains("dns.max_udp_payload"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn transfer_and_notify_keys() {
+        let c = Config::parse("", Path::new("x")).unwrap();
+        assert!(c.dns.transfer.allow.is_empty() && c.dns.transfer.tsig.is_none());
+        assert!(c.dns.notify.is_empty());
+        assert_eq!(c.dns.notify_interval, Duration::from_secs(1));
+        let c = Config::parse(
+            "[dns]\nnotify = [\"127.0.0.1:5300\"]\nnotify_interval = \"250ms\"\n\
+             [dns.transfer]\nallow = [\"127.0.0.0/8\"]\n\
+             tsig = { name = \"Transfer\", algorithm = \"HMAC-SHA256\", secret = \"c2lnbnBvc3Qtc2VjcmV0LWtleQ==\" }\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        let t = c.dns.transfer.tsig.as_ref().unwrap();
+        assert_eq!(
+            (t.name.as_str(), t.algorithm.as_str()),
+            ("transfer.", "hmac-sha256")
+        );
+        assert_eq!(t.key(), b"signpost-secret-key");
+        assert_eq!(c.dns.notify, vec!["127.0.0.1:5300".parse().unwrap()]);
+        let tsig = |name: &str, alg: &str, secret: &str| {
+            format!(
+                "[dns.transfer]\ntsig = {{ name = \"{name}\", algorithm = \"{alg}\", secret = \"{secret}\" }}"
+            )
+        };
+        for (bad, key) in [
+            (
+                tsig("k", "hmac-md5", "c2lnbnBvc3Qtc2VjcmV0LWtleQ=="),
+                "dns.transfer.tsig.algorithm",
+            ),
+            (
+                tsig("k", "hmac-sha256", "not base64!"),
+                "dns.transfer.tsig.secret",
+            ),
+            (
+                tsig("k", "hmac-sha256", "c2hvcnQ="),
+                "dns.transfer.tsig.secret",
+            ),
+            (
+                tsig("a..b", "hmac-sha256", "c2lnbnBvc3Qtc2VjcmV0LWtleQ=="),
+                "dns.transfer.tsig.name",
+            ),
+            (
+                "[dns.transfer]\nallow = [\"10.0.0.0/33\"]".into(),
+                "dns.transfer.allow",
+            ),
+            ("[dns]\nnotify = [\"127.0.0.1\"]".into(), "dns.notify"),
+            (
+                "[dns]\nnotify_interval = \"1ms\"".into(),
+                "dns.notify_interval",
+            ),
+        ] {
+            let e = Config::parse(&bad, Path::new("x")).unwrap_err();
             assert!(e.to_string().contains(key), "{bad}: {e}");
         }
     }

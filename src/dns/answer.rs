@@ -15,9 +15,9 @@ use super::query::skip_name;
 use super::table::Zone;
 use super::wire::{CLASS_IN, HEADER_LEN, MAX_POINTER, OPT, POINTER, QR, SOA, TC};
 
-/// The EDNS payload size signpost advertises and the most it sends over UDP: signpost's
-/// policy, not a protocol number, so it lives here rather than in `wire`.
-pub(crate) const MAX_UDP_PAYLOAD: u16 = 4096;
+/// The EDNS payload size a response advertises unless told otherwise (`Response::edns`):
+/// `dns.max_udp_payload`'s default, the DNS Flag Day 2020 value.
+pub(crate) const DEFAULT_UDP_PAYLOAD: u16 = 1232;
 /// Bytes of the OPT record signpost adds to a response: root name, type, class, TTL, RDLEN.
 const OPT_LEN: usize = 11;
 
@@ -36,7 +36,9 @@ pub(crate) struct Response<'b> {
     room: usize,
     counts: [u16; 3],
     edns: bool,
-    /// The DO bit for the OPT record (`dnssec_ok`).
+    /// The UDP payload size the OPT record advertises (`edns`).
+    payload: u16,
+    /// The DO bit for the OPT record (`edns`).
     dnssec_ok: bool,
     truncated: bool,
     /// Once one additional record did not fit, the rest are left out too, so the additional
@@ -68,15 +70,18 @@ impl<'b> Response<'b> {
             room: limit.saturating_sub(reserve),
             counts: [0; 3],
             edns,
+            payload: DEFAULT_UDP_PAYLOAD,
             dnssec_ok: false,
             truncated: false,
             additional_full: false,
         }
     }
 
-    /// Sets the DO bit of the reply's OPT, as the query had it (RFC 3225 §3).
-    pub(crate) fn dnssec_ok(mut self, on: bool) -> Self {
-        self.dnssec_ok = on;
+    /// Sets what the reply's OPT says: the UDP payload size signpost accepts
+    /// (`dns.max_udp_payload`), and the DO bit as the query had it (RFC 3225 §3).
+    pub(crate) fn edns(mut self, payload: u16, dnssec_ok: bool) -> Self {
+        self.payload = payload;
+        self.dnssec_ok = dnssec_ok;
         self
     }
 
@@ -138,8 +143,8 @@ impl<'b> Response<'b> {
 
     /// Adds `zone`'s SOA with its negative TTL to the authority section (a negative answer),
     /// owned by the apex at `apex_at` in this message, its MNAME and RNAME compressed against
-    /// that apex when they end with it.
-    pub(crate) fn negative_soa(&mut self, zone: &Zone, apex_at: usize) -> bool {
+    /// that apex when they end with it; its serial that of registry index `index`.
+    pub(crate) fn negative_soa(&mut self, zone: &Zone, apex_at: usize, index: u64) -> bool {
         // Two names of at most 255 bytes and the 20 bytes of numbers.
         let mut rdata = [0u8; 2 * 255 + 20];
         let mut len = 0;
@@ -158,8 +163,9 @@ impl<'b> Response<'b> {
                 }
             }
         }
-        let numbers = &soa[zone.soa_names[1].start + zone.soa_names[1].len..];
+        let numbers = &soa[zone.soa_numbers()..];
         rdata[len..len + numbers.len()].copy_from_slice(numbers);
+        rdata[len..len + 4].copy_from_slice(&zone.serial(index).to_be_bytes());
         len += numbers.len();
         self.authority(
             Self::owner_at(apex_at, &zone.apex),
@@ -212,7 +218,7 @@ impl<'b> Response<'b> {
         if self.edns {
             self.buf.push(0); // root
             self.buf.extend_from_slice(&OPT.to_be_bytes());
-            self.buf.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+            self.buf.extend_from_slice(&self.payload.to_be_bytes());
             // Extended RCODE (upper 8 bits), version 0, flags: DO as the query had it.
             self.buf.push((rcode >> 4) as u8);
             self.buf

@@ -59,6 +59,7 @@ fn settings(include_warning: bool) -> Settings {
         negative_ttl: NEGATIVE_TTL,
         include_warning,
         max_answers: 0,
+        max_udp_payload: 1232,
     }
 }
 
@@ -177,7 +178,7 @@ fn table(include_warning: bool, zones: &[(&str, &str)]) -> Arc<Table> {
         std::fs::write(dir.path().join(file), text).expect("a zone file written");
     }
     let files = zonefile::load_dir(dir.path()).expect("the zone files load");
-    let statics = Statics::new(settings(include_warning), &files, 1);
+    let statics = Statics::new(settings(include_warning), &files, 0);
     let mut builder = Builder::default();
     builder.set_all(&statics, &registry());
     let mut published = Arc::new(Builder::empty_table(&statics));
@@ -227,6 +228,9 @@ const SOA_NEG: &str =
 /// `dns.negative_ttl` here).
 const EXAMPLE_SOA_NEG: &str =
     "example.test. 3 IN SOA ns1.example.test. admin.example.test. 7 3600 600 86400 3";
+
+/// The SOA of the host zone of `11.0.0.10.in-addr.arpa.` in a negative answer: D's.
+const HOST_SOA_NEG: &str = "11.0.0.10.in-addr.arpa. 3 IN SOA ns.internal. hostmaster.internal. 2026112301 3600 600 86400 3";
 
 /// NXDOMAIN in `internal.`.
 const NXDOMAIN: Case = Case {
@@ -553,14 +557,64 @@ fn cases() -> Vec<Case> {
             ],
             ..NOERROR
         },
-        // NODATA at a registered reverse name is not here: its SOA is owned by
-        // `in-addr.arpa.` / `ip6.arpa.`, zones that are REFUSED everywhere else, which the
-        // contract rules out ("it never claims a zone it REFUSES elsewhere").
-        //
-        // ... and no other reverse name: those are outside every zone.
+        // A registered reverse name outside every zone file is the apex of its own host zone:
+        // D's SOA and NS there, NODATA with that SOA for other types, NXDOMAIN below it.
+        Case {
+            qname: "11.0.0.10.in-addr.arpa.",
+            qtype: TXT,
+            ns: &[HOST_SOA_NEG],
+            ..NOERROR
+        },
+        Case {
+            qname: "11.0.0.10.in-addr.arpa.",
+            qtype: SOA,
+            answer: &[
+                "11.0.0.10.in-addr.arpa. 5 IN SOA ns.internal. hostmaster.internal. 2026112301 3600 600 86400 3",
+            ],
+            ..NOERROR
+        },
+        Case {
+            qname: "11.0.0.10.in-addr.arpa.",
+            qtype: NS,
+            answer: &["11.0.0.10.in-addr.arpa. 300 IN NS ns.internal."],
+            extra: &["ns.internal. 300 IN A 127.0.0.1"],
+            ..NOERROR
+        },
+        Case {
+            qname: "x.11.0.0.10.in-addr.arpa.",
+            qtype: PTR,
+            rcode: ResponseCode::NXDomain,
+            ns: &[HOST_SOA_NEG],
+            ..NOERROR
+        },
+        Case {
+            qname: "3.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.",
+            qtype: AAAA,
+            ns: &[
+                "3.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa. 3 IN SOA ns.internal. hostmaster.internal. 2026112301 3600 600 86400 3",
+            ],
+            ..NOERROR
+        },
+        // No other reverse name, and not the reverse trees themselves: those are outside every
+        // zone, so signpost claims no zone it refuses elsewhere.
         Case {
             qname: "99.0.0.10.in-addr.arpa.",
             qtype: PTR,
+            ..REFUSED
+        },
+        Case {
+            qname: "0.0.10.in-addr.arpa.",
+            qtype: SOA,
+            ..REFUSED
+        },
+        Case {
+            qname: "in-addr.arpa.",
+            qtype: SOA,
+            ..REFUSED
+        },
+        Case {
+            qname: "ip6.arpa.",
+            qtype: NS,
             ..REFUSED
         },
         // Names of the zone files, as the files say.
@@ -662,11 +716,32 @@ fn cases() -> Vec<Case> {
             qtype: A,
             ..NODATA
         },
-        // The apex of D: SOA from its zone file, minimum replaced by dns.negative_ttl. Its NS
-        // answer (and `example.test.`'s) is not here: the contract wants the name servers'
-        // addresses in the additional section when signpost knows them (`ns.internal.` and
-        // `ns1.example.test.` are in the zone files), and the handler adds them to SRV
-        // answers only.
+        // The apex of D: SOA from its zone file, minimum replaced by dns.negative_ttl; NS with
+        // the name server's address, which the zone file gives, in the additional section.
+        Case {
+            qname: "internal.",
+            qtype: NS,
+            answer: &["internal. 300 IN NS ns.internal."],
+            extra: &["ns.internal. 300 IN A 127.0.0.1"],
+            ..NOERROR
+        },
+        // ANY at the apex: every set; additional records only after every answer.
+        Case {
+            qname: "internal.",
+            qtype: RecordType::ANY,
+            answer: &[
+                "internal. 300 IN NS ns.internal.",
+                "internal. 300 IN SOA ns.internal. hostmaster.internal. 2026112301 3600 600 86400 3",
+            ],
+            ..NOERROR
+        },
+        Case {
+            qname: "example.test.",
+            qtype: NS,
+            answer: &["example.test. 600 IN NS ns1.example.test."],
+            extra: &["ns1.example.test. 600 IN A 192.0.2.53"],
+            ..NOERROR
+        },
         Case {
             qname: "internal.",
             qtype: SOA,
@@ -946,11 +1021,12 @@ fn warning_instances_when_configured() {
 }
 
 /// Without a zone file for D, signpost makes up its SOA (`ns.D`, `hostmaster.D`, minimum
-/// `dns.negative_ttl`) and NS; it knows no address for `ns.D`, so no glue.
+/// `dns.negative_ttl`, serial the registry's index, here 0) and NS; it knows no address for
+/// `ns.D`, so no glue.
 #[test]
 fn synthesised_apex() {
-    const SOA: &str = "internal. 5 IN SOA ns.internal. hostmaster.internal. 1 3600 600 86400 3";
-    const SOA_NEG: &str = "internal. 3 IN SOA ns.internal. hostmaster.internal. 1 3600 600 86400 3";
+    const SOA: &str = "internal. 5 IN SOA ns.internal. hostmaster.internal. 0 3600 600 86400 3";
+    const SOA_NEG: &str = "internal. 3 IN SOA ns.internal. hostmaster.internal. 0 3600 600 86400 3";
     let cases = [
         Case {
             qname: "internal.",
@@ -984,6 +1060,58 @@ fn synthesised_apex() {
         },
     ];
     run(&table(false, &[]), &cases);
+}
+
+/// A zone file for a reverse zone holding registered addresses: their PTRs join it, a
+/// reverse name of no registered address inside it is NXDOMAIN with its SOA, and its apex
+/// answers SOA and NS from the file.
+#[test]
+fn reverse_zone_from_a_zone_file() {
+    const REVERSE: &str = "$ORIGIN 0.0.10.in-addr.arpa.\n$TTL 60\n\
+        @ IN SOA ns.internal. hostmaster.internal. 9 3600 600 86400 3\n\
+        @ IN NS ns.internal.\n";
+    const SOA_NEG: &str =
+        "0.0.10.in-addr.arpa. 3 IN SOA ns.internal. hostmaster.internal. 9 3600 600 86400 3";
+    let cases = [
+        Case {
+            qname: "11.0.0.10.in-addr.arpa.",
+            qtype: RecordType::PTR,
+            answer: &["11.0.0.10.in-addr.arpa. 5 IN PTR web-1.web.instance.internal."],
+            ..NOERROR
+        },
+        Case {
+            qname: "11.0.0.10.in-addr.arpa.",
+            qtype: RecordType::TXT,
+            ns: &[SOA_NEG],
+            ..NOERROR
+        },
+        Case {
+            qname: "99.0.0.10.in-addr.arpa.",
+            qtype: RecordType::PTR,
+            rcode: ResponseCode::NXDomain,
+            ns: &[SOA_NEG],
+            ..NOERROR
+        },
+        Case {
+            qname: "0.0.10.in-addr.arpa.",
+            qtype: RecordType::NS,
+            answer: &["0.0.10.in-addr.arpa. 60 IN NS ns.internal."],
+            extra: &["ns.internal. 300 IN A 127.0.0.1"],
+            ..NOERROR
+        },
+        // Outside the file's zone, a registered name is its own host zone again.
+        Case {
+            qname: "1.1.0.10.in-addr.arpa.",
+            qtype: RecordType::TXT,
+            ns: &[
+                "1.1.0.10.in-addr.arpa. 3 IN SOA ns.internal. hostmaster.internal. 2026112301 3600 600 86400 3",
+            ],
+            ..NOERROR
+        },
+    ];
+    let mut zones = both_zones().to_vec();
+    zones.push(("0.0.10.in-addr.arpa.zone", REVERSE));
+    run(&table(false, &zones), &cases);
 }
 
 /// Round-robin: over N consecutive identical queries for a service with N in-service

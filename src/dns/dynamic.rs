@@ -65,6 +65,16 @@ struct Produced {
     names: Vec<Arc<[u8]>>,
 }
 
+/// What a publish changed: the names whose node changed, with the node before and after
+/// (`None`: no such name), or everything (a rebuild).
+pub(crate) enum Published {
+    Changed(Vec<NameChange>),
+    Rebuilt,
+}
+
+/// One changed name: its owner, its node before and after.
+pub(crate) type NameChange = (Arc<[u8]>, Option<Arc<Node>>, Option<Arc<Node>>);
+
 /// One change of the names: set (`Some`) or remove (`None`), with the name's hash so that
 /// replaying it does not hash the name again.
 type Op = (u64, Arc<[u8]>, Option<Arc<Node>>);
@@ -175,23 +185,42 @@ impl Builder {
 
     /// Hands readers a table with every change so far: `swap` stores it and returns the
     /// table readers had, which becomes the next working copy. Nothing when nothing changed.
+    /// Says what changed, name by name, for the zone-transfer history.
     pub(crate) fn publish(
         &mut self,
         statics: &Statics,
         swap: impl FnOnce(Arc<Table>) -> Arc<Table>,
-    ) {
+    ) -> Published {
         if self.log.is_empty() && !self.bulk {
-            return;
+            return Published::Changed(Vec::new());
         }
         let Some(map) = self.working.take() else {
-            return;
+            return Published::Changed(Vec::new());
         };
         let log = std::mem::take(&mut self.log);
+        let bulk = std::mem::take(&mut self.bulk);
         // After a rebuild (start-up) or many changes, copying the map is cheaper than
         // replaying them.
-        let copy =
-            (std::mem::take(&mut self.bulk) || log.len() > map.len() / 2).then(|| map.clone());
+        let copy = (bulk || log.len() > map.len() / 2).then(|| map.clone());
         let old = swap(Arc::new(Self::table_of(statics, map)));
+        let published = if bulk {
+            Published::Rebuilt
+        } else {
+            // Each changed name once, with its node before (in the table readers had) and
+            // after (its last change).
+            let mut last: HashMap<&[u8], &Option<Arc<Node>>> = HashMap::default();
+            for (_, name, node) in &log {
+                last.insert(&name[..], node);
+            }
+            Published::Changed(
+                last.into_iter()
+                    .map(|(name, new)| {
+                        let before = old.dynamic.get(name).cloned();
+                        (name.into(), before, new.clone())
+                    })
+                    .collect(),
+            )
+        };
         match copy {
             Some(map) => {
                 self.working = Some(map);
@@ -203,6 +232,7 @@ impl Builder {
                 self.lag = log;
             }
         }
+        published
     }
 
     /// An empty table: what readers see before the first publish.
@@ -217,6 +247,8 @@ impl Builder {
             apexes: statics.apexes.clone(),
             statics: statics.names.clone(),
             dynamic,
+            index: statics.index.clone(),
+            soa_ttls: statics.soa_ttls.clone(),
         }
     }
 
@@ -483,7 +515,7 @@ impl Builder {
                     })
                     .collect();
                 let node = Node {
-                    zone: statics.reverse_zones[usize::from(addr.is_ipv6())],
+                    zone: statics.reverse_zone_of(key),
                     rrsets: smallvec::smallvec![RRSet::fixed(PTR, statics.settings.ttl, recs)],
                 };
                 self.set(key.into(), Arc::new(node));
@@ -592,6 +624,7 @@ mod tests {
             negative_ttl: 5,
             include_warning: false,
             max_answers: 0,
+            max_udp_payload: 1232,
         };
         Statics::new(settings, &[], 1)
     }

@@ -7,14 +7,14 @@
 
 use smallvec::SmallVec;
 
-use super::answer::{MAX_UDP_PAYLOAD, Response};
+use super::answer::Response;
 use super::names::{self, MAX_NAME};
 use super::query;
 use super::table::{Lookup, RRSet, Rec, Table, Zone};
 use super::wire::{
-    self, AA, ANY, AXFR, BADVERS, CD, CLASS_ANY, CLASS_IN, CNAME, FORMERR, HEADER_LEN, IXFR, MAILA,
-    MAILB, NOERROR, NOTIMP, NXDOMAIN, OPCODE, OPT, QR, QUERY, RA, RD, REFUSED, SERVFAIL, SRV,
-    SRV_TARGET, TSIG,
+    self, A, AA, AAAA, ANY, AXFR, BADVERS, CD, CLASS_ANY, CLASS_IN, CNAME, FORMERR, HEADER_LEN,
+    IXFR, MAILA, MAILB, NOERROR, NOTIMP, NS, NXDOMAIN, OPCODE, OPT, QR, QUERY, RA, RD, REFUSED,
+    SERVFAIL, SOA, SRV, SRV_TARGET, TSIG,
 };
 
 /// How the query arrived, which sets the size limit.
@@ -34,6 +34,9 @@ pub enum Outcome {
     Dropped,
     /// A response was written, with this RCODE.
     Answered(u16),
+    /// A response was written, with this RCODE, to a query signed with TSIG: the transport
+    /// signs it (`transfer::sign_answer`) before sending it.
+    Signed(u16),
     /// A name outside every zone, from a client allowed to recurse: the transport relays the
     /// query to an upstream (`out` holds nothing to send).
     Forward,
@@ -59,25 +62,38 @@ pub fn handle(
     let wants_recursion = flags & RD != 0;
     let ra = if recursion { RA } else { 0 };
     let echo = opcode_bits | ra | (flags & (RD | CD));
-    let bare = |out: &mut Vec<u8>, rcode: u8| {
-        Response::new(out, id, echo, &[], 512, false).finish(u16::from(rcode));
+    let advertised = table.settings.max_udp_payload;
+    // An error without a question; with an OPT when the query had one (RFC 6891 §7).
+    let bare = |out: &mut Vec<u8>, rcode: u8, edns: Option<query::Edns>| {
+        Response::new(out, id, echo, &[], 512, edns.is_some())
+            .edns(advertised, edns.is_some_and(|e| e.dnssec_ok))
+            .finish(u16::from(rcode));
         Outcome::Answered(u16::from(rcode))
     };
-    if opcode_bits != QUERY {
-        return bare(out, NOTIMP);
-    }
     let mut key = [0u8; MAX_NAME];
-    let Some(q) = query::parse(packet, &mut key) else {
-        return bare(out, FORMERR);
+    let parsed = query::parse(packet, &mut key);
+    if opcode_bits != QUERY {
+        let edns = match parsed {
+            Ok(q) => q.edns,
+            Err(m) => m.edns,
+        };
+        return bare(out, NOTIMP, edns);
+    }
+    let q = match parsed {
+        Ok(q) => q,
+        Err(m) => return bare(out, FORMERR, m.edns),
     };
     let (qlen, qtype, qclass, edns) = (q.qname_len, q.qtype, q.qclass, q.edns);
     let limit = match transport {
         Transport::Tcp => usize::from(u16::MAX),
-        // RFC 6891 §6.2.5: a payload below 512 is treated as 512.
-        Transport::Udp => usize::from(edns.map_or(512, |e| e.payload.clamp(512, MAX_UDP_PAYLOAD))),
+        // RFC 6891 §6.2.5: a payload below 512 is treated as 512; never more than
+        // `dns.max_udp_payload`, whatever the client offers.
+        Transport::Udp => {
+            usize::from(edns.map_or(512, |e| e.payload.clamp(512, advertised.max(512))))
+        }
     };
     let mut r = Response::new(out, id, echo, q.question(packet), limit, edns.is_some())
-        .dnssec_ok(edns.is_some_and(|e| e.dnssec_ok));
+        .edns(advertised, edns.is_some_and(|e| e.dnssec_ok));
     if edns.is_some_and(|e| e.version != 0) {
         r.finish(BADVERS);
         return Outcome::Answered(BADVERS);
@@ -97,7 +113,11 @@ pub fn handle(
         }
     };
     r.finish(u16::from(rcode));
-    Outcome::Answered(u16::from(rcode))
+    if q.tsig {
+        Outcome::Signed(u16::from(rcode))
+    } else {
+        Outcome::Answered(u16::from(rcode))
+    }
 }
 
 /// SERVFAIL to `packet` (a query that passed `handle`), with its question and RA: what a
@@ -117,28 +137,38 @@ pub(crate) fn servfail(packet: &[u8], out: &mut Vec<u8>) {
 fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> Option<u8> {
     Some(match table.lookup(key) {
         Lookup::Outside => return None,
-        Lookup::NxDomain(zone) => {
+        Lookup::NxDomain(zone, apex) => {
             r.set_flags(AA);
-            negative(r, key, zone);
+            negative(table, r, key, zone, apex);
             NXDOMAIN
         }
-        Lookup::Found(node, zone) => {
+        Lookup::Found(node, zone, apex) => {
             r.set_flags(AA);
-            let wrote = if qtype == ANY {
-                let mut any = false;
-                for set in &node.rrsets {
-                    any |= write_set(table, set, r);
+            // A host zone's apex holds the base domain's SOA and NS besides its PTR.
+            let host_apex = |rtype: u16| zone.host && (qtype == rtype || qtype == ANY);
+            let mut wrote = false;
+            if host_apex(SOA) {
+                let soa = zone.soa_rdata(table.index());
+                wrote |= r.answer(SOA, table.settings.ttl, &soa).is_some() || r.is_truncated();
+            }
+            if host_apex(NS)
+                && let Some(ns) = table.domain_ns()
+            {
+                wrote |= write_set(table, &table.zones[0], ns, r, qtype == NS);
+            }
+            if qtype == ANY {
+                // Additional records follow the answers, so only the last set's glue goes.
+                let last = node.rrsets.len().saturating_sub(1);
+                for (i, set) in node.rrsets.iter().enumerate() {
+                    wrote |= write_set(table, zone, set, r, i == last);
                 }
-                any
             } else if let Some(set) = node.get(qtype) {
-                write_set(table, set, r)
+                wrote |= write_set(table, zone, set, r, true);
             } else if let Some(cname) = node.get(CNAME) {
-                write_set(table, cname, r)
-            } else {
-                false
-            };
+                wrote |= write_set(table, zone, cname, r, true);
+            }
             if !wrote && !r.is_truncated() {
-                negative(r, key, zone);
+                negative(table, r, key, zone, apex);
             }
             NOERROR
         }
@@ -146,19 +176,50 @@ fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> Option
 }
 
 /// Writes the zone's SOA into the authority section, owned by the apex: a pointer into the
-/// question, whose name ends with the apex. Its TTL is the negative TTL (RFC 2308).
-fn negative(r: &mut Response<'_>, key: &[u8], zone: &Zone) {
-    debug_assert!(names::is_within(key, &zone.apex), "a name's zone ends it");
-    r.negative_soa(zone, HEADER_LEN + key.len() - zone.apex.len());
+/// question, whose name ends with the apex (`apex` bytes long). Its TTL is the negative TTL
+/// (RFC 2308).
+fn negative(table: &Table, r: &mut Response<'_>, key: &[u8], zone: &Zone, apex: usize) {
+    debug_assert!(
+        zone.host || names::is_within(key, &zone.apex),
+        "a name's zone ends it"
+    );
+    r.negative_soa(zone, HEADER_LEN + key.len() - apex, table.index());
+}
+
+/// The addresses of the name servers of an NS answer that signpost knows (zone data or
+/// registry names), as additional records owned by a pointer to each NS target (RFC 1034
+/// §4.3.2 step 3; left out without TC when they do not fit).
+fn ns_glue(table: &Table, set: &RRSet, targets: &[(usize, usize)], r: &mut Response<'_>) {
+    for &(i, at) in targets {
+        let target = &set.records[i].rdata;
+        let mut key = [0u8; MAX_NAME];
+        let Some(key) = key.get_mut(..target.len()) else {
+            continue;
+        };
+        key.copy_from_slice(target);
+        key.make_ascii_lowercase();
+        let Some(node) = table.node(key) else {
+            continue;
+        };
+        for rtype in [A, AAAA] {
+            for rec in node.get(rtype).map_or(&[][..], |s| &s.records[..]) {
+                let ttl = node.get(rtype).map_or(0, |s| s.ttl);
+                if !r.additional(Response::owner_at(at, target), rtype, ttl, &rec.rdata) {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// SRV targets whose glue owners are kept without a heap allocation.
 const GLUE_INLINE: usize = 16;
 
 /// Writes one record set from its round-robin start (capped by `dns.max_answers` for service
-/// sets), then the SRV targets' addresses as additional records. True if a record was written
-/// or had to be left out for size.
-fn write_set(table: &Table, set: &RRSet, r: &mut Response<'_>) -> bool {
+/// sets), then, with `glue`, the SRV or NS targets' addresses as additional records (which
+/// must follow every answer: an ANY answer asks for the last set's only). True if a record
+/// was written or had to be left out for size.
+fn write_set(table: &Table, zone: &Zone, set: &RRSet, r: &mut Response<'_>, glue: bool) -> bool {
     let n = set.records.len();
     if n == 0 {
         return false;
@@ -169,6 +230,12 @@ fn write_set(table: &Table, set: &RRSet, r: &mut Response<'_>) -> bool {
     } else {
         n
     };
+    if set.rtype == SOA && zone.follows_registry {
+        // One SOA, its serial the registry's now.
+        let soa = zone.soa_rdata(table.index());
+        r.answer(SOA, set.ttl, &soa);
+        return true;
+    }
     let start = set.start();
     // (record index, offset of its SRV target) of each SRV record written, for glue owners;
     // at most `take` of them, inline for the common small answer so it allocates nothing.
@@ -179,10 +246,19 @@ fn write_set(table: &Table, set: &RRSet, r: &mut Response<'_>) -> bool {
             Some(at) => {
                 if set.rtype == SRV {
                     targets.push(((start + k) % n, at + SRV_TARGET));
+                } else if set.rtype == NS {
+                    targets.push(((start + k) % n, at));
                 }
             }
             None => return true,
         }
+    }
+    if !glue {
+        return true;
+    }
+    if set.rtype == NS {
+        ns_glue(table, set, &targets, r);
+        return true;
     }
     for (i, at) in targets {
         let rec = &set.records[i];

@@ -15,10 +15,12 @@ pub(crate) mod forward;
 pub mod handler;
 mod name_map;
 pub(crate) mod names;
+mod notify;
 pub(crate) mod query;
 pub(crate) mod rrl;
 pub(crate) mod table;
 mod tcp;
+pub(crate) mod transfer;
 mod udp;
 pub(crate) mod wire;
 pub(crate) mod zonefile;
@@ -52,6 +54,16 @@ pub struct DnsView {
     /// UDP response-rate limiting; `None` when `dns.rate_limit` is 0. Its `dropped` and
     /// `slipped` counters live here for a metrics endpoint to read.
     rrl: Option<rrl::Limiter>,
+    /// Who may transfer the zones.
+    pub(crate) transfer: transfer::Policy,
+    /// What each published version changed, for IXFR; written by `publish` before the
+    /// index is stored, read by transfers.
+    pub(crate) history: std::sync::Mutex<transfer::History>,
+    /// The published index, for the NOTIFY tasks to wait on.
+    published: tokio::sync::watch::Sender<u64>,
+    /// `dns.notify` and `dns.notify_interval`.
+    notify: Vec<SocketAddr>,
+    notify_interval: Duration,
 }
 
 impl DnsView {
@@ -67,14 +79,15 @@ impl DnsView {
             negative_ttl: config.dns.negative_ttl,
             include_warning: config.dns.include_warning,
             max_answers: config.dns.max_answers,
+            max_udp_payload: config.dns.max_udp_payload,
         };
-        let serial = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(1);
-        let statics = Statics::new(settings, &zones, serial);
+        let statics = Statics::new(settings, &zones, 0);
         let builder = dynamic::Builder::default();
         let table = ArcSwap::from_pointee(dynamic::Builder::empty_table(&statics));
+        let transfer = transfer::Policy::new(config).map_err(|message| ZoneError {
+            path: config.dns.zones_dir.clone(),
+            message,
+        })?;
         Ok(Arc::new(Self {
             statics,
             builder: std::sync::Mutex::new(Prepared {
@@ -83,6 +96,11 @@ impl DnsView {
             }),
             table,
             rrl: rrl::Limiter::new(&config.dns),
+            transfer,
+            history: std::sync::Mutex::new(transfer::History::default()),
+            published: tokio::sync::watch::channel(0).0,
+            notify: config.dns.notify.clone(),
+            notify_interval: config.dns.notify_interval,
         }))
     }
 
@@ -146,7 +164,21 @@ impl View for DnsView {
             Changed::Some(_) => {}
         }
         b.ahead = false;
-        b.builder.publish(&self.statics, |t| self.table.swap(t));
+        let published = b.builder.publish(&self.statics, |t| self.table.swap(t));
+        let from = self
+            .statics
+            .index
+            .load(std::sync::atomic::Ordering::Acquire);
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .record(&self.table.load(), from, snapshot.index, published);
+        // After the swap and the history: a query or transfer that reads this index's serial
+        // reads this snapshot's names.
+        self.statics
+            .index
+            .store(snapshot.index, std::sync::atomic::Ordering::Release);
+        self.published.send_replace(snapshot.index);
     }
 }
 
@@ -271,6 +303,15 @@ pub(crate) fn serve(
             clients.clone(),
             shutdown.clone(),
             tracker.clone(),
+        ));
+    }
+    for secondary in view.notify.clone() {
+        tracker.spawn(notify::run(
+            view.clone(),
+            secondary,
+            view.notify_interval,
+            view.published.subscribe(),
+            shutdown.clone(),
         ));
     }
     Ok(())

@@ -7,7 +7,7 @@
 //! bounds, names, at most one OPT, owned by the root) without building anything.
 
 use super::names::{self, MAX_NAME};
-use super::wire::{HEADER_LEN, MAX_POINTER, OPT};
+use super::wire::{HEADER_LEN, MAX_POINTER, OPT, TSIG};
 
 /// EDNS(0) as the client sent it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,8 @@ pub(crate) struct Query {
     pub qtype: u16,
     pub qclass: u16,
     pub edns: Option<Edns>,
+    /// The last record is a TSIG (RFC 8945): the reply must be signed.
+    pub tsig: bool,
 }
 
 impl Query {
@@ -65,54 +67,113 @@ pub(super) fn skip_name(p: &[u8], mut at: usize) -> Option<usize> {
     }
 }
 
-/// Parses `packet` (at least a 12-byte header, QR clear, opcode QUERY, as the handler
-/// checked) and folds the question name into `key`. `None`: malformed, answer FORMERR.
-pub(crate) fn parse(packet: &[u8], key: &mut [u8; MAX_NAME]) -> Option<Query> {
-    if u16_at(packet, 4)? != 1 {
-        return None;
+/// A query that is not well formed (answer FORMERR), with the EDNS of its first OPT record
+/// when one was read before the fault, so the FORMERR carries an OPT too (RFC 6891 §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Malformed {
+    pub edns: Option<Edns>,
+}
+
+/// Parses `packet` (at least a 12-byte header, QR clear, as the handler checked) and folds
+/// the question name into `key`. `Err`: malformed, answer FORMERR (with an OPT when the
+/// query had one). A message of another opcode is read the same way, for its OPT.
+pub(crate) fn parse(packet: &[u8], key: &mut [u8; MAX_NAME]) -> Result<Query, Malformed> {
+    let bad = Malformed { edns: None };
+    let qdcount = u16_at(packet, 4).ok_or(bad)?;
+    // The one question's name, folded; `None` when there is not exactly one.
+    let qname_len = if qdcount == 1 {
+        names::key_of_question(packet, key)
+    } else {
+        None
+    };
+    // Past every question, so the records (and an OPT among them) can be read even when
+    // the question is at fault.
+    let mut at = HEADER_LEN;
+    for _ in 0..qdcount {
+        at = skip_name(packet, at).ok_or(bad)? + 4;
     }
-    let qname_len = names::key_of_question(packet, key)?;
-    let mut at = HEADER_LEN + qname_len;
-    let qtype = u16_at(packet, at)?;
-    let qclass = u16_at(packet, at + 2)?;
-    at += 4;
-    let records = usize::from(u16_at(packet, 6)?)
-        + usize::from(u16_at(packet, 8)?)
-        + usize::from(u16_at(packet, 10)?);
-    let additional_from = records - usize::from(u16_at(packet, 10)?);
-    let mut edns = None;
-    for i in 0..records {
-        let name_at = at;
-        at = skip_name(packet, at)?;
-        let rtype = u16_at(packet, at)?;
-        let class = u16_at(packet, at + 2)?;
-        // For an OPT, TTL is extended RCODE (unused in a query), version, flags.
-        let version = *packet.get(at + 5)?;
-        let dnssec_ok = packet.get(at + 6)? & 0x80 != 0;
-        let rdlen = usize::from(u16_at(packet, at + 8)?);
-        at += 10;
-        if packet.len() < at + rdlen {
-            return None;
-        }
-        if rtype == OPT {
-            // RFC 6891: one OPT, in the additional section, owned by the root.
-            if i < additional_from || edns.is_some() || packet[name_at] != 0 {
-                return None;
-            }
-            edns = Some(Edns {
-                payload: class,
-                version,
-                dnssec_ok,
-            });
-        }
-        at += rdlen;
-    }
-    Some(Query {
+    let (edns, tsig) = records(packet, at)?;
+    let Some(qname_len) = qname_len else {
+        return Err(Malformed { edns });
+    };
+    let at = HEADER_LEN + qname_len;
+    let (Some(qtype), Some(qclass)) = (u16_at(packet, at), u16_at(packet, at + 2)) else {
+        return Err(Malformed { edns });
+    };
+    Ok(Query {
         qname_len,
         qtype,
         qclass,
         edns,
+        tsig,
     })
+}
+
+/// Walks the answer, authority and additional records from `at`: every record's bounds and
+/// name, at most one OPT, in the additional section, owned by the root, its options filling
+/// its RDATA exactly. `Ok`: the OPT's EDNS, if any, and whether the last record is a TSIG;
+/// `Err` carries the first OPT read.
+fn records(packet: &[u8], mut at: usize) -> Result<(Option<Edns>, bool), Malformed> {
+    let mut edns = None;
+    let mut tsig = false;
+    let mut bad = false;
+    let count = |i| u16_at(packet, i).map(usize::from);
+    let (Some(an), Some(ns), Some(ar)) = (count(6), count(8), count(10)) else {
+        return Err(Malformed { edns });
+    };
+    let additional_from = an + ns;
+    for i in 0..an + ns + ar {
+        let name_at = at;
+        let Some(end) = skip_name(packet, at) else {
+            return Err(Malformed { edns });
+        };
+        at = end;
+        let (Some(rtype), Some(class), Some(rdlen)) = (
+            u16_at(packet, at),
+            u16_at(packet, at + 2),
+            u16_at(packet, at + 8),
+        ) else {
+            return Err(Malformed { edns });
+        };
+        let rdlen = usize::from(rdlen);
+        at += 10;
+        if packet.len() < at + rdlen {
+            return Err(Malformed { edns });
+        }
+        if rtype == OPT {
+            // For an OPT, TTL is extended RCODE (unused in a query), version, flags.
+            let opt = Edns {
+                payload: class,
+                version: packet[at - 5],
+                dnssec_ok: packet[at - 4] & 0x80 != 0,
+            };
+            // RFC 6891 §6.1.1: one OPT, in the additional section, owned by the root.
+            bad |= i < additional_from || edns.is_some() || packet[name_at] != 0;
+            bad |= !options_fill(&packet[at..at + rdlen]);
+            edns = edns.or(Some(opt));
+        }
+        tsig = rtype == TSIG && i + 1 == an + ns + ar && i >= additional_from;
+        at += rdlen;
+    }
+    if bad {
+        Err(Malformed { edns })
+    } else {
+        Ok((edns, tsig))
+    }
+}
+
+/// Whether `rdata` is a whole number of EDNS options (code, length, that many bytes):
+/// an option running past the RDATA, or a stray byte after the last, is malformed. Option
+/// codes are not looked at: unknown options are ignored (RFC 6891 §6.1.2).
+fn options_fill(rdata: &[u8]) -> bool {
+    let mut at = 0;
+    while at < rdata.len() {
+        match u16_at(rdata, at + 2) {
+            Some(len) => at += 4 + usize::from(len),
+            None => return false,
+        }
+    }
+    at == rdata.len()
 }
 
 #[cfg(test)]
@@ -162,30 +223,70 @@ mod tests {
         let good = wire("web.service.internal.", Some(1232));
         // Cut anywhere inside: malformed.
         for cut in 12..good.len() {
-            assert!(parse(&good[..cut], &mut key).is_none(), "cut at {cut}");
+            assert!(parse(&good[..cut], &mut key).is_err(), "cut at {cut}");
         }
         // Two questions, or none.
         let mut two = good.clone();
         two[5] = 2;
-        assert!(parse(&two, &mut key).is_none());
+        assert!(parse(&two, &mut key).is_err());
         let mut none = good.clone();
         none[5] = 0;
-        assert!(parse(&none, &mut key).is_none());
+        assert!(parse(&none, &mut key).is_err());
         // A second OPT record.
         let mut double = good.clone();
         double[11] = 2;
         double.extend_from_slice(&good[good.len() - 11..]);
-        assert!(parse(&double, &mut key).is_none());
+        assert!(parse(&double, &mut key).is_err());
         // An OPT not owned by the root.
         let mut owned = wire("web.service.internal.", None);
         owned[11] = 1;
         owned.extend_from_slice(&[0xc0, 12, 0, 41, 4, 0, 0, 0, 0, 0, 0, 0]);
-        assert!(parse(&owned, &mut key).is_none());
+        assert!(parse(&owned, &mut key).is_err());
         // A forward compression pointer in a record name.
         let mut fwd = wire("web.service.internal.", None);
         fwd[7] = 1;
         fwd.extend_from_slice(&[0xc0, 0xff, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
-        assert!(parse(&fwd, &mut key).is_none());
+        assert!(parse(&fwd, &mut key).is_err());
+    }
+
+    /// The wire of a query with an OPT whose RDATA is `rdata` (RDLENGTH its length).
+    fn with_options(rdata: &[u8]) -> Vec<u8> {
+        let mut q = wire("web.service.internal.", None);
+        q[11] = 1;
+        q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0]);
+        q.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        q.extend_from_slice(rdata);
+        q
+    }
+
+    #[test]
+    fn options_must_fill_the_opt_rdata_and_unknown_ones_are_ignored() {
+        let mut key = [0u8; MAX_NAME];
+        let edns = Some(Edns {
+            payload: 1232,
+            version: 0,
+            dnssec_ok: true,
+        });
+        // Two options, one of an unassigned code: fine.
+        let good = with_options(&[0xfd, 0xe9, 0, 2, 1, 2, 0, 10, 0, 0]);
+        assert_eq!(parse(&good, &mut key).unwrap().edns, edns);
+        for bad in [
+            &[0, 10, 0, 9, 1, 2][..], // an option's length past the RDATA
+            &[0, 10, 0, 0, 7][..],    // a stray byte after the last option
+            &[0, 10, 0][..],          // a cut option header
+        ] {
+            // Malformed, and the OPT read is handed back for the FORMERR's own OPT.
+            assert_eq!(
+                parse(&with_options(bad), &mut key),
+                Err(Malformed { edns }),
+                "{bad:?}"
+            );
+        }
+        // Two OPTs, or one not owned by the root: malformed, the first OPT handed back.
+        let mut double = with_options(&[]);
+        double[11] = 2;
+        double.extend_from_slice(&with_options(&[])[double.len() - 11..]);
+        assert_eq!(parse(&double, &mut key), Err(Malformed { edns }));
     }
 
     #[test]

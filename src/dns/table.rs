@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use smallvec::SmallVec;
 
@@ -119,6 +119,17 @@ pub(crate) struct Zone {
     /// apex, how many bytes precede the apex (so a negative answer can point the rest at
     /// the apex already in the question, as Knot and NSD compress it).
     pub soa_names: [SoaName; 2],
+    /// A host zone: the zone of a registered address's reverse name outside every zone file,
+    /// whose apex is that name itself (there is one such `Zone`, shared by all of them). It
+    /// has the base domain's SOA and NS, is answered at its apex (SOA, NS, PTR), and a name
+    /// below it is NXDOMAIN; a reverse name of no registered address is outside it.
+    pub host: bool,
+    /// Its SOA serial follows the registry: `serial_base` plus the registry index
+    /// (`Table::index`). The base domain's zone, the host zones, and zone files of reverse
+    /// zones (under `arpa.`), which registered addresses' PTRs join.
+    pub follows_registry: bool,
+    /// The serial of its SOA as loaded (the zone file's; 0 when synthesised).
+    pub serial_base: u32,
 }
 
 /// One domain name inside SOA RDATA (see `Zone::soa_names`).
@@ -159,7 +170,55 @@ impl Zone {
             soa,
             negative_ttl,
             soa_names,
+            host: false,
+            follows_registry: false,
+            serial_base: 0,
         }
+    }
+
+    /// Marks the zone as following the registry, from the serial its SOA has now.
+    fn following_registry(mut self) -> Self {
+        let at = self.soa_numbers();
+        self.serial_base = u32::from_be_bytes(self.soa[at..at + 4].try_into().expect("4 bytes"));
+        self.follows_registry = true;
+        self
+    }
+
+    /// Its SOA serial at registry index `index`: the base plus the index, in serial number
+    /// arithmetic (RFC 1982: the sum wraps, and a step below 2^31 reads as an increase), so
+    /// it grows with every published change and is the same on every replica sharing the
+    /// registry's index. Fixed for a zone that does not follow the registry.
+    pub(crate) fn serial(&self, index: u64) -> u32 {
+        if self.follows_registry {
+            self.serial_base.wrapping_add(index as u32)
+        } else {
+            let at = self.soa_numbers();
+            u32::from_be_bytes(self.soa[at..at + 4].try_into().expect("4 bytes"))
+        }
+    }
+
+    /// Where the SOA RDATA's numbers (serial first) start, after MNAME and RNAME.
+    pub(crate) fn soa_numbers(&self) -> usize {
+        self.soa_names[1].start + self.soa_names[1].len
+    }
+
+    /// The SOA RDATA at registry index `index`, as written.
+    pub(crate) fn soa_rdata(&self, index: u64) -> SmallVec<[u8; 128]> {
+        let mut rdata: SmallVec<[u8; 128]> = SmallVec::from_slice(&self.soa);
+        let at = self.soa_numbers();
+        rdata[at..at + 4].copy_from_slice(&self.serial(index).to_be_bytes());
+        rdata
+    }
+
+    /// The host zone (`host`), with the base domain's SOA RDATA `soa`.
+    fn host(soa: Box<[u8]>, negative_ttl: u32) -> Self {
+        let mut z = Self::new(Box::new([]), soa, negative_ttl).following_registry();
+        // Its apex is the question's name, never a suffix the SOA's names could share.
+        for n in &mut z.soa_names {
+            n.before_apex = None;
+        }
+        z.host = true;
+        z
     }
 }
 
@@ -172,6 +231,8 @@ pub(crate) struct Settings {
     pub negative_ttl: u32,
     pub include_warning: bool,
     pub max_answers: usize,
+    /// `dns.max_udp_payload`: the largest UDP answer, and what replies' OPT advertises.
+    pub max_udp_payload: u16,
 }
 
 /// The parts of a table that do not change with the registry.
@@ -182,17 +243,31 @@ pub(crate) struct Statics {
     /// Apex → zone index.
     pub(super) apexes: Arc<Vec<(Box<[u8]>, usize)>>,
     pub(super) names: Arc<StaticNames>,
-    /// Zones of the reverse names of registered addresses (`in-addr.arpa.`, `ip6.arpa.`),
-    /// so their NODATA answers carry an SOA owned by an ancestor of the name. They are not
-    /// apexes: other reverse names stay outside every zone (REFUSED).
-    pub(super) reverse_zones: [usize; 2],
+    /// The host zone (`Zone::host`): where a registered address's reverse name lives when
+    /// no zone file holds it.
+    pub(super) host_zone: usize,
+    /// The registry index the tables answer for, shared by every table (`Table::index`).
+    pub(super) index: Arc<AtomicU64>,
+    /// Each zone's SOA TTL (positive answers and transfers), by zone index.
+    pub(super) soa_ttls: Arc<Vec<u32>>,
 }
 
-/// Where a query name falls.
+impl Statics {
+    /// The zone a reverse name of a registered address belongs to: the zone file whose zone
+    /// holds it, or else its own host zone.
+    pub(crate) fn reverse_zone_of(&self, key: &[u8]) -> usize {
+        names::suffixes(key)
+            .find_map(|s| self.apexes.iter().find(|(a, _)| **a == *s).map(|(_, z)| *z))
+            .unwrap_or(self.host_zone)
+    }
+}
+
+/// Where a query name falls. The `usize` is the length of the zone's apex, a suffix of the
+/// name (for a host zone, the name of its node).
 pub(crate) enum Lookup<'a> {
-    Found(&'a Node, &'a Zone),
+    Found(&'a Node, &'a Zone, usize),
     /// Inside a zone, but no such name.
-    NxDomain(&'a Zone),
+    NxDomain(&'a Zone, usize),
     /// Outside every zone signpost serves.
     Outside,
 }
@@ -206,23 +281,95 @@ pub struct Table {
     pub(super) statics: Arc<StaticNames>,
     /// The registry's names (`dynamic::Builder`).
     pub(super) dynamic: DynamicNames,
+    /// The registry index of the names published last, which the serial of every zone that
+    /// follows the registry adds to its base: `DnsView::publish` stores it after it swaps in
+    /// the table of a new index, so a serial is never seen with older names than its own.
+    pub(super) index: Arc<AtomicU64>,
+    /// Each zone's SOA TTL (`Statics::soa_ttls`).
+    pub(super) soa_ttls: Arc<Vec<u32>>,
 }
 
 impl Table {
     pub(crate) fn lookup(&self, key: &[u8]) -> Lookup<'_> {
-        if let Some(n) = self.dynamic.get(key) {
-            return Lookup::Found(n, &self.zones[n.zone]);
+        if let Some(n) = self.node(key) {
+            let zone = &self.zones[n.zone];
+            let apex = if zone.host {
+                key.len()
+            } else {
+                zone.apex.len()
+            };
+            return Lookup::Found(n, zone, apex);
         }
-        if let Some(n) = self.statics.get(key) {
-            return Lookup::Found(n, &self.zones[n.zone]);
-        }
+        // Only a reverse name can lie below a host zone's apex (a registered reverse name).
+        let reverse = key.ends_with(b"\x04arpa\x00");
         for s in names::suffixes(key) {
             // A handful of apexes: comparing bytes beats hashing every suffix.
             if let Some((_, z)) = self.apexes.iter().find(|(a, _)| **a == *s) {
-                return Lookup::NxDomain(&self.zones[*z]);
+                return Lookup::NxDomain(&self.zones[*z], s.len());
+            }
+            if reverse
+                && let Some(n) = self.dynamic.get(s)
+                && self.zones[n.zone].host
+            {
+                return Lookup::NxDomain(&self.zones[n.zone], s.len());
             }
         }
         Lookup::Outside
+    }
+
+    /// The registry index the serials follow now.
+    pub(crate) fn index(&self) -> u64 {
+        self.index.load(Ordering::Acquire)
+    }
+
+    /// The SOA TTL of zone `zone`.
+    pub(crate) fn soa_ttl(&self, zone: usize) -> u32 {
+        self.soa_ttls
+            .get(zone)
+            .copied()
+            .unwrap_or(self.settings.ttl)
+    }
+
+    /// Every record of zone `zone` but its SOA, as a transfer sends them: the registry's
+    /// names (which shadow a static name of the same owner) and the zone file's, each set in
+    /// its stored order (no rotation counter is touched).
+    pub(crate) fn zone_records(&self, zone: usize, out: &mut Vec<super::transfer::Rr>) {
+        use super::transfer::Rr;
+        let mut push = |owner: &Arc<[u8]>, node: &Node| {
+            for set in node.rrsets.iter().filter(|s| s.rtype != SOA) {
+                for rec in &set.records {
+                    out.push(Rr {
+                        owner: owner.clone(),
+                        rtype: set.rtype,
+                        rdata: rec.rdata.clone(),
+                        ttl: set.ttl,
+                    });
+                }
+            }
+        };
+        for (name, node) in self.dynamic.iter() {
+            if node.zone == zone {
+                push(name, node);
+            }
+        }
+        for (name, node) in self.statics.iter() {
+            if node.zone == zone && !self.dynamic.contains_key(name) {
+                push(&Arc::from(&name[..]), node);
+            }
+        }
+    }
+
+    /// The node of `key` (lowercase wire format), registry names first.
+    pub(crate) fn node(&self, key: &[u8]) -> Option<&Node> {
+        self.dynamic
+            .get(key)
+            .map(|n| &**n)
+            .or_else(|| self.statics.get(key))
+    }
+
+    /// The base domain's NS record set (the host zones' NS too).
+    pub(crate) fn domain_ns(&self) -> Option<&RRSet> {
+        self.statics.get(&self.zones[0].apex)?.get(NS)
     }
 }
 
@@ -249,8 +396,9 @@ fn soa_minimum(rdata: &[u8]) -> u32 {
 
 impl Statics {
     /// Builds the static part: the base domain's zone (from its zone file, or made up) and
-    /// every other zone file. `serial` is the made-up SOA's serial.
-    pub(crate) fn new(settings: Settings, files: &[StaticZone], serial: u32) -> Self {
+    /// every other zone file. The SOA serial of D starts at its zone file's (0 for the
+    /// synthesised SOA) plus `index`, the registry's.
+    pub(crate) fn new(settings: Settings, files: &[StaticZone], index: u64) -> Self {
         let mut zones = Vec::new();
         let mut apexes = Vec::new();
         let mut names = StaticNames::default();
@@ -265,15 +413,15 @@ impl Statics {
                 (rdata.into_boxed_slice(), s.ttl)
             }
             None => (
-                synthesized_soa(&settings.domain, serial, settings.negative_ttl),
+                synthesized_soa(&settings.domain, 0, settings.negative_ttl),
                 settings.ttl,
             ),
         };
-        zones.push(Zone::new(
-            settings.domain.clone(),
-            soa.clone(),
-            settings.negative_ttl,
-        ));
+        zones.push(
+            Zone::new(settings.domain.clone(), soa.clone(), settings.negative_ttl)
+                .following_registry(),
+        );
+        let mut soa_ttls = vec![soa_ttl];
         apexes.push((settings.domain.clone(), 0));
         let mut records: Vec<Loose> = Vec::new();
         if own.is_none() {
@@ -286,11 +434,20 @@ impl Statics {
                 0
             } else {
                 let s = z.soa();
-                zones.push(Zone::new(
+                let zone = Zone::new(
                     z.apex.clone(),
                     s.rdata.clone(),
                     s.ttl.min(soa_minimum(&s.rdata)),
-                ));
+                );
+                // A reverse zone's names change with the registry (registered addresses'
+                // PTRs join it), so its serial follows the registry too.
+                let arpa = names::from_dotted("arpa.").expect("a valid name");
+                zones.push(if names::is_within(&z.apex, &arpa) {
+                    zone.following_registry()
+                } else {
+                    zone
+                });
+                soa_ttls.push(s.ttl);
                 apexes.push((z.apex.clone(), zones.len() - 1));
                 zones.len() - 1
             };
@@ -303,15 +460,9 @@ impl Statics {
                 records.push((zi, r.name.clone(), r.rtype, r.ttl, rdata));
             }
         }
-        let mut reverse_zones = [0; 2];
-        for (slot, apex) in reverse_zones.iter_mut().zip(["in-addr.arpa.", "ip6.arpa."]) {
-            zones.push(Zone::new(
-                names::from_dotted(apex).expect("a valid name"),
-                zones[0].soa.clone(),
-                settings.negative_ttl,
-            ));
-            *slot = zones.len() - 1;
-        }
+        zones.push(Zone::host(zones[0].soa.clone(), settings.negative_ttl));
+        soa_ttls.push(settings.ttl);
+        let host_zone = zones.len() - 1;
         // Group into record sets, in file order within a set.
         let mut grouped: BTreeMap<(Box<[u8]>, u16), Grouped> = BTreeMap::new();
         for (zi, name, rtype, ttl, rdata) in records {
@@ -355,7 +506,9 @@ impl Statics {
             zones: Arc::new(zones),
             apexes: Arc::new(apexes),
             names: Arc::new(names),
-            reverse_zones,
+            host_zone,
+            index: Arc::new(AtomicU64::new(index)),
+            soa_ttls: Arc::new(soa_ttls),
         }
     }
 }

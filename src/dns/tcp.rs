@@ -1,5 +1,6 @@
-//! DNS over TCP: length-prefixed messages, several per connection, answered in order, and who
-//! may hold a connection.
+//! DNS over TCP: length-prefixed messages, several per connection, each answered as soon as
+//! it is ready (RFC 7766 pipelining: a forwarded query never holds back a local answer),
+//! and who may hold a connection.
 //!
 //! A semaphore permit is taken *before* `accept`, so at most `max_connections` are served and
 //! the rest wait in the kernel's backlog; an idle connection is closed after `idle_timeout`.
@@ -16,11 +17,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::forward::Forwarder;
 use super::handler::{Outcome, Transport, handle, servfail};
+use super::transfer::{self, Transfer};
 use super::{DnsView, TcpLimits};
 
 pub(crate) async fn run(
@@ -60,7 +63,7 @@ pub(crate) async fn run(
         let recursion = forwarder.as_ref().is_some_and(|f| f.allows(peer.ip()));
         let forwarder = forwarder.clone().filter(|_| recursion);
         tracker.spawn(async move {
-            if let Err(e) = connection(stream, view, forwarder, limits, shutdown).await {
+            if let Err(e) = connection(stream, peer, view, forwarder, limits, shutdown).await {
                 tracing::debug!(%peer, error = %e, "tcp connection");
             }
             drop(counted);
@@ -123,61 +126,130 @@ impl Drop for Counted {
     }
 }
 
+/// Most queries of one connection being forwarded at once (RFC 7766 §6.2.1.1 pipelining;
+/// Knot's `tcp-pipeline` default is 20). At the bound the connection reads no further until
+/// one is answered, so a client cannot park more than this many upstream round trips.
+const MAX_PIPELINED: usize = 16;
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// Most bytes buffered ahead of the queries being answered: one largest message and its
+/// length prefix, plus a chunk. Past it, reading waits.
+const MAX_BUFFERED: usize = 2 + 65_535 + READ_CHUNK;
+
+/// The first whole length-prefixed message of `buf`, as a range of it.
+fn next_frame(buf: &[u8]) -> Option<std::ops::Range<usize>> {
+    let len = usize::from(u16::from_be_bytes([*buf.first()?, *buf.get(1)?]));
+    (buf.len() >= 2 + len).then_some(2..2 + len)
+}
+
 /// Serves one connection; `forwarder` is `Some` only when this client may use forwarding.
+///
+/// Queries are answered as each is ready (RFC 7766 §6.2.1.1): a query signpost answers
+/// itself is written at once, while forwarded ones run as tasks of this connection, so a
+/// slow upstream never holds back an answer behind it. Reads are cancel-safe (bytes go into
+/// `inbuf`, whole messages are taken from it), so waiting for a read and for a forwarded
+/// answer at once loses nothing. The connection is idle, and closed, when no whole query
+/// arrived for `idle_timeout` and nothing is being forwarded.
 async fn connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
     view: Arc<DnsView>,
     forwarder: Option<Arc<Forwarder>>,
     limits: TcpLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let mut buf = vec![0u8; 65_535];
+    let (mut rd, mut wr) = stream.into_split();
+    let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut chunk = vec![0u8; READ_CHUNK];
     let mut out = Vec::with_capacity(4096);
+    let mut pending: JoinSet<Vec<u8>> = JoinSet::new();
+    let mut reading = true;
+    let mut idle_at = tokio::time::Instant::now() + limits.idle_timeout;
     loop {
-        let mut len = [0u8; 2];
-        let read = async {
-            stream.read_exact(&mut len).await?;
-            let n = usize::from(u16::from_be_bytes(len));
-            stream.read_exact(&mut buf[..n]).await?;
-            Ok::<usize, std::io::Error>(n)
-        };
-        let n = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(limits.idle_timeout, read) => match r {
-                Err(_) => return Ok(()), // idle
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(r) => r?,
-            },
-        };
-        let recursion = forwarder.is_some();
-        let reply: &[u8] = match handle(
-            &view.table(),
-            &buf[..n],
-            Transport::Tcp,
-            recursion,
-            &mut out,
-        ) {
-            Outcome::Answered(_) => &out,
-            Outcome::Dropped => continue,
-            Outcome::Forward => {
-                let fwd = forwarder.as_ref().expect("forwarding implies a forwarder");
-                match fwd.forward(&buf[..n], true).await {
-                    Some(r) => {
-                        out = r;
-                    }
-                    None => servfail(&buf[..n], &mut out),
+        // Answer every whole query already read, while there is room to forward.
+        while pending.len() < MAX_PIPELINED
+            && let Some(frame) = next_frame(&inbuf)
+        {
+            idle_at = tokio::time::Instant::now() + limits.idle_timeout;
+            let query = &inbuf[frame.clone()];
+            if transfer::is_transfer(query) {
+                // A zone transfer: its messages are written one by one from one table, while
+                // queries elsewhere go on; this connection's next query waits for the end.
+                let table = view.table().clone();
+                let mut t = Transfer::new(&table, &view.history, &view.transfer, peer.ip(), query);
+                while let Some(message) = t.next() {
+                    write_framed(&mut wr, &message, limits).await?;
                 }
-                &out
+                inbuf.drain(..frame.end);
+                continue;
             }
-        };
-        let mut framed = Vec::with_capacity(reply.len() + 2);
-        framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
-        framed.extend_from_slice(reply);
-        tokio::time::timeout(limits.idle_timeout, stream.write_all(&framed))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))??;
+            match handle(
+                &view.table(),
+                query,
+                Transport::Tcp,
+                forwarder.is_some(),
+                &mut out,
+            ) {
+                Outcome::Answered(_) => write_framed(&mut wr, &out, limits).await?,
+                Outcome::Signed(_) => {
+                    transfer::sign_answer(&view.transfer, query, &mut out);
+                    write_framed(&mut wr, &out, limits).await?;
+                }
+                Outcome::Dropped => {}
+                Outcome::Forward => {
+                    let fwd = forwarder.clone().expect("forwarding implies a forwarder");
+                    let query = query.to_vec();
+                    pending.spawn(async move {
+                        match fwd.forward(&query, true).await {
+                            Some(r) => r,
+                            None => {
+                                let mut out = Vec::new();
+                                servfail(&query, &mut out);
+                                out
+                            }
+                        }
+                    });
+                }
+            }
+            inbuf.drain(..frame.end);
+        }
+        if !reading && pending.is_empty() {
+            return Ok(());
+        }
+        let may_read = reading && pending.len() < MAX_PIPELINED && inbuf.len() < MAX_BUFFERED;
+        tokio::select! {
+            done = pending.join_next(), if !pending.is_empty() => {
+                if let Some(Ok(reply)) = done {
+                    write_framed(&mut wr, &reply, limits).await?;
+                }
+            }
+            r = rd.read(&mut chunk), if may_read => match r {
+                Ok(0) => reading = false, // the client is done sending; answer what is pending
+                Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(e),
+            },
+            _ = tokio::time::sleep_until(idle_at), if reading && pending.is_empty() => {
+                reading = false; // idle: no whole query for idle_timeout
+            }
+            _ = shutdown.cancelled(), if reading => reading = false,
+        }
     }
+}
+
+/// Writes one reply with its length prefix, bounded by the idle timeout (a client that does
+/// not read its answers is dropped).
+async fn write_framed(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    reply: &[u8],
+    limits: TcpLimits,
+) -> std::io::Result<()> {
+    let mut framed = Vec::with_capacity(reply.len() + 2);
+    framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+    framed.extend_from_slice(reply);
+    tokio::time::timeout(limits.idle_timeout, wr.write_all(&framed))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))?
 }
 
 #[cfg(test)]

@@ -63,6 +63,12 @@ pub(crate) fn run(
             recursion,
             &mut out,
         ) {
+            Outcome::Signed(_) => {
+                // Signed queries come from holders of the transfer key (secondaries checking
+                // the SOA): their answers are not rate-limited.
+                super::transfer::sign_answer(&view.transfer, &buf[..n], &mut out);
+                send(&socket, &out, peer);
+            }
             Outcome::Answered(rcode) => {
                 if let Some(rrl) = rrl
                     && !rrl.admit(peer.ip(), rcode, &mut out, &mut slips)

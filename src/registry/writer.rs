@@ -74,6 +74,10 @@ pub struct Writer {
     /// Most commands (and deadlines) in one batch: `MAX_BATCH`, or less when the store's
     /// transactions are bounded (`Backend::max_batch`).
     max_batch: usize,
+    /// The index of the last change the store holds. Health changes move the published
+    /// index past it without being stored (embedded store); the flush at shutdown stores that
+    /// index.
+    stored: u64,
 }
 
 /// Where a status comes from, which decides how a shared store writes it.
@@ -100,7 +104,8 @@ impl Writer {
         let owners = backend.owners();
         let mut snapshot = Snapshot::default();
         snapshot.index = loaded.index;
-        let mut stored: std::collections::HashMap<InstanceKey, HealthChange> = loaded
+        let loaded_index = loaded.index;
+        let mut statuses: std::collections::HashMap<InstanceKey, HealthChange> = loaded
             .health
             .into_iter()
             .map(|h| (h.key.clone(), h))
@@ -112,7 +117,7 @@ impl Writer {
         let mut services: std::collections::HashMap<ServiceName, ServiceInstances> =
             std::collections::HashMap::new();
         for inst in loaded.instances {
-            let health = match stored.remove(inst.key()) {
+            let health = match statuses.remove(inst.key()) {
                 Some(h) if h.check.as_ref() == inst.check() => h.health,
                 _ => policy::initial_health(&inst, wall),
             };
@@ -147,6 +152,7 @@ impl Writer {
             owners,
             own: std::collections::HashMap::new(),
             max_batch,
+            stored: loaded_index,
         };
         (w, first)
     }
@@ -241,6 +247,14 @@ impl Writer {
                 self.commit(batch).await;
             }
             if let Some(reply) = flush {
+                if !self.shared && self.snapshot.index > self.stored {
+                    // An empty record at the published index, so the registry loads at it
+                    // again and the index (the DNS SOA serial) never goes back on a restart.
+                    let at = self.snapshot.index;
+                    if let Err(e) = self.backend.clone().commit(Vec::new(), at).await {
+                        tracing::warn!(error = %e, "the index of the last health changes was not stored");
+                    }
+                }
                 let _ = reply.send(self.backend.clone().flush().await);
                 return;
             }
@@ -489,6 +503,7 @@ impl Writer {
                     if index != snap.index {
                         snap.reindex(&keys, self.snapshot.index, index);
                     }
+                    self.stored = index;
                     if self.shared {
                         for key in &keys {
                             self.own.insert(key.clone(), index);
@@ -569,6 +584,7 @@ impl Writer {
         }
         let Batch { mut snap, keys, .. } = batch;
         let index = self.snapshot.index.max(remote.index);
+        self.stored = self.stored.max(remote.index);
         snap.reindex(&keys, self.snapshot.index, index);
         self.publish(snap, &keys);
     }
