@@ -2,10 +2,11 @@
 //! revision, each watch response handed to the registry writer as one batch of changes made
 //! elsewhere (`Remote`), with each change's revision.
 //!
-//! The client crate does not resume a watch by itself. A broken watch (transport error, no
-//! leader) is opened again from the last revision seen, progress notifications included, after
-//! a jittered backoff. A watch etcd cancels because it compacted past that revision cannot
-//! resume: everything is read again and only the difference from the copy is handed on. The
+//! The client crate does not resume a watch by itself. A broken watch (a transport error, the
+//! stream ending) is opened again from the last revision seen, progress notifications
+//! included, after a jittered backoff. A watch etcd cancels (it compacted past that revision,
+//! or lost its leader) is not trusted to resume: everything is read again and only the
+//! difference from the copy is handed on. The
 //! member keys are not registry changes: they set the live members (`Owners`).
 
 use std::collections::HashMap;
@@ -150,22 +151,23 @@ impl Etcd {
                 self.up.store(true, Ordering::Relaxed);
                 backoff.reset();
                 if resp.canceled() {
-                    if resp.compact_revision() > 0 {
-                        tracing::warn!(
-                            revision = rev,
-                            compacted = resp.compact_revision(),
-                            "etcd compacted past this replica's revision; reloading"
-                        );
-                        match self.reload(&tx).await {
-                            Ok(Some(r)) => {
-                                rev = r;
-                                broken = false;
-                            }
-                            Ok(None) => return,
-                            Err(e) => tracing::warn!(error = %e, "reload failed; retrying"),
+                    // Compacted past this replica's revision, or canceled by etcd for another
+                    // reason (no leader, a server limit): either way the watch cannot be
+                    // trusted to continue, so everything is read again and only the
+                    // difference is applied.
+                    tracing::warn!(
+                        revision = rev,
+                        compacted = resp.compact_revision(),
+                        reason = resp.cancel_reason(),
+                        "watch canceled by etcd; reloading"
+                    );
+                    match self.reload(&tx).await {
+                        Ok(Some(r)) => {
+                            rev = r;
+                            broken = false;
                         }
-                    } else {
-                        tracing::warn!(reason = resp.cancel_reason(), "watch canceled; resuming");
+                        Ok(None) => return,
+                        Err(e) => tracing::warn!(error = %e, "reload failed; retrying"),
                     }
                     break;
                 }
