@@ -80,6 +80,7 @@ fn reg(addr: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_on_one_replica_is_in_every_replica_with_the_same_index() {
+    let _serial = common::etcd::SERIAL.lock().await;
     let cluster = Cluster::start(1);
     let a = replica(&cluster, "a").await;
     let b = replica(&cluster, "b").await;
@@ -173,6 +174,7 @@ async fn target() -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_check_is_probed_by_one_replica_and_statuses_are_shared() {
+    let _serial = common::etcd::SERIAL.lock().await;
     let cluster = Cluster::start(1);
     let a = replica(&cluster, "a").await;
     let b = replica(&cluster, "b").await;
@@ -210,6 +212,7 @@ async fn each_check_is_probed_by_one_replica_and_statuses_are_shared() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_replicas_checks_move_to_the_others() {
+    let _serial = common::etcd::SERIAL.lock().await;
     let cluster = Cluster::start(1);
     let a = replica(&cluster, "a").await;
     let b = replica(&cluster, "b").await;
@@ -243,6 +246,7 @@ async fn a_stopped_replicas_checks_move_to_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ttl_runs_out_once_across_replicas() {
+    let _serial = common::etcd::SERIAL.lock().await;
     let cluster = Cluster::start(1);
     let a = replica(&cluster, "a").await;
     let b = replica(&cluster, "b").await;
@@ -275,6 +279,7 @@ async fn a_ttl_runs_out_once_across_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_stopped_keeps_dns_answering_and_writes_503_until_it_returns() {
+    let _serial = common::etcd::SERIAL.lock().await;
     let mut cluster = Cluster::start(1);
     let a = replica(&cluster, "a").await;
     let b = replica(&cluster, "b").await;
@@ -339,6 +344,7 @@ async fn etcd_stopped_keeps_dns_answering_and_writes_503_until_it_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_etcd_leader_killed_during_writes_loses_nothing_acknowledged() {
+    let _serial = common::etcd::SERIAL.lock().await;
     let mut cluster = Cluster::start(3);
     let a = replica(&cluster, "a").await;
     let b = replica(&cluster, "b").await;
@@ -416,6 +422,7 @@ async fn the_etcd_leader_killed_during_writes_loses_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deregister_after_removes_an_instance_once_for_every_replica() {
+    let _serial = common::etcd::SERIAL.lock().await;
     let cluster = Cluster::start(1);
     let a = replica(&cluster, "a").await;
     let b = replica(&cluster, "b").await;
@@ -469,4 +476,100 @@ async fn deregister_after_removes_an_instance_once_for_every_replica() {
         "{history}"
     );
     assert_eq!(events("PUT", "/signpost/health/gone/g1"), 2, "{history}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_through_two_replicas_give_both_the_same_indexes_and_bodies() {
+    let _serial = common::etcd::SERIAL.lock().await;
+    let cluster = Cluster::start(1);
+    let a = replica(&cluster, "a").await;
+    let b = replica(&cluster, "b").await;
+    let burst = |s: &TestServer, service: &'static str| {
+        let (c, url) = (s.client.clone(), s.url(""));
+        tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            for t in 0..4 {
+                let (c, url) = (c.clone(), url.clone());
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..25 {
+                        let r = c
+                            .put(format!("{url}/v1/services/{service}/instances/i{t}-{i}"))
+                            .json(&json!({"address": format!("10.6.{t}.{}", i + 1), "port": 80}))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 200);
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+    };
+    let (x, y) = (burst(&a, "left"), burst(&b, "right"));
+    x.await.unwrap();
+    y.await.unwrap();
+    // Once both have everything, every read is the same on both: the same index per service
+    // (its last change's revision) and the same body.
+    let start = Instant::now();
+    loop {
+        let (_, ia, _) = get(&a, "/v1/services").await;
+        let (_, ib, _) = get(&b, "/v1/services").await;
+        if ia == ib {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{ia:?} vs {ib:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for service in ["left", "right"] {
+        let path = format!("/v1/services/{service}");
+        let (_, ia, body_a) = get(&a, &path).await;
+        let (_, ib, body_b) = get(&b, &path).await;
+        assert_eq!(body_a["instances"].as_array().unwrap().len(), 100);
+        assert_eq!(ia, ib, "{service}: the same index on both replicas");
+        assert_eq!(body_a, body_b, "{service}: the same body on both replicas");
+        // Its last change is at the revision etcd gave it, on both replicas: a long-poll from
+        // just below returns at once, one from that revision waits (a replica that stamped
+        // another replica's change with a later index of its own would return at once).
+        let kvs: serde_json::Value = serde_json::from_str(&cluster.ctl(&[
+            "get",
+            &format!("/signpost/instances/{service}/"),
+            "--prefix",
+            "-w",
+            "json",
+        ]))
+        .unwrap();
+        let last = kvs["kvs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|kv| kv["mod_revision"].as_u64().unwrap())
+            .max()
+            .unwrap();
+        for s in [&a, &b] {
+            let at_once = |index: u64| {
+                let url = s.url(&format!("{path}?index={index}&wait=3s"));
+                let c = s.client.clone();
+                async move {
+                    let t = Instant::now();
+                    c.get(url).send().await.unwrap();
+                    t.elapsed() < Duration::from_millis(1500)
+                }
+            };
+            assert!(
+                at_once(last - 1).await,
+                "{service} on {}: changed at {last}",
+                s.http
+            );
+            assert!(
+                !at_once(last).await,
+                "{service} on {}: unchanged since {last}",
+                s.http
+            );
+        }
+    }
 }

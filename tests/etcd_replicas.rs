@@ -231,6 +231,7 @@ async fn target() -> (SocketAddr, Arc<Mutex<HashMap<String, Vec<Instant>>>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_burst_loses_nothing_acknowledged_and_its_checks_move() {
+    let _serial = common::etcd::SERIAL.lock().await;
     let cluster = Cluster::start(1);
     let dir = tempfile::tempdir().unwrap();
     let cfg = etcd_config(dir.path(), &cluster);
@@ -314,6 +315,7 @@ async fn a_replica_killed_mid_burst_loses_nothing_acknowledged_and_its_checks_mo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_paused_while_etcd_compacts_reloads_and_catches_up() {
+    let _serial = common::etcd::SERIAL.lock().await;
     let mut cluster = Cluster::start(1);
     let dir = tempfile::tempdir().unwrap();
     let cfg = etcd_config(dir.path(), &cluster);
@@ -390,6 +392,7 @@ async fn a_replica_paused_while_etcd_compacts_reloads_and_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_and_import_move_a_registry_to_etcd_and_back() {
+    let _serial = common::etcd::SERIAL.lock().await;
     let cluster = Cluster::start(1);
     let dir = tempfile::tempdir().unwrap();
     let cfg = etcd_config(dir.path(), &cluster);

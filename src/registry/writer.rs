@@ -33,6 +33,20 @@ use crate::store::{Backend, Change, HealthChange, Loaded, Owners, Remote, StoreE
 /// size of one store transaction.
 const MAX_BATCH: usize = 1024;
 
+/// How long a batch committed to a shared store waits for the store's stream to deliver the
+/// changes other replicas committed before it (`Writer::after_others`); normally a
+/// millisecond, this bound only matters while the stream is down.
+const OWN_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The instance a change is about.
+fn change_key(c: &Change) -> &InstanceKey {
+    match c {
+        Change::Put(inst) => inst.key(),
+        Change::Delete(key) | Change::Reap(key) => key,
+        Change::Health(h) => &h.key,
+    }
+}
+
 fn now() -> SystemTime {
     SystemTime::now()
 }
@@ -74,6 +88,9 @@ pub struct Writer {
     /// Most commands (and deadlines) in one batch: `MAX_BATCH`, or less when the store's
     /// transactions are bounded (`Backend::max_batch`).
     max_batch: usize,
+    /// Changes from elsewhere already taken from the stream but above an index this replica
+    /// was publishing (`after_others`): applied first in the next turn.
+    pending: std::collections::VecDeque<Remote>,
     /// The index of the last change the store holds. Health changes move the published
     /// index past it without being stored (embedded store); the flush at shutdown stores that
     /// index.
@@ -152,6 +169,7 @@ impl Writer {
             owners,
             own: std::collections::HashMap::new(),
             max_batch,
+            pending: std::collections::VecDeque::new(),
             stored: loaded_index,
         };
         (w, first)
@@ -180,6 +198,10 @@ impl Writer {
     /// in flight at shutdown still complete.
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
+            if let Some(remote) = self.pending.pop_front() {
+                self.apply_remote(remote).await;
+                continue;
+            }
             let next = if shutdown.is_cancelled() {
                 None
             } else {
@@ -508,6 +530,7 @@ impl Writer {
                         for key in &keys {
                             self.own.insert(key.clone(), index);
                         }
+                        snap = self.after_others(snap, &keys, index).await;
                     }
                 }
                 Err(e) => {
@@ -540,6 +563,68 @@ impl Writer {
         }
     }
 
+    /// With a shared store, this replica's batch committed at `index` is published only after
+    /// every change other replicas committed below it, each with its own revision, so that
+    /// every replica shows the same registry at the same index (and a long-poll woken by one
+    /// index on one replica means the same on another). Waits for the store's stream to
+    /// deliver `index` itself, bounded: a stream that is down does not hold writes back.
+    /// Returns the batch's snapshot, rebuilt on top of those changes when there were any.
+    async fn after_others(&mut self, snap: Snapshot, keys: &[InstanceKey], index: u64) -> Snapshot {
+        let mut earlier = Vec::new();
+        let mut later = Vec::new();
+        if let Some(rx) = &mut self.remote {
+            let until = Instant::now() + OWN_COMMIT_WAIT;
+            loop {
+                let Ok(Some(remote)) = tokio::time::timeout_at(until, rx.recv()).await else {
+                    break;
+                };
+                let done = remote.index >= index;
+                let (below, above): (Vec<_>, Vec<_>) =
+                    remote.changes.into_iter().partition(|(i, _)| *i <= index);
+                if !below.is_empty() {
+                    earlier.push(Remote {
+                        index: remote.index.min(index),
+                        changes: below,
+                    });
+                }
+                if !above.is_empty() {
+                    later.push(Remote {
+                        index: remote.index,
+                        changes: above,
+                    });
+                }
+                if done {
+                    break;
+                }
+            }
+        }
+        let others = earlier
+            .iter()
+            .flat_map(|r| &r.changes)
+            .any(|(i, c)| self.own.get(change_key(c)).is_none_or(|own| own < i));
+        let snap = if others {
+            // The views prepared the batch on the registry without those changes: drop that,
+            // publish the others' changes first, then the batch's entries on top.
+            for v in &self.views {
+                v.discard(&self.snapshot, Changed::Some(keys));
+            }
+            for r in earlier {
+                self.apply_remote(r).await;
+            }
+            let mut rebuilt = self.snapshot.clone();
+            rebuilt.index = index;
+            for key in keys {
+                rebuilt.set(key, snap.get(key).cloned());
+            }
+            rebuilt
+        } else {
+            snap
+        };
+        // Changes above the batch's index wait for it: they go first in the writer's next turn.
+        self.pending.extend(later);
+        snap
+    }
+
     /// Makes `snap` the registry: the views first, then the snapshot and its index.
     fn publish(&mut self, snap: Snapshot, keys: &[InstanceKey]) {
         if keys.is_empty() {
@@ -559,11 +644,7 @@ impl Writer {
     async fn apply_remote(&mut self, remote: Remote) {
         let mut batch = self.batch();
         for (index, change) in remote.changes {
-            let key = match &change {
-                Change::Put(inst) => inst.key(),
-                Change::Delete(key) | Change::Reap(key) => key,
-                Change::Health(h) => &h.key,
-            };
+            let key = change_key(&change);
             if self.own.get(key).is_some_and(|&own| own >= index) {
                 continue; // this replica's own commit coming back, or older than it
             }

@@ -8,13 +8,31 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound and released; the caller binds it again at once).
+/// One test at a time holds it: each test starts its own etcd cluster and replicas, and many
+/// at once on a two-core machine starve each other's elections and leases.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A free loopback port below the kernel's ephemeral range (so an outgoing connection cannot
+/// take it between this check and etcd binding it), picked at random and checked bindable.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id()
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos());
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20000
+            + ((seed
+                .wrapping_mul(2654435761)
+                .wrapping_add(n.wrapping_mul(7919)))
+                % 12000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 struct Member {
@@ -180,7 +198,27 @@ impl Cluster {
             if ok {
                 return;
             }
-            assert!(start.elapsed() < limit, "etcd not healthy within {limit:?}");
+            if start.elapsed() >= limit {
+                let logs: String = self
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let log = std::fs::read_to_string(
+                            self._dir.path().join(format!("{}.log", m.name)),
+                        )
+                        .unwrap_or_default();
+                        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                        format!(
+                            "{} (client {}, peer {}):\n{}\n",
+                            m.name,
+                            m.client,
+                            m.peer,
+                            tail.join("\n")
+                        )
+                    })
+                    .collect();
+                panic!("etcd not healthy within {limit:?}:\n{logs}");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
