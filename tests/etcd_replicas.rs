@@ -42,7 +42,7 @@ fn etcd_config(dir: &Path, cluster: &Cluster) -> std::path::PathBuf {
             "[dns]\nlisten = [\"127.0.0.1:0\"]\nzones_dir = {zones:?}\n\
              [http]\nlisten = \"127.0.0.1:0\"\n\
              [registry]\nbackend = \"etcd\"\n\
-             [registry.etcd]\nendpoints = [{endpoints}]\nmember_ttl = \"3s\"\ntimeout = \"500ms\"\n",
+             [registry.etcd]\nendpoints = [{endpoints}]\nmember_ttl = \"3s\"\ntimeout = \"2s\"\n",
             zones = dir.join("zones"),
         ),
     )

@@ -310,8 +310,10 @@ impl Writer {
             // A changed check starts over, deregister_after included.
             self.timers.check_replaced(&inst, Instant::now());
         }
-        if self.shared && check_changed && old.is_some() && stored {
-            // The status another replica stored for the old check must not outlive it.
+        if self.shared && check_changed && stored {
+            // Stored with the registration: every replica then shows the same starting health
+            // (its `since` is this replica's clock, not each one's own), and a status stored
+            // for an old check does not outlive it.
             batch.changes.push(Change::Health(Box::new(HealthChange {
                 key: inst.key().clone(),
                 health: health.clone(),

@@ -20,7 +20,7 @@ mod membership;
 mod reflector;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +55,10 @@ pub struct Etcd {
     cache: Mutex<reflector::Kvs>,
     /// Whether the last request or watch message reached etcd (`signpost_etcd_up`).
     up: AtomicBool,
+    /// When the watch last confirmed the copy current (any watch response: events or
+    /// progress), in milliseconds since `started` (`signpost_registry_staleness_seconds`).
+    current_ms: AtomicU64,
+    started: std::time::Instant,
     /// Stops the watch and the lease keeper.
     stop: CancellationToken,
 }
@@ -114,6 +118,8 @@ impl Etcd {
             lease: AtomicI64::new(0),
             cache: Mutex::new(HashMap::new()),
             up: AtomicBool::new(true),
+            current_ms: AtomicU64::new(0),
+            started: std::time::Instant::now(),
             stop,
         });
         if member {
@@ -128,6 +134,20 @@ impl Etcd {
     /// Whether etcd answered the last request or watch message.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// How long since the watch last confirmed this replica's copy current: about a second
+    /// while etcd is reachable (progress is asked every second), growing while it is not.
+    pub fn staleness(&self) -> std::time::Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        let at = self.current_ms.load(Ordering::Relaxed);
+        std::time::Duration::from_millis(now.saturating_sub(at))
+    }
+
+    /// The watch just confirmed the copy current.
+    fn mark_current(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.current_ms.store(now, Ordering::Relaxed);
     }
 
     /// Runs one request against etcd within the timeout, recording whether it got through.

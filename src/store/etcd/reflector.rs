@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use etcd_client::{EventType, GetOptions, KeyValue, WatchOptions};
 use tokio::sync::mpsc;
@@ -21,6 +22,9 @@ use super::layout::{HealthRecord, Key};
 use super::membership::Backoff;
 use crate::model::Instance;
 use crate::store::{Change, HealthChange, Loaded, Remote, StoreError, record};
+
+/// How often the watch is asked for progress.
+const PROBE: Duration = Duration::from_secs(1);
 
 /// Key → (value, mod revision): the copy.
 pub(super) type Kvs = HashMap<Vec<u8>, (Vec<u8>, i64)>;
@@ -131,10 +135,25 @@ impl Etcd {
                     continue;
                 }
             };
+            // Progress is asked every `PROBE`: the answer says the copy is current up to its
+            // revision (`staleness`), and a watch that stops answering (an etcd member cut
+            // off in a way the connection does not show) is opened again elsewhere.
+            let mut probe = tokio::time::interval(PROBE);
+            probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut heard = Instant::now();
             loop {
                 let msg = tokio::select! {
                     _ = self.stop.cancelled() => return,
                     m = stream.message() => m,
+                    _ = probe.tick() => {
+                        if heard.elapsed() > PROBE + self.timeout * 2 {
+                            self.up.store(false, Ordering::Relaxed);
+                            tracing::warn!(revision = rev, "watch silent; opening it again");
+                            break;
+                        }
+                        let _ = stream.request_progress().await;
+                        continue;
+                    }
                 };
                 let resp = match msg {
                     Ok(Some(r)) => r,
@@ -149,6 +168,8 @@ impl Etcd {
                     }
                 };
                 self.up.store(true, Ordering::Relaxed);
+                heard = Instant::now();
+                self.mark_current();
                 backoff.reset();
                 if resp.canceled() {
                     // Compacted past this replica's revision, or canceled by etcd for another
