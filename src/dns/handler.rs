@@ -32,11 +32,20 @@ pub enum Transport {
 pub enum Outcome {
     /// Nothing sent: too short to answer, or a response rather than a query.
     Dropped,
-    /// A response was written, with this RCODE.
-    Answered(u16),
+    /// A response was written, with this RCODE, to a question of this type (0 when the query
+    /// had no readable question).
+    Answered {
+        /// The response's RCODE (extended RCODEs included).
+        rcode: u16,
+        /// The question's type.
+        qtype: u16,
+    },
     /// A name outside every zone, from a client allowed to recurse: the transport relays the
     /// query to an upstream (`out` holds nothing to send).
-    Forward,
+    Forward {
+        /// The question's type.
+        qtype: u16,
+    },
 }
 
 /// Writes the response to `packet` into `out`; `Dropped` when none should be sent.
@@ -61,7 +70,10 @@ pub fn handle(
     let echo = opcode_bits | ra | (flags & (RD | CD));
     let bare = |out: &mut Vec<u8>, rcode: u8| {
         Response::new(out, id, echo, &[], 512, false).finish(u16::from(rcode));
-        Outcome::Answered(u16::from(rcode))
+        Outcome::Answered {
+            rcode: u16::from(rcode),
+            qtype: 0,
+        }
     };
     if opcode_bits != QUERY {
         return bare(out, NOTIMP);
@@ -80,7 +92,10 @@ pub fn handle(
         .dnssec_ok(edns.is_some_and(|e| e.dnssec_ok));
     if edns.is_some_and(|e| e.version != 0) {
         r.finish(BADVERS);
-        return Outcome::Answered(BADVERS);
+        return Outcome::Answered {
+            rcode: BADVERS,
+            qtype,
+        };
     }
     let rcode = if qtype == OPT || qtype == TSIG {
         FORMERR // OPT and TSIG are not questions
@@ -91,13 +106,16 @@ pub fn handle(
     } else {
         match answer(table, &key[..qlen], qtype, &mut r) {
             Some(rcode) => rcode,
-            None if recursion && wants_recursion => return Outcome::Forward,
+            None if recursion && wants_recursion => return Outcome::Forward { qtype },
             // Outside every zone: no recursion for this client or query.
             None => REFUSED,
         }
     };
     r.finish(u16::from(rcode));
-    Outcome::Answered(u16::from(rcode))
+    Outcome::Answered {
+        rcode: u16::from(rcode),
+        qtype,
+    }
 }
 
 /// SERVFAIL to `packet` (a query that passed `handle`), with its question and RA: what a

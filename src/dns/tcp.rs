@@ -21,14 +21,18 @@ use tokio_util::task::TaskTracker;
 
 use super::forward::Forwarder;
 use super::handler::{Outcome, Transport, handle, servfail};
+use super::stats::{self, Answer, Proto, Stats};
 use super::{DnsView, TcpLimits};
 
+// Each argument is one shared piece of the DNS side; bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     listener: TcpListener,
     view: Arc<DnsView>,
     forwarder: Option<Arc<Forwarder>>,
     limits: TcpLimits,
     clients: Arc<Clients>,
+    stats: Arc<Stats>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -59,8 +63,10 @@ pub(crate) async fn run(
         let shutdown = shutdown.clone();
         let recursion = forwarder.as_ref().is_some_and(|f| f.allows(peer.ip()));
         let forwarder = forwarder.clone().filter(|_| recursion);
+        let (stats, family) = (stats.clone(), stats::family(peer.ip()));
         tracker.spawn(async move {
-            if let Err(e) = connection(stream, view, forwarder, limits, shutdown).await {
+            let counting = Counting { stats, family };
+            if let Err(e) = connection(stream, view, forwarder, limits, counting, shutdown).await {
                 tracing::debug!(%peer, error = %e, "tcp connection");
             }
             drop(counted);
@@ -123,14 +129,22 @@ impl Drop for Counted {
     }
 }
 
+/// Where a connection counts its queries: the shared block, under its client's family.
+struct Counting {
+    stats: Arc<Stats>,
+    family: usize,
+}
+
 /// Serves one connection; `forwarder` is `Some` only when this client may use forwarding.
 async fn connection(
     mut stream: TcpStream,
     view: Arc<DnsView>,
     forwarder: Option<Arc<Forwarder>>,
     limits: TcpLimits,
+    counting: Counting,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let counts = counting.stats.shared();
     let _ = stream.set_nodelay(true);
     let mut buf = vec![0u8; 65_535];
     let mut out = Vec::with_capacity(4096);
@@ -150,17 +164,22 @@ async fn connection(
                 Ok(r) => r?,
             },
         };
+        let started = std::time::Instant::now();
         let recursion = forwarder.is_some();
-        let reply: &[u8] = match handle(
+        let (reply, answer): (&[u8], Answer) = match handle(
             &view.table(),
             &buf[..n],
             Transport::Tcp,
             recursion,
             &mut out,
         ) {
-            Outcome::Answered(_) => &out,
+            Outcome::Answered { rcode, qtype } => {
+                counts.request(Proto::Tcp, counting.family, qtype);
+                (&out, Answer::of(rcode, &out))
+            }
             Outcome::Dropped => continue,
-            Outcome::Forward => {
+            Outcome::Forward { qtype } => {
+                counts.request(Proto::Tcp, counting.family, qtype);
                 let fwd = forwarder.as_ref().expect("forwarding implies a forwarder");
                 match fwd.forward(&buf[..n], true).await {
                     Some(r) => {
@@ -168,7 +187,9 @@ async fn connection(
                     }
                     None => servfail(&buf[..n], &mut out),
                 }
-                &out
+                let answer = Answer::relayed(&out);
+                counts.forwarded(answer);
+                (&out, answer)
             }
         };
         let mut framed = Vec::with_capacity(reply.len() + 2);
@@ -177,6 +198,7 @@ async fn connection(
         tokio::time::timeout(limits.idle_timeout, stream.write_all(&framed))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))??;
+        counts.response(answer, started);
     }
 }
 

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::state::CheckState;
 use super::{http, tcp};
+use crate::metrics::{ProbeKind, Probes};
 use crate::model::{CheckKind, CheckSpec, InstanceKey, Status};
 use crate::registry::{Changed, Registry, Snapshot, View};
 
@@ -114,11 +115,12 @@ pub(crate) fn jitter(key: &InstanceKey, interval: Duration) -> Duration {
 
 impl Supervisor {
     /// Reconciles running checks with the registry until `shutdown`; check tasks join
-    /// `tracker` and stop between probes.
+    /// `tracker` and stop between probes, and count each probe in `probes`.
     pub(crate) async fn run(
         self: Arc<Self>,
         registry: Arc<Registry>,
         max_concurrent: usize,
+        probes: Probes,
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) {
@@ -142,6 +144,7 @@ impl Supervisor {
                         spec.clone(),
                         registry.clone(),
                         client.clone(),
+                        probes.clone(),
                         slots.clone(),
                         stop.clone(),
                     ));
@@ -156,13 +159,18 @@ impl Supervisor {
     }
 }
 
-/// One probe of `spec`.
-async fn probe(spec: &CheckSpec, client: &reqwest::Client) -> (Status, String) {
-    match &spec.kind() {
-        CheckKind::Http(url) => http::probe(client, url, spec.timeout()).await,
-        CheckKind::Tcp(target) => tcp::probe(target, spec.timeout()).await,
+/// One probe of `spec`, counted in `probes`.
+async fn probe(spec: &CheckSpec, client: &reqwest::Client, probes: &Probes) -> (Status, String) {
+    let (kind, result) = match &spec.kind() {
+        CheckKind::Http(url) => (
+            ProbeKind::Http,
+            http::probe(client, url, spec.timeout()).await,
+        ),
+        CheckKind::Tcp(target) => (ProbeKind::Tcp, tcp::probe(target, spec.timeout()).await),
         CheckKind::Ttl(_) => unreachable!("ttl checks are not probed"),
-    }
+    };
+    probes.count(kind, result.0);
+    result
 }
 
 /// Probes `spec` every interval until `stop`, reporting status changes for `key`.
@@ -171,6 +179,7 @@ async fn run_check(
     spec: CheckSpec,
     registry: Arc<Registry>,
     client: reqwest::Client,
+    probes: Probes,
     slots: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
@@ -192,7 +201,7 @@ async fn run_check(
             _ = stop.cancelled() => return,
             r = async {
                 let _permit = slots.acquire().await.expect("the semaphore is never closed");
-                probe(&spec, &client).await
+                probe(&spec, &client, &probes).await
             } => r,
         };
         let (status, output) = result;

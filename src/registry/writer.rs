@@ -61,6 +61,8 @@ pub struct Writer {
     /// Changes committed elsewhere; `None` once the store's stream ended.
     remote: Option<mpsc::Receiver<Remote>>,
     published: Option<Arc<Published>>,
+    /// Times each store commit (`signpost_store_commit_duration_seconds`).
+    commit_timing: crate::metrics::CommitTiming,
 }
 
 impl Writer {
@@ -109,12 +111,19 @@ impl Writer {
             commands,
             remote: Some(remote),
             published: None,
+            commit_timing: Default::default(),
         };
         (w, first)
     }
 
     pub(super) fn publishing_to(mut self, published: Arc<Published>) -> Self {
         self.published = Some(published);
+        self
+    }
+
+    /// Times every store commit into `timing` (the server's metrics).
+    pub(crate) fn timing_commits(mut self, timing: crate::metrics::CommitTiming) -> Self {
+        self.commit_timing = timing;
         self
     }
 
@@ -367,13 +376,16 @@ impl Writer {
         } = batch;
         if !changes.is_empty() {
             // Started now: the store's work overlaps the views' share below.
+            let started = std::time::Instant::now();
             let committed = self.backend.clone().commit(changes, snap.index);
             if !keys.is_empty() {
                 for v in &self.views {
                     v.prepare(&snap, Changed::Some(&keys));
                 }
             }
-            match committed.await {
+            let committed = committed.await;
+            self.commit_timing.observe(started.elapsed());
+            match committed {
                 Ok(index) if index != snap.index => {
                     snap.reindex(&keys, self.snapshot.index, index);
                 }
