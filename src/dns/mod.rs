@@ -247,8 +247,9 @@ pub(crate) struct TcpLimits {
     pub idle_timeout: Duration,
 }
 
-/// Serves DNS on every bound address until `shutdown`; tasks join `tracker`. `stats` has a
-/// block for every UDP socket of `bound` (`Bound::udp_workers`).
+/// Serves DNS on every bound address until `shutdown`; tasks join `tracker`. `stats` must
+/// have a block for every UDP socket of `bound` (`Bound::udp_workers`): without, nothing is
+/// started and the error says so.
 pub(crate) fn serve(
     bound: Vec<Bound>,
     view: Arc<DnsView>,
@@ -258,6 +259,13 @@ pub(crate) fn serve(
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> std::io::Result<()> {
+    let sockets: usize = bound.iter().map(Bound::udp_workers).sum();
+    if stats.workers() < sockets {
+        return Err(std::io::Error::other(format!(
+            "DNS counters for {} UDP workers, {sockets} sockets bound",
+            stats.workers()
+        )));
+    }
     let runtime = tokio::runtime::Handle::current();
     // One count per client address for every listener: the cap is the client's, not a port's.
     let clients = Arc::new(tcp::Clients::default());

@@ -243,11 +243,15 @@ impl Stats {
         }
     }
 
-    /// The block of UDP worker `i`, which only that worker's thread may write (another
-    /// writer would lose counts, never corrupt anything). Past the last worker, the shared
-    /// block's slower atomic adds are the safe answer, so this returns `None` there.
+    /// The block of UDP worker `i`, which only that worker's thread may write (a second
+    /// writer would lose counts, never corrupt anything); `None` past the last block.
     pub(crate) fn worker(&self, i: usize) -> Option<Recorder<'_, true>> {
         self.workers.get(i).map(Recorder)
+    }
+
+    /// The number of worker blocks.
+    pub(crate) fn workers(&self) -> usize {
+        self.workers.len()
     }
 
     /// The block TCP connections and forwarded answers share.

@@ -34,6 +34,7 @@ pub(crate) fn run(
     shutdown: CancellationToken,
     runtime: tokio::runtime::Handle,
 ) {
+    // `serve` checked that every socket has a block.
     let Some(counts) = stats.worker(worker) else {
         tracing::error!(
             worker,
