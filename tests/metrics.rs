@@ -561,7 +561,18 @@ async fn prometheus_scrapes_signpost_and_runs_every_dashboard_query() {
         "a Prometheus data source variable"
     );
     let exprs = dashboard_exprs(&dash);
-    let names: BTreeSet<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
+    let mut names: BTreeSet<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
+    // The query variables' `label_values(<metric>{...}, label)`.
+    for v in vars.iter().filter(|v| v["type"] == "query") {
+        let q = v["definition"]
+            .as_str()
+            .expect("a query variable's definition");
+        let inner = q
+            .strip_prefix("label_values(")
+            .unwrap_or_else(|| panic!("{q}"));
+        let (selector, _label) = inner.rsplit_once(',').unwrap_or_else(|| panic!("{q}"));
+        names.extend(metric_names(selector));
+    }
     for needed in [
         "signpost_dns_requests_total",
         "signpost_dns_responses_total",
