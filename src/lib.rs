@@ -13,6 +13,7 @@
 //! - `dns`: the name table, protocol policy, response writer, UDP/TCP transports.
 //! - `http`: the axum API and its hyper accept loop.
 //! - `lifecycle`: signals and ordered shutdown.
+//! - `metrics`: the Prometheus families `/metrics` serves, registered once.
 //! - `memory`: freed start-up memory handed back to the system.
 //! - `files`: the open-file limit fitted to the configured connection caps.
 //!
@@ -33,6 +34,7 @@ mod health;
 mod http;
 pub mod lifecycle;
 mod memory;
+mod metrics;
 pub mod model;
 pub mod registry;
 pub mod store;
@@ -207,6 +209,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .map_err(|e| Error::Bind(format!("cannot bind HTTP {}: {e}", config.http.listen)))?;
     let http_addr = http_listener.local_addr()?;
 
+    let dns_stats = Arc::new(dns::Stats::new(
+        bound.iter().map(dns::Bound::udp_workers).sum(),
+    ));
+    let metrics = metrics::Metrics::new(dns_stats.clone(), registry.clone());
+    let writer = writer.timing_commits(metrics.commit_timing());
     // Not in the tracker: the writer serves until `Running::wait` flushes it, after every
     // tracked task (and HTTP) has drained.
     let writer = tokio::spawn(writer.run(shutdown.clone()));
@@ -223,12 +230,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             max_per_client: config.dns.max_tcp_connections_per_client,
             idle_timeout: config.tcp_idle_timeout(),
         },
+        dns_stats,
         shutdown.clone(),
         &tracker,
     )?;
     tracker.spawn(checker.clone().run(
         registry.clone(),
         config.health.max_concurrent_checks,
+        metrics.probes(),
         shutdown.clone(),
         tracker.clone(),
     ));
@@ -239,6 +248,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             shutdown: shutdown.clone(),
             body_timeout: config.http_body_timeout(),
             max_body: config.http.max_body_bytes,
+            metrics,
         },
         &config.http,
     );

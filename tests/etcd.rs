@@ -74,6 +74,24 @@ async fn get(s: &TestServer, path: &str) -> (u16, Option<u64>, serde_json::Value
     )
 }
 
+async fn metrics(s: &TestServer) -> String {
+    s.client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of an unlabelled sample in a metrics page.
+fn sample(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{page}"))
+}
+
 fn reg(addr: &str) -> serde_json::Value {
     json!({"address": addr, "port": 80})
 }
@@ -286,6 +304,13 @@ async fn etcd_stopped_keeps_dns_answering_and_writes_503_until_it_returns() {
     let b = replica(&cluster, "b").await;
     a.register("out", "o1", reg("10.5.0.1")).await;
     until_resolves(&b, "out.service.internal", &["10.5.0.1"]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a progress answer or two
+    let m = metrics(&a).await;
+    assert_eq!(sample(&m, "signpost_etcd_up"), 1.0, "{m}");
+    assert!(
+        sample(&m, "signpost_registry_staleness_seconds") < 3.0,
+        "{m}"
+    );
 
     cluster.kill(0);
     // DNS keeps the last state; reads too.
@@ -310,6 +335,18 @@ async fn etcd_stopped_keeps_dns_answering_and_writes_503_until_it_returns() {
     assert_eq!(ready.status(), 503);
     let healthz = a.client.get(a.url("/healthz")).send().await.unwrap();
     assert_eq!(healthz.status(), 200);
+    // The metrics say so: etcd down, the copy growing stale.
+    let start = Instant::now();
+    loop {
+        let m = metrics(&b).await;
+        if sample(&m, "signpost_etcd_up") == 0.0
+            && sample(&m, "signpost_registry_staleness_seconds") >= 3.0
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{m}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // etcd back: writes succeed without a restart and reach the other replica.
     cluster.restart(0);

@@ -112,8 +112,8 @@ fn a_hundred_thousand_mutated_packets() {
             let recursion = n % 2 == 0;
             let outcome = handle(&table, &packet, transport, recursion, &mut out);
             match outcome {
-                Outcome::Answered(_) | Outcome::Signed(_) => {}
-                Outcome::Dropped | Outcome::Forward => continue,
+                Outcome::Answered { .. } | Outcome::Signed { .. } => {}
+                Outcome::Dropped | Outcome::Forward { .. } => continue,
             }
             answered += 1;
             let what = format!("packet {n} {packet:02x?} over {transport:?}");

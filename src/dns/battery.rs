@@ -917,7 +917,7 @@ fn sorted_str(records: &[&str]) -> Vec<String> {
 fn exchange(table: &Table, packet: &[u8], transport: Transport) -> Vec<u8> {
     let mut out = Vec::new();
     match handle(table, packet, transport, false, &mut out) {
-        Outcome::Answered(_) => out,
+        Outcome::Answered { .. } => out,
         other => panic!("{transport:?}: no reply ({other:?})"),
     }
 }
@@ -1154,14 +1154,17 @@ fn recursion_only_for_clients_allowed_to_forward() {
     let inside = query("web.service.internal.", RecordType::A);
     assert_eq!(
         handle(&table, &inside, Transport::Udp, true, &mut out),
-        Outcome::Answered(u16::from(wire::NOERROR))
+        Outcome::Answered {
+            rcode: u16::from(wire::NOERROR),
+            qtype: wire::A
+        }
     );
     assert_eq!(wire::flags(&out) & (AA | RA), AA | RA);
     let mut outside = query("example.com.", RecordType::A);
     outside[2] |= (RD >> 8) as u8;
     assert_eq!(
         handle(&table, &outside, Transport::Udp, true, &mut out),
-        Outcome::Forward
+        Outcome::Forward { qtype: wire::A }
     );
     // The same client without forwarding: REFUSED, no RA.
     let reply = exchange(&table, &outside, Transport::Udp);

@@ -32,14 +32,28 @@ pub enum Transport {
 pub enum Outcome {
     /// Nothing sent: too short to answer, or a response rather than a query.
     Dropped,
-    /// A response was written, with this RCODE.
-    Answered(u16),
-    /// A response was written, with this RCODE, to a query signed with TSIG: the transport
-    /// signs it (`transfer::sign_answer`) before sending it.
-    Signed(u16),
+    /// A response was written, with this RCODE, to a question of this type (0 when the query
+    /// had no readable question).
+    Answered {
+        /// The response's RCODE (extended RCODEs included).
+        rcode: u16,
+        /// The question's type.
+        qtype: u16,
+    },
+    /// As `Answered`, to a query signed with TSIG: the transport signs the response
+    /// (`transfer::sign_answer`) before sending it.
+    Signed {
+        /// The response's RCODE (extended RCODEs included).
+        rcode: u16,
+        /// The question's type.
+        qtype: u16,
+    },
     /// A name outside every zone, from a client allowed to recurse: the transport relays the
     /// query to an upstream (`out` holds nothing to send).
-    Forward,
+    Forward {
+        /// The question's type.
+        qtype: u16,
+    },
 }
 
 /// Writes the response to `packet` into `out`; `Dropped` when none should be sent.
@@ -68,7 +82,10 @@ pub fn handle(
         Response::new(out, id, echo, &[], 512, edns.is_some())
             .edns(advertised, edns.is_some_and(|e| e.dnssec_ok))
             .finish(u16::from(rcode));
-        Outcome::Answered(u16::from(rcode))
+        Outcome::Answered {
+            rcode: u16::from(rcode),
+            qtype: 0,
+        }
     };
     let mut key = [0u8; MAX_NAME];
     let parsed = query::parse(packet, &mut key);
@@ -96,7 +113,10 @@ pub fn handle(
         .edns(advertised, edns.is_some_and(|e| e.dnssec_ok));
     if edns.is_some_and(|e| e.version != 0) {
         r.finish(BADVERS);
-        return Outcome::Answered(BADVERS);
+        return Outcome::Answered {
+            rcode: BADVERS,
+            qtype,
+        };
     }
     let rcode = if qtype == OPT || qtype == TSIG {
         FORMERR // OPT and TSIG are not questions
@@ -107,16 +127,17 @@ pub fn handle(
     } else {
         match answer(table, &key[..qlen], qtype, &mut r) {
             Some(rcode) => rcode,
-            None if recursion && wants_recursion => return Outcome::Forward,
+            None if recursion && wants_recursion => return Outcome::Forward { qtype },
             // Outside every zone: no recursion for this client or query.
             None => REFUSED,
         }
     };
     r.finish(u16::from(rcode));
+    let rcode = u16::from(rcode);
     if q.tsig {
-        Outcome::Signed(u16::from(rcode))
+        Outcome::Signed { rcode, qtype }
     } else {
-        Outcome::Answered(u16::from(rcode))
+        Outcome::Answered { rcode, qtype }
     }
 }
 

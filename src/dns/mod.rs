@@ -1,7 +1,7 @@
 //! The DNS interface: the name table built from registry snapshots (`table`, `names`), static
 //! zones (`zonefile`), protocol policy (`handler`), the query reader (`query`), the response
-//! writer (`answer`), the protocol's numbers (`wire`), response-rate limiting (`rrl`) and the
-//! UDP and TCP transports. `DnsView` is the serving state the transports share: the current
+//! writer (`answer`), the protocol's numbers (`wire`), response-rate limiting (`rrl`), the
+//! per-worker counters (`stats`) and the UDP and TCP transports. `DnsView` is the serving state the transports share: the current
 //! table and the rate limiter.
 //!
 //! Only this module imports hickory, to parse zone files and encode their RDATA (and, in
@@ -18,6 +18,7 @@ pub(crate) mod names;
 mod notify;
 pub(crate) mod query;
 pub(crate) mod rrl;
+pub(crate) mod stats;
 pub(crate) mod table;
 mod tcp;
 pub(crate) mod transfer;
@@ -37,6 +38,7 @@ use crate::config::Config;
 use crate::registry::{Changed, Snapshot, View};
 use table::{Settings, Statics};
 
+pub(crate) use stats::Stats;
 pub use table::Table;
 pub use zonefile::ZoneError;
 
@@ -191,6 +193,11 @@ pub(crate) struct Bound {
 }
 
 impl Bound {
+    /// The UDP sockets, one per worker thread.
+    pub(crate) fn udp_workers(&self) -> usize {
+        self.udp.len()
+    }
+
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.tcp
             .local_addr()
@@ -272,27 +279,42 @@ pub(crate) struct TcpLimits {
     pub idle_timeout: Duration,
 }
 
-/// Serves DNS on every bound address until `shutdown`; tasks join `tracker`.
+/// Serves DNS on every bound address until `shutdown`; tasks join `tracker`. `stats` must
+/// have a block for every UDP socket of `bound` (`Bound::udp_workers`): without, nothing is
+/// started and the error says so.
 pub(crate) fn serve(
     bound: Vec<Bound>,
     view: Arc<DnsView>,
     forwarder: Option<Arc<forward::Forwarder>>,
     limits: TcpLimits,
+    stats: Arc<Stats>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> std::io::Result<()> {
+    let sockets: usize = bound.iter().map(Bound::udp_workers).sum();
+    if stats.workers() < sockets {
+        return Err(std::io::Error::other(format!(
+            "DNS counters for {} UDP workers, {sockets} sockets bound",
+            stats.workers()
+        )));
+    }
     let runtime = tokio::runtime::Handle::current();
     // One count per client address for every listener: the cap is the client's, not a port's.
     let clients = Arc::new(tcp::Clients::default());
+    let mut worker = 0;
     for b in bound {
         for socket in b.udp {
-            let (view, forwarder, shutdown, runtime) = (
+            let (view, forwarder, stats, shutdown, runtime) = (
                 view.clone(),
                 forwarder.clone(),
+                stats.clone(),
                 shutdown.clone(),
                 runtime.clone(),
             );
-            tracker.spawn_blocking(move || udp::run(socket, view, forwarder, shutdown, runtime));
+            tracker.spawn_blocking(move || {
+                udp::run(socket, view, forwarder, stats, worker, shutdown, runtime)
+            });
+            worker += 1;
         }
         let tcp = tokio::net::TcpListener::from_std(b.tcp)?;
         tracker.spawn(tcp::run(
@@ -301,6 +323,7 @@ pub(crate) fn serve(
             forwarder.clone(),
             limits,
             clients.clone(),
+            stats.clone(),
             shutdown.clone(),
             tracker.clone(),
         ));

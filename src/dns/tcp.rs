@@ -23,15 +23,19 @@ use tokio_util::task::TaskTracker;
 
 use super::forward::Forwarder;
 use super::handler::{Outcome, Transport, handle, servfail};
+use super::stats::{self, Answer, Proto, Stats};
 use super::transfer::{self, Transfer};
 use super::{DnsView, TcpLimits};
 
+// Each argument is one shared piece of the DNS side; bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     listener: TcpListener,
     view: Arc<DnsView>,
     forwarder: Option<Arc<Forwarder>>,
     limits: TcpLimits,
     clients: Arc<Clients>,
+    stats: Arc<Stats>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -62,8 +66,12 @@ pub(crate) async fn run(
         let shutdown = shutdown.clone();
         let recursion = forwarder.as_ref().is_some_and(|f| f.allows(peer.ip()));
         let forwarder = forwarder.clone().filter(|_| recursion);
+        let (stats, family) = (stats.clone(), stats::family(peer.ip()));
         tracker.spawn(async move {
-            if let Err(e) = connection(stream, peer, view, forwarder, limits, shutdown).await {
+            let counting = Counting { stats, family };
+            if let Err(e) =
+                connection(stream, peer, view, forwarder, limits, counting, shutdown).await
+            {
                 tracing::debug!(%peer, error = %e, "tcp connection");
             }
             drop(counted);
@@ -126,6 +134,12 @@ impl Drop for Counted {
     }
 }
 
+/// Where a connection counts its queries: the shared block, under its client's family.
+struct Counting {
+    stats: Arc<Stats>,
+    family: usize,
+}
+
 /// Most queries of one connection being forwarded at once (RFC 7766 §6.2.1.1 pipelining;
 /// Knot's `tcp-pipeline` default is 20). At the bound the connection reads no further until
 /// one is answered, so a client cannot park more than this many upstream round trips.
@@ -156,14 +170,17 @@ async fn connection(
     view: Arc<DnsView>,
     forwarder: Option<Arc<Forwarder>>,
     limits: TcpLimits,
+    counting: Counting,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let counts = counting.stats.shared();
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut out = Vec::with_capacity(4096);
-    let mut pending: JoinSet<Vec<u8>> = JoinSet::new();
+    // Forwarded queries: each task gives back its reply and when its query arrived.
+    let mut pending: JoinSet<(Vec<u8>, std::time::Instant)> = JoinSet::new();
     let mut reading = true;
     let mut idle_at = tokio::time::Instant::now() + limits.idle_timeout;
     loop {
@@ -184,6 +201,7 @@ async fn connection(
                 inbuf.drain(..frame.end);
                 continue;
             }
+            let started = std::time::Instant::now();
             match handle(
                 &view.table(),
                 query,
@@ -191,24 +209,34 @@ async fn connection(
                 forwarder.is_some(),
                 &mut out,
             ) {
-                Outcome::Answered(_) => write_framed(&mut wr, &out, limits).await?,
-                Outcome::Signed(_) => {
+                Outcome::Answered { rcode, qtype } => {
+                    counts.request(Proto::Tcp, counting.family, qtype);
+                    let answer = Answer::of(rcode, &out);
+                    write_framed(&mut wr, &out, limits).await?;
+                    counts.response(answer, started);
+                }
+                Outcome::Signed { rcode, qtype } => {
+                    counts.request(Proto::Tcp, counting.family, qtype);
+                    let answer = Answer::of(rcode, &out);
                     transfer::sign_answer(&view.transfer, query, &mut out);
                     write_framed(&mut wr, &out, limits).await?;
+                    counts.response(answer, started);
                 }
                 Outcome::Dropped => {}
-                Outcome::Forward => {
+                Outcome::Forward { qtype } => {
+                    counts.request(Proto::Tcp, counting.family, qtype);
                     let fwd = forwarder.clone().expect("forwarding implies a forwarder");
                     let query = query.to_vec();
                     pending.spawn(async move {
-                        match fwd.forward(&query, true).await {
+                        let reply = match fwd.forward(&query, true).await {
                             Some(r) => r,
                             None => {
                                 let mut out = Vec::new();
                                 servfail(&query, &mut out);
                                 out
                             }
-                        }
+                        };
+                        (reply, started)
                     });
                 }
             }
@@ -220,8 +248,11 @@ async fn connection(
         let may_read = reading && pending.len() < MAX_PIPELINED && inbuf.len() < MAX_BUFFERED;
         tokio::select! {
             done = pending.join_next(), if !pending.is_empty() => {
-                if let Some(Ok(reply)) = done {
+                if let Some(Ok((reply, started))) = done {
+                    let answer = Answer::relayed(&reply);
+                    counts.forwarded(answer);
                     write_framed(&mut wr, &reply, limits).await?;
+                    counts.response(answer, started);
                 }
             }
             r = rd.read(&mut chunk), if may_read => match r {

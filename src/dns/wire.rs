@@ -22,6 +22,17 @@ pub(crate) const OPT: u16 = 41;
 /// A transaction signature (RFC 8945): a pseudo-record, never a question.
 pub(crate) const TSIG: u16 = 250;
 
+// Types signpost does not serve but counts by name in its metrics, as CoreDNS does (RFC 1035,
+// RFC 4034, RFC 5155, RFC 9460).
+
+pub(crate) const MX: u16 = 15;
+pub(crate) const DS: u16 = 43;
+pub(crate) const RRSIG: u16 = 46;
+pub(crate) const NSEC: u16 = 47;
+pub(crate) const DNSKEY: u16 = 48;
+pub(crate) const NSEC3: u16 = 50;
+pub(crate) const HTTPS: u16 = 65;
+
 // Query-only types (RFC 1035 §3.2.3, RFC 1995).
 
 pub(crate) const IXFR: u16 = 251;
@@ -51,6 +62,8 @@ pub(crate) const SERVFAIL: u8 = 2;
 pub(crate) const NXDOMAIN: u8 = 3;
 pub(crate) const NOTIMP: u8 = 4;
 pub(crate) const REFUSED: u8 = 5;
+/// The four RCODE bits of the header's flags word.
+pub(crate) const RCODE: u16 = 0x000f;
 /// Extended RCODE 16 (RFC 6891): its upper 8 bits go in the OPT record.
 pub(crate) const BADVERS: u16 = 16;
 
@@ -73,6 +86,9 @@ pub(crate) const POINTER: u16 = 0xc000;
 pub(crate) const MAX_POINTER: usize = 0x3fff;
 /// Where the target name starts in SRV RDATA, after priority, weight and port (RFC 2782).
 pub(crate) const SRV_TARGET: usize = 6;
+
+/// Where the answer count sits in the header.
+pub(crate) const ANCOUNT_AT: usize = 6;
 
 /// The flags word of a message that has a header (at least `HEADER_LEN` bytes).
 pub(crate) fn flags(packet: &[u8]) -> u16 {

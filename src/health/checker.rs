@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::state::CheckState;
 use super::{http, tcp};
+use crate::metrics::{ProbeKind, Probes};
 use crate::model::{CheckKind, CheckSpec, InstanceKey, Status};
 use crate::registry::{Changed, Registry, Snapshot, View, policy};
 use crate::store::Owners;
@@ -125,11 +126,12 @@ impl Supervisor {
     }
 
     /// Reconciles running checks with the registry until `shutdown`; check tasks join
-    /// `tracker` and stop between probes.
+    /// `tracker` and stop between probes, and count each probe in `probes`.
     pub(crate) async fn run(
         self: Arc<Self>,
         registry: Arc<Registry>,
         max_concurrent: usize,
+        probes: Probes,
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) {
@@ -171,6 +173,7 @@ impl Supervisor {
                         spec.clone(),
                         registry.clone(),
                         client.clone(),
+                        probes.clone(),
                         slots.clone(),
                         stop.clone(),
                     ));
@@ -190,13 +193,18 @@ impl Supervisor {
     }
 }
 
-/// One probe of `spec`.
-async fn probe(spec: &CheckSpec, client: &reqwest::Client) -> (Status, String) {
-    match &spec.kind() {
-        CheckKind::Http(url) => http::probe(client, url, spec.timeout()).await,
-        CheckKind::Tcp(target) => tcp::probe(target, spec.timeout()).await,
+/// One probe of `spec`, counted in `probes`.
+async fn probe(spec: &CheckSpec, client: &reqwest::Client, probes: &Probes) -> (Status, String) {
+    let (kind, result) = match &spec.kind() {
+        CheckKind::Http(url) => (
+            ProbeKind::Http,
+            http::probe(client, url, spec.timeout()).await,
+        ),
+        CheckKind::Tcp(target) => (ProbeKind::Tcp, tcp::probe(target, spec.timeout()).await),
         CheckKind::Ttl(_) => unreachable!("ttl checks are not probed"),
-    }
+    };
+    probes.count(kind, result.0);
+    result
 }
 
 /// Probes `spec` every interval until `stop`, reporting status changes for `key`.
@@ -205,6 +213,7 @@ async fn run_check(
     spec: CheckSpec,
     registry: Arc<Registry>,
     client: reqwest::Client,
+    probes: Probes,
     slots: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
@@ -236,7 +245,7 @@ async fn run_check(
             _ = stop.cancelled() => return,
             r = async {
                 let _permit = slots.acquire().await.expect("the semaphore is never closed");
-                probe(&spec, &client).await
+                probe(&spec, &client, &probes).await
             } => r,
         };
         let (status, output) = result;

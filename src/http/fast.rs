@@ -7,8 +7,10 @@
 //! runs the same body extractor under the same `DefaultBodyLimit` and the same handler
 //! (`instances::register`); anything else, including every malformed variant of the path,
 //! goes to the router unchanged, so routing rules, 404s and 405s stay the router's. Layers
-//! that must see every request (the index header, the guard, the limits) sit above both, in
-//! `outer` (ARCHITECTURE.md, "Invariants"; held by `tests.rs`).
+//! that must see every request (the index header, the request count, the guard, the limits)
+//! sit above both, in `outer` (ARCHITECTURE.md, "Invariants"; held by `tests.rs`). Its
+//! responses carry the router's route template (`ROUTE`), so they are counted as the
+//! router's would be.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,7 +24,12 @@ use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
 use super::body::RawBody;
+use super::metrics::Route;
 use super::{AppState, instances};
+
+/// The router's template of the route this path stands in for: its requests are counted
+/// under it (`metrics`), as the router's would be.
+pub(crate) const ROUTE: &str = "/v1/services/{service}/instances/{id}";
 
 #[derive(Clone)]
 pub(crate) struct FastRegisterLayer {
@@ -123,12 +130,15 @@ fn registration(req: &Request) -> Option<(String, String)> {
 
 /// The router's registration route, without the router: body extractor and handler.
 async fn register(state: Arc<AppState>, service: String, id: String, req: Request) -> Response {
-    match RawBody::from_request(req, &state).await {
+    let mut resp = match RawBody::from_request(req, &state).await {
         Ok(body) => instances::register(State(state), Path((service, id)), body)
             .await
             .unwrap_or_else(IntoResponse::into_response),
         Err(e) => e.into_response(),
-    }
+    };
+    resp.extensions_mut()
+        .insert(Route(std::borrow::Cow::Borrowed(ROUTE)));
+    resp
 }
 
 #[cfg(test)]

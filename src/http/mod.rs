@@ -4,7 +4,8 @@
 //! Only this module imports axum and hyper; `stamp` adds the index header, `guard` refuses
 //! writes from foreign pages, `admit` bounds the requests running at once, `protocol` holds
 //! the limits of a request's shape and answers protocol errors in the JSON shape, `serve` runs
-//! the accept loop with its connection limits (`conn`, `io`).
+//! the accept loop with its connection limits (`conn`, `io`), `metrics` serves `/metrics`
+//! and counts every response.
 
 mod admit;
 mod body;
@@ -14,6 +15,7 @@ mod fast;
 mod guard;
 mod instances;
 mod io;
+mod metrics;
 mod protocol;
 mod refuse;
 mod serve;
@@ -42,6 +44,7 @@ use crate::registry::Registry;
 use admit::{Admit, AdmitLayer};
 use error::ApiError;
 use guard::Guard;
+use metrics::{Count, CountLayer, TagRouteLayer};
 use protocol::UriLimit;
 use refuse::{Refuse, RefuseLayer};
 use stamp::{StampIndex, StampIndexLayer};
@@ -60,6 +63,8 @@ pub(crate) struct AppState {
     pub body_timeout: std::time::Duration,
     /// The largest request body read (then 413).
     pub max_body: usize,
+    /// The server's metrics: `/metrics` encodes them, every response is counted in them.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The header carrying `index`.
@@ -96,10 +101,10 @@ async fn ready(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiEr
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 
-/// The layers every request passes, outermost first: the index stamp, the URI limit, the
-/// origin and host guard, the admission limits.
+/// The layers every request passes, outermost first: the index stamp, the request count, the
+/// URI limit, the origin and host guard, the tokens, the admission limits.
 pub(crate) type Outer<S> =
-    StampIndex<Refuse<UriLimit, Refuse<Guard, Refuse<TokenCheck, Admit<S>>>>>;
+    StampIndex<Count<Refuse<UriLimit, Refuse<Guard, Refuse<TokenCheck, Admit<S>>>>>>;
 
 /// The whole API as served: the outer layers over the registration path (`fast`), which is in
 /// front of the router.
@@ -131,6 +136,7 @@ fn router_only(state: AppState, http: &HttpConfig) -> Outer<Router> {
 fn outer<S>(state: &AppState, http: &HttpConfig, routes: S) -> Outer<S> {
     ServiceBuilder::new()
         .layer(StampIndexLayer(state.registry.clone()))
+        .layer(CountLayer(state.metrics.clone()))
         .layer(RefuseLayer(UriLimit))
         .layer(RefuseLayer(Guard::new(
             &http.allowed_origins,
@@ -171,8 +177,10 @@ fn router(state: Arc<AppState>, body_limit: DefaultBodyLimit) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics::serve))
         .nest("/v1", v1)
         .fallback(not_found)
+        .layer(TagRouteLayer)
         .layer(body_limit)
         .with_state(state)
 }

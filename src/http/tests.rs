@@ -5,6 +5,8 @@
 //! headers (the values of `Date` and `X-Signpost-Index` aside) and body. A layer put between
 //! the path and the router, or a path that stops matching the router's route, shows here as
 //! a difference: a refusal one side makes and the other does not, a header only one adds.
+//! The request counts (`signpost_http_requests_total{route,code}`) must come out the same
+//! too: the path counts its registrations under the router's route template.
 
 use std::sync::Arc;
 
@@ -17,6 +19,8 @@ use tower::ServiceExt;
 
 use super::{AppState, INDEX_HEADER, app, router_only};
 use crate::config::Config;
+use crate::dns::Stats;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Embedded;
 
@@ -189,15 +193,18 @@ async fn every_request_gets_the_same_answer_with_and_without_the_registration_pa
     let _writer = tokio::spawn(writer.run(stop.clone()));
     let mut cfg = Config::default();
     cfg.http.allowed_origins = vec!["https://ops.example.com".into()];
-    let state = || AppState {
+    let metrics = || Metrics::new(Arc::new(Stats::new(0)), registry.clone());
+    let state = |metrics: Arc<Metrics>| AppState {
         registry: registry.clone(),
         max_wait: cfg.http.max_wait,
         shutdown: stop.clone(),
         body_timeout: cfg.http_body_timeout(),
         max_body: cfg.http.max_body_bytes,
+        metrics,
     };
-    let served = app(state(), &cfg.http);
-    let routed = router_only(state(), &cfg.http);
+    let (served_metrics, routed_metrics) = (metrics(), metrics());
+    let served = app(state(served_metrics.clone()), &cfg.http);
+    let routed = router_only(state(routed_metrics.clone()), &cfg.http);
 
     let mut statuses = Vec::new();
     for case in cases() {
@@ -217,6 +224,23 @@ async fn every_request_gets_the_same_answer_with_and_without_the_registration_pa
             200, 200, 200, 400, 400, 400, 400, 400, 413, 413, 403, 200, 403, 200, 400, 200, 200,
             404, 404, 414, 405, 200
         ]
+    );
+    let counts = |m: &Metrics| -> std::collections::BTreeSet<String> {
+        m.encode()
+            .lines()
+            .filter(|l| l.starts_with("signpost_http_requests_total{"))
+            .map(str::to_string)
+            .collect()
+    };
+    let served_counts = counts(&served_metrics);
+    assert_eq!(served_counts, counts(&routed_metrics));
+    let registered = format!(
+        "signpost_http_requests_total{{route=\"{}\",code=\"200\"}} ",
+        super::fast::ROUTE
+    );
+    assert!(
+        served_counts.iter().any(|l| l.starts_with(&registered)),
+        "{served_counts:#?}"
     );
     stop.cancel();
 }

@@ -167,6 +167,11 @@ impl Registry {
         self.published.index.subscribe()
     }
 
+    /// How the connection to a shared store stands (`None` with the embedded store).
+    pub(crate) fn store_link(&self) -> Option<crate::store::Link> {
+        self.store.link()
+    }
+
     /// `Ok` while the store can take writes (a store whose failure has passed is repaired
     /// here).
     pub(crate) async fn ready(&self) -> Result<(), StoreError> {

@@ -95,6 +95,8 @@ pub struct Writer {
     /// index past it without being stored (embedded store); the flush at shutdown stores that
     /// index.
     stored: u64,
+    /// Times each store commit (`signpost_store_commit_duration_seconds`).
+    commit_timing: crate::metrics::CommitTiming,
 }
 
 /// Where a status comes from, which decides how a shared store writes it.
@@ -171,12 +173,19 @@ impl Writer {
             max_batch,
             pending: std::collections::VecDeque::new(),
             stored: loaded_index,
+            commit_timing: Default::default(),
         };
         (w, first)
     }
 
     pub(super) fn publishing_to(mut self, published: Arc<Published>) -> Self {
         self.published = Some(published);
+        self
+    }
+
+    /// Times every store commit into `timing` (the server's metrics).
+    pub(crate) fn timing_commits(mut self, timing: crate::metrics::CommitTiming) -> Self {
+        self.commit_timing = timing;
         self
     }
 
@@ -516,13 +525,16 @@ impl Writer {
         } = batch;
         if !changes.is_empty() {
             // Started now: the store's work overlaps the views' share below.
+            let started = std::time::Instant::now();
             let committed = self.backend.clone().commit(changes, snap.index);
             if !keys.is_empty() {
                 for v in &self.views {
                     v.prepare(&snap, Changed::Some(&keys));
                 }
             }
-            match committed.await {
+            let committed = committed.await;
+            self.commit_timing.observe(started.elapsed());
+            match committed {
                 Ok(index) => {
                     if index != snap.index {
                         snap.reindex(&keys, self.snapshot.index, index);

@@ -164,6 +164,20 @@ pub trait Backend: Send + Sync + 'static {
     fn owners(&self) -> Arc<Owners> {
         Owners::solo()
     }
+    /// How the connection to a shared store stands (`None`: the embedded store has none).
+    fn link(&self) -> Option<Link> {
+        None
+    }
+}
+
+/// How a replica's connection to its shared store stands (`signpost_etcd_up`,
+/// `signpost_registry_staleness_seconds`).
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    /// The last request or watch message reached the store.
+    pub up: bool,
+    /// How long since the store last confirmed this replica's copy current.
+    pub staleness: std::time::Duration,
 }
 
 /// Runs blocking store work on tokio's blocking pool, starting now.

@@ -132,13 +132,13 @@ impl Etcd {
     }
 
     /// Whether etcd answered the last request or watch message.
-    pub fn is_up(&self) -> bool {
+    fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
 
     /// How long since the watch last confirmed this replica's copy current: about a second
     /// while etcd is reachable (progress is asked every second), growing while it is not.
-    pub fn staleness(&self) -> std::time::Duration {
+    fn staleness(&self) -> std::time::Duration {
         let now = self.started.elapsed().as_millis() as u64;
         let at = self.current_ms.load(Ordering::Relaxed);
         std::time::Duration::from_millis(now.saturating_sub(at))
@@ -330,5 +330,12 @@ impl Backend for Etcd {
 
     fn max_batch(&self) -> usize {
         MAX_CHANGES
+    }
+
+    fn link(&self) -> Option<super::Link> {
+        Some(super::Link {
+            up: self.is_up(),
+            staleness: self.staleness(),
+        })
     }
 }
