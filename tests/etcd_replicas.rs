@@ -483,3 +483,76 @@ async fn export_and_import_move_a_registry_to_etcd_and_back() {
     std::fs::write(&file2, &from_etcd).unwrap();
     assert_eq!(export(&["--data-dir", back.to_str().unwrap()]), from_etcd);
 }
+
+/// A registry bigger than one read (2,000 keys a page) and than the etcd client's 4 MiB
+/// message limit loads whole, on a replica's start and in `export`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_larger_than_one_read_loads_whole() {
+    let _serial = common::etcd::SERIAL.lock().await;
+    let cluster = Cluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = etcd_config(dir.path(), &cluster);
+    let n = 4500;
+    // About 1 KiB of metadata each (a pair is at most 255 bytes).
+    let pad = (0..5)
+        .map(|k| format!("\"p{k}\":\"{}\"", "x".repeat(200)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let lines: String = (0..n)
+        .map(|i| {
+            format!(
+                "{{\"v\":1,\"service\":\"big{}\",\"id\":\"i{i}\",\"address\":\"10.{}.{}.{}\",\"port\":80,\"tags\":[],\"meta\":{{{pad}}},\"weight\":1,\"priority\":0,\"ttl\":null,\"check\":null,\"deregister_after_ms\":null,\"maintenance\":null}}\n",
+                i % 10,
+                i / 65536,
+                (i / 256) % 256,
+                i % 256
+            )
+        })
+        .collect();
+    let file = dir.path().join("big.jsonl");
+    std::fs::write(&file, &lines).unwrap();
+    let out = Command::new(BIN)
+        .arg("import")
+        .arg(&file)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let a = Replica::start(&cfg, "a");
+    let c = client();
+    let body: Value = c
+        .get(a.url("/v1/services"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let total: u64 = body["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["instances"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, n, "{}", a.log());
+    let out = Command::new(BIN)
+        .args(["export", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().lines().count(),
+        n as usize
+    );
+}

@@ -23,6 +23,21 @@ use super::membership::Backoff;
 use crate::model::Instance;
 use crate::store::{Change, HealthChange, Loaded, Remote, StoreError, record};
 
+/// Keys per page of a full read.
+const PAGE: i64 = 2000;
+
+/// The first key after every key starting with `prefix` (etcd's range end for a prefix).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // every key
+}
+
 /// How often the watch is asked for progress.
 const PROBE: Duration = Duration::from_secs(1);
 
@@ -65,18 +80,40 @@ impl Etcd {
         Ok((loaded, rev))
     }
 
+    /// Everything under the prefix at one revision, read in pages of `PAGE` keys: one
+    /// response for the whole registry would pass the client's 4 MiB message limit at about
+    /// 17,000 instances, and would make etcd build it in one piece.
     async fn read_all(&self) -> Result<(Kvs, i64), StoreError> {
-        let mut client = self.client.clone();
-        let opts = GetOptions::new().with_prefix();
-        let resp = self
-            .bounded("read", client.get(self.layout.prefix(), Some(opts)))
-            .await?;
-        let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
-        let kvs = resp
-            .kvs()
-            .iter()
-            .map(|kv| (kv.key().to_vec(), (kv.value().to_vec(), kv.mod_revision())))
-            .collect();
+        let prefix = self.layout.prefix().as_bytes().to_vec();
+        let end = prefix_end(&prefix);
+        let mut kvs = Kvs::new();
+        let mut from = prefix;
+        let mut rev = 0;
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if rev > 0 {
+                // Every page at the first page's revision: one consistent registry.
+                opts = opts.with_revision(rev);
+            }
+            let mut client = self.client.clone();
+            let resp = self
+                .bounded("read", client.get(from.clone(), Some(opts)))
+                .await?;
+            if rev == 0 {
+                rev = resp.header().map(|h| h.revision()).unwrap_or_default();
+            }
+            let page = resp.kvs();
+            for kv in page {
+                kvs.insert(kv.key().to_vec(), (kv.value().to_vec(), kv.mod_revision()));
+            }
+            match page.last() {
+                Some(last) if resp.more() => {
+                    from = last.key().to_vec();
+                    from.push(0); // the next key after it
+                }
+                _ => break,
+            }
+        }
         Ok((kvs, rev))
     }
 
