@@ -300,9 +300,9 @@ async fn a_replica_killed_mid_burst_loses_nothing_acknowledged_and_its_checks_mo
         let after: Vec<_> = hits[&p].iter().filter(|t| **t > killed).collect();
         let first = after.first().map(|t| t.duration_since(killed));
         assert!(
-            // member_ttl + interval = 4 s; etcd checks lease expiry every 500 ms, and a
-            // loaded machine adds its own delays (bench/replicas.sh measures it).
-            first.is_some_and(|d| d <= Duration::from_millis(5500)),
+            // member_ttl (3 s; etcd checks lease expiry every 500 ms) and a probe at once by
+            // the new owner, with slack for a loaded machine (bench/replicas.sh measures it).
+            first.is_some_and(|d| d <= Duration::from_millis(5000)),
             "{p}: first probe after the kill at {first:?}"
         );
         let last = after.last().unwrap().duration_since(killed);

@@ -153,10 +153,12 @@ impl Supervisor {
                 };
                 touched.push(key);
             }
-            if redeal {
-                // The live members changed: every check may have moved.
+            // The live members changed: every check may have moved. One this replica takes
+            // over is probed at once, not after its jitter: its previous owner is gone, and
+            // the status it stored is as old as the owner's last probe.
+            let takeover = std::mem::take(&mut redeal);
+            if takeover {
                 touched = wanted.keys().chain(running.keys()).cloned().collect();
-                redeal = false;
             }
             for key in touched {
                 let want = wanted.get(&key).filter(|_| self.owners.owns(&key));
@@ -168,9 +170,15 @@ impl Supervisor {
                 }
                 if let Some(spec) = want {
                     let stop = shutdown.child_token();
+                    let first = if takeover {
+                        Duration::ZERO
+                    } else {
+                        jitter(&key, spec.interval())
+                    };
                     tracker.spawn(run_check(
                         key.clone(),
                         spec.clone(),
+                        first,
                         registry.clone(),
                         client.clone(),
                         probes.clone(),
@@ -207,10 +215,15 @@ async fn probe(spec: &CheckSpec, client: &reqwest::Client, probes: &Probes) -> (
     result
 }
 
-/// Probes `spec` every interval until `stop`, reporting status changes for `key`.
+/// Probes `spec` every interval, the first probe `first` from now, until `stop`, reporting
+/// status changes for `key`.
+// Each argument is one piece the check task owns or shares; bundling them would only rename
+// them.
+#[allow(clippy::too_many_arguments)]
 async fn run_check(
     key: InstanceKey,
     spec: CheckSpec,
+    first: Duration,
     registry: Arc<Registry>,
     client: reqwest::Client,
     probes: Probes,
@@ -231,8 +244,7 @@ async fn run_check(
             spec.failures_before_critical(),
         ),
     };
-    let first = Instant::now() + jitter(&key, spec.interval());
-    let mut ticks = tokio::time::interval_at(first, spec.interval());
+    let mut ticks = tokio::time::interval_at(Instant::now() + first, spec.interval());
     // A probe that ran long (waiting for a slot) is not followed by a burst of catch-up probes.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut first = true;
