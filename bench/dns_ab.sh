@@ -99,7 +99,15 @@ for q in ["a", "srv", "mix", "nx"]:
     med = lambda v: "%d (%.2f)" % (len(v), statistics.median(v)) if v else "0"
     rows = [(o, 0.0, u) for u, o in zip(fig[("A", q)], other[("A", q)])] + \
            [(o, 1.0, u) for u, o in zip(fig[("B", q)], other[("B", q)])]
-    c, k, dd, se = fit(rows)
+    if len({round(o, 4) for o, b, u in rows}) < 2:
+        # No other load in any run (a quiet machine): nothing to adjust for, and the fit's
+        # load column would be singular. B - A of the means, with its standard error.
+        ua = [u for o, b, u in rows if b == 0.0]
+        ub = [u for o, b, u in rows if b == 1.0]
+        c, k, dd = statistics.mean(ua), 0.0, statistics.mean(ub) - statistics.mean(ua)
+        se = (statistics.pvariance(ua) / len(ua) + statistics.pvariance(ub) / len(ub)) ** 0.5
+    else:
+        c, k, dd, se = fit(rows)
     print("| %s | %s | %s | %.2f (+%.2f per 10 %% other load) | %+.2f µs (± %.2f) = %+.1f %% |"
           % (q, med(qa), med(qb), c, k * 0.1, dd, se, 100 * dd / c))
 print("\nOther load on the server's CPU during each fixed-rate run (%):\n")
