@@ -385,6 +385,64 @@ async fn sigint_drains_and_exits_zero_with_json_logs() {
     stops_cleanly_on("INT", &["--log-format", "json"]).await;
 }
 
+/// The SOA serial of the registry's domain.
+fn soa_serial(dns: SocketAddr) -> u32 {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.send_to(&common::query("internal", RecordType::SOA, Some(1232)), dns)
+        .unwrap();
+    let mut buf = vec![0u8; 65535];
+    let n = sock.recv(&mut buf).expect("a DNS reply within 2 s");
+    let m = Message::from_vec(&buf[..n]).expect("reply parses");
+    m.answers
+        .iter()
+        .find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(soa.serial),
+            _ => None,
+        })
+        .expect("an SOA answer")
+}
+
+/// The SOA serial never goes back, not even after a `kill -9` that follows health changes
+/// (which change no registration, but move the serial).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_soa_serial_never_goes_back_after_a_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut s = start(tmp.path(), &data, &[]);
+    let c = client();
+    let r = c
+        .put(format!("http://{}/v1/services/web/instances/w1", s.http))
+        .json(&json!({"address": "10.0.0.1", "port": 80, "check": {"ttl": "60s"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for status in ["passing", "warning", "passing", "critical", "passing"] {
+        let r = c
+            .put(format!(
+                "http://{}/v1/services/web/instances/w1/health",
+                s.http
+            ))
+            .json(&json!({"status": status}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let before = soa_serial(s.dns);
+    s.proc.signal("KILL");
+    let st = s.proc.exited(Duration::from_secs(10)).await;
+    assert_eq!(st.signal(), Some(9), "{st:?}");
+    let s = start(tmp.path(), &data, &[]);
+    let after = soa_serial(s.dns);
+    // RFC 1982: `after` is not less than `before`.
+    assert!(
+        after == before || (after.wrapping_sub(before) as i32) > 0,
+        "serial {after} after a restart, {before} before"
+    );
+}
+
 /// A log collector that went away (stderr closed) costs the log lines, never the server:
 /// writes still work and SIGTERM still stops it with status 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

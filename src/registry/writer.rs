@@ -523,7 +523,12 @@ impl Writer {
             keys,
             replies,
         } = batch;
-        if !changes.is_empty() {
+        // A batch of health changes alone has no record to store, but its index is stored
+        // all the same (an empty record): the index is the DNS SOA serial, which must never go
+        // back, not even after a crash (`kill -9`) that follows health changes. A shared store
+        // stores every health change anyway.
+        let index_only = changes.is_empty() && !keys.is_empty() && !self.shared;
+        if !changes.is_empty() || index_only {
             // Started now: the store's work overlaps the views' share below.
             let started = std::time::Instant::now();
             let committed = self.backend.clone().commit(changes, snap.index);
