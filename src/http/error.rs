@@ -44,7 +44,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
             RegistryError::NoTtlCheck(..) => StatusCode::CONFLICT,
             RegistryError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-            RegistryError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
+            // Another replica's write to the same instance got there first: a retry, once
+            // this replica has it, applies to it.
+            RegistryError::Store(StoreError::Conflict(_)) => StatusCode::SERVICE_UNAVAILABLE,
             RegistryError::Store(StoreError::Unavailable(err)) => {
                 tracing::warn!(error = %err, "the store takes no writes; the change was not applied");
                 StatusCode::SERVICE_UNAVAILABLE

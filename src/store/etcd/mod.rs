@@ -61,6 +61,9 @@ pub struct Etcd {
     started: std::time::Instant,
     /// Stops the watch and the lease keeper.
     stop: CancellationToken,
+    /// Writes are conditional on this replica's copy (a member; not `export`/`import`, which
+    /// keep no copy).
+    conditional: bool,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -121,6 +124,7 @@ impl Etcd {
             current_ms: AtomicU64::new(0),
             started: std::time::Instant::now(),
             stop,
+            conditional: member,
         });
         if member {
             etcd.join()
@@ -185,9 +189,34 @@ impl Etcd {
         let mut fenced = false;
         let mut put_here = std::collections::HashSet::new();
         let cache = self.cache.lock().expect("cache lock");
+        // A registration, replacement or removal applies only to the instance as this
+        // replica last saw it (the revision of its key in the copy, or no key): a write
+        // another replica made meanwhile fails the transaction (`Conflict`, retried by the
+        // client once the copy has it), so a replacement never drops a maintenance mode set
+        // elsewhere and a removal never removes a registration it has not seen. Once per key.
+        let mut expected = std::collections::HashSet::new();
+        let mut expect = |compares: &mut Vec<Compare>,
+                          key: &crate::model::InstanceKey,
+                          must_exist: bool| {
+            if !self.conditional || !expected.insert(key.clone()) {
+                return Ok(());
+            }
+            let k = self.layout.instance(key);
+            match cache.get(k.as_bytes()) {
+                Some((_, rev)) => compares.push(Compare::mod_revision(k, CompareOp::Equal, *rev)),
+                None if must_exist => {
+                    return Err(StoreError::Conflict(format!(
+                        "instance {key} is not in etcd any more"
+                    )));
+                }
+                None => compares.push(Compare::version(k, CompareOp::Equal, 0)),
+            }
+            Ok(())
+        };
         for c in changes {
             match c {
                 Change::Put(inst) => {
+                    expect(&mut compares, inst.key(), false)?;
                     put_here.insert(inst.key().clone());
                     set(
                         self.layout.instance(inst.key()),
@@ -195,18 +224,11 @@ impl Etcd {
                     );
                 }
                 Change::Delete(key) | Change::Reap(key) => {
-                    if matches!(c, Change::Reap(_)) {
-                        // Only the registration this replica saw critical for its
-                        // deregister_after is removed: a re-registration since wins.
-                        let k = self.layout.instance(key);
-                        let Some((_, rev)) = cache.get(k.as_bytes()) else {
-                            return Err(StoreError::Conflict(format!(
-                                "instance {key} is not in etcd any more"
-                            )));
-                        };
-                        compares.push(Compare::mod_revision(k, CompareOp::Equal, *rev));
-                        fenced = true;
-                    }
+                    let reap = matches!(c, Change::Reap(_));
+                    // A removal for deregister_after needs the registration this replica saw
+                    // critical; a re-registration since wins.
+                    expect(&mut compares, key, reap)?;
+                    fenced |= reap;
                     put_here.remove(key);
                     set(self.layout.instance(key), None);
                     set(self.layout.health(key), None);
@@ -337,5 +359,146 @@ impl Backend for Etcd {
             up: self.is_up(),
             staleness: self.staleness(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! With a real etcd (Debian's `etcd-server`) started here on loopback ports: the copy is
+    //! seeded by `list` and, with no watch running, kept stale on purpose, as a replica's is
+    //! for the moment before its watch delivers another replica's write.
+
+    use super::*;
+    use crate::model::testing;
+
+    /// An etcd process, its data dir (removed with it) and its client URL.
+    struct Server {
+        child: std::process::Child,
+        _dir: tempfile::TempDir,
+        url: String,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn port() -> u16 {
+        loop {
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos();
+            let p = 20000 + (seed.wrapping_mul(2654435761) % 12000) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+                return p;
+            }
+        }
+    }
+
+    fn etcd() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, p) = (port(), port());
+        let client = format!("http://127.0.0.1:{c}");
+        let peer = format!("http://127.0.0.1:{p}");
+        let child = std::process::Command::new("etcd")
+            .args(["--name", "u", "--data-dir"])
+            .arg(dir.path().join("d"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("u={peer}"),
+                "--log-level",
+                "error",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("etcd starts (Debian: apt-get install -y etcd-server)");
+        Server {
+            child,
+            _dir: dir,
+            url: client,
+        }
+    }
+
+    async fn connect(server: &Server, member: bool) -> Arc<Etcd> {
+        let cfg = EtcdConfig {
+            endpoints: vec![server.url.clone()],
+            ..EtcdConfig::default()
+        };
+        let start = std::time::Instant::now();
+        loop {
+            match Etcd::connect(&cfg, "t".into(), member, CancellationToken::new()).await {
+                Ok(e) => return e,
+                Err(e) if start.elapsed() > Duration::from_secs(20) => panic!("{e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_apply_only_to_the_instance_as_this_replica_saw_it() {
+        let server = etcd();
+        let replica = connect(&server, true).await;
+        let elsewhere = connect(&server, false).await;
+        replica.list().await.unwrap();
+        let a = testing::instance("web", "a").build();
+        // Another replica registers it (with maintenance on) after this one's copy was read.
+        let set_elsewhere = a.clone().with_maintenance(Some(
+            crate::model::Maintenance::new("swap".into(), std::time::UNIX_EPOCH).unwrap(),
+        ));
+        elsewhere
+            .clone()
+            .commit(vec![Change::Put(Box::new(set_elsewhere))], 0)
+            .await
+            .unwrap();
+        // This replica's replacement, computed on its stale copy, is refused...
+        let e = replica
+            .clone()
+            .commit(vec![Change::Put(Box::new(a.clone()))], 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+        // ...and so is a removal of what it has not seen.
+        let e = replica
+            .clone()
+            .commit(vec![Change::Delete(a.key().clone())], 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+        // Once its copy has the other write, both go through.
+        let (loaded, _) = replica.list().await.unwrap();
+        assert!(loaded.instances[0].maintenance().is_some());
+        replica
+            .clone()
+            .commit(vec![Change::Put(Box::new(loaded.instances[0].clone()))], 0)
+            .await
+            .unwrap();
+        replica.list().await.unwrap();
+        replica
+            .clone()
+            .commit(vec![Change::Delete(a.key().clone())], 0)
+            .await
+            .unwrap();
+        // Import (no copy, not a member) writes unconditionally.
+        elsewhere
+            .clone()
+            .commit(vec![Change::Put(Box::new(a))], 0)
+            .await
+            .unwrap();
     }
 }
