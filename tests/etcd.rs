@@ -276,16 +276,16 @@ async fn a_ttl_runs_out_once_across_replicas() {
     .await;
     b.report("ttl", "t1", "passing").await;
     until_resolves(&a, "ttl.service.internal", &["10.4.0.1"]).await;
-    // No report: critical on both within the TTL and a moment, written once (version 3: the
-    // starting health stored with the registration, the report, then the expiry by the owner
-    // alone).
+    // No report: critical on both within the TTL and a moment, written once (version 2: the
+    // report, then the expiry by the owner alone; the starting health rides in the
+    // registration's own value).
     until_resolves(&a, "ttl.service.internal", &[]).await;
     until_resolves(&b, "ttl.service.internal", &[]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let kv: serde_json::Value =
         serde_json::from_str(&cluster.ctl(&["get", "/signpost/health/ttl/t1", "-w", "json"]))
             .unwrap();
-    assert_eq!(kv["kvs"][0]["version"], 3, "{kv}");
+    assert_eq!(kv["kvs"][0]["version"], 2, "{kv}");
     let (_, _, inst) = get(&b, "/v1/services/ttl/instances/t1").await;
     assert!(
         inst["health"]["output"]
@@ -490,7 +490,7 @@ async fn deregister_after_removes_an_instance_once_for_every_replica() {
     }
     let left = cluster.ctl(&["get", "/signpost/", "--prefix", "--keys-only"]);
     assert!(!left.contains("gone/g1"), "{left}");
-    // Once: etcd's history of its keys holds one registration (with its starting health),
+    // Once: etcd's history of its keys holds one registration (its starting health inside),
     // one report, one expiry and one removal, whatever the number of replicas.
     let history = std::process::Command::new("timeout")
         .args(["3", "etcdctl", "--endpoints"])
@@ -513,7 +513,7 @@ async fn deregister_after_removes_an_instance_once_for_every_replica() {
         1,
         "{history}"
     );
-    assert_eq!(events("PUT", "/signpost/health/gone/g1"), 3, "{history}");
+    assert_eq!(events("PUT", "/signpost/health/gone/g1"), 2, "{history}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

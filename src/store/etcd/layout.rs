@@ -2,19 +2,23 @@
 //!
 //! | key | value | written by |
 //! | --- | --- | --- |
-//! | `instances/<service>/<id>` | the instance record (JSON, as `store::record`) | any replica, for a client |
+//! | `instances/<service>/<id>` | the instance record (JSON, as `store::record`), or `{"instance": record, "health": status}` when written with the health it starts with | any replica, for a client |
 //! | `health/<service>/<id>` | `HealthRecord` (JSON): status, output, since, the check it is for | the check's owner; any replica for a TTL report |
 //! | `members/<name>` | `MemberRecord` (JSON), on the member's own lease | each replica, for itself |
 //!
 //! Health keys are not on any lease: a dying owner must not take the statuses it wrote with
 //! it (every instance it checked would flap to "awaiting first check"). They go with their
-//! instance.
+//! instance. A registration carries the health it starts with inside its own value (so every
+//! replica shows the same `since`) rather than in a health key of its own: one key per
+//! registration, not two (a second key per registration cost a third of the write
+//! throughput, `bench/replicas.sh`). A health key, when there is one, is newer than the
+//! health inside the value (a registration that carries one deletes the health key).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{CheckSpec, Health, InstanceId, InstanceKey, ServiceName, Status};
+use crate::model::{CheckSpec, Health, Instance, InstanceId, InstanceKey, ServiceName, Status};
 use crate::store::record;
 
 /// What a key under the prefix names.
@@ -82,6 +86,40 @@ impl Layout {
             _ => None,
         }
     }
+}
+
+/// An instance key's value: the registration, with the health it starts with when the two
+/// were written together.
+pub(super) fn encode_instance(
+    inst: &Instance,
+    start: Option<(&Health, Option<&CheckSpec>)>,
+) -> Vec<u8> {
+    let record = record::encode_json(inst);
+    let Some((health, check)) = start else {
+        return record;
+    };
+    let mut v = b"{\"instance\":".to_vec();
+    v.extend_from_slice(&record);
+    v.extend_from_slice(b",\"health\":");
+    v.extend_from_slice(&HealthRecord::encode(health, check));
+    v.push(b'}');
+    v
+}
+
+/// Reads an instance key's value (either form) back, re-validating the registration.
+pub(super) fn decode_instance(bytes: &[u8]) -> Result<(Instance, Option<HealthRecord>), String> {
+    if !bytes.starts_with(b"{\"instance\":") {
+        return record::decode(bytes).map(|i| (i, None));
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Both {
+        instance: serde_json::Value,
+        health: HealthRecord,
+    }
+    let both: Both = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let record = serde_json::to_vec(&both.instance).map_err(|e| e.to_string())?;
+    Ok((record::decode(&record)?, Some(both.health)))
 }
 
 /// A stored health status.
@@ -173,6 +211,19 @@ mod tests {
         assert_eq!(l.parse(b"/sp/instances/web"), None);
         assert_eq!(l.parse(b"/sp/instances/Bad Name/x"), None);
         assert_eq!(l.parse(b"/elsewhere/instances/web/a"), None);
+    }
+
+    #[test]
+    fn an_instance_value_carries_its_starting_health_or_not() {
+        let inst = testing::instance("web", "a").build();
+        let h = Health::new(Status::Passing, "registered without a check", UNIX_EPOCH);
+        let (back, none) = decode_instance(&encode_instance(&inst, None)).unwrap();
+        assert_eq!(back, inst);
+        assert!(none.is_none());
+        let (back, some) = decode_instance(&encode_instance(&inst, Some((&h, None)))).unwrap();
+        assert_eq!(back, inst);
+        assert_eq!(some.unwrap().health_for(None).unwrap(), Some(h));
+        assert!(decode_instance(b"{\"instance\":{},\"health\":1}").is_err());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use self::layout::{HealthRecord, Layout};
-use super::{Backend, Change, Loaded, Owners, Remote, StoreError, StoreFuture, record};
+use super::{Backend, Change, Loaded, Owners, Remote, StoreError, StoreFuture};
 use crate::config::EtcdConfig;
 
 /// Most registry commands in one transaction: etcd refuses a transaction of more than
@@ -187,7 +187,9 @@ impl Etcd {
         };
         let mut compares = Vec::new();
         let mut fenced = false;
-        let mut put_here = std::collections::HashSet::new();
+        // Instances put by this transaction (a status for one rides in its value).
+        let mut put_here: HashMap<crate::model::InstanceKey, &crate::model::Instance> =
+            HashMap::new();
         let cache = self.cache.lock().expect("cache lock");
         // A registration, replacement or removal applies only to the instance as this
         // replica last saw it (the revision of its key in the copy, or no key): a write
@@ -217,10 +219,10 @@ impl Etcd {
             match c {
                 Change::Put(inst) => {
                     expect(&mut compares, inst.key(), false)?;
-                    put_here.insert(inst.key().clone());
+                    put_here.insert(inst.key().clone(), &**inst);
                     set(
                         self.layout.instance(inst.key()),
-                        Some(record::encode_json(inst)),
+                        Some(layout::encode_instance(inst, None)),
                     );
                 }
                 Change::Delete(key) | Change::Reap(key) => {
@@ -233,21 +235,33 @@ impl Etcd {
                     set(self.layout.instance(key), None);
                     set(self.layout.health(key), None);
                 }
-                Change::Health(h) => {
-                    if !put_here.contains(&h.key) {
-                        // A status never outlives (or re-creates) its instance.
-                        compares.push(Compare::version(
+                Change::Health(h) => match put_here.get(&h.key) {
+                    // The health a registration starts with goes inside its value; a health
+                    // key from before (another check's) goes.
+                    Some(inst) if !h.fenced => {
+                        let start = Some((&h.health, h.check.as_ref()));
+                        set(
                             self.layout.instance(&h.key),
-                            CompareOp::Greater,
-                            0,
-                        ));
+                            Some(layout::encode_instance(inst, start)),
+                        );
+                        set(self.layout.health(&h.key), None);
                     }
-                    fenced |= h.fenced;
-                    set(
-                        self.layout.health(&h.key),
-                        Some(HealthRecord::encode(&h.health, h.check.as_ref())),
-                    );
-                }
+                    put => {
+                        if put.is_none() {
+                            // A status never outlives (or re-creates) its instance.
+                            compares.push(Compare::version(
+                                self.layout.instance(&h.key),
+                                CompareOp::Greater,
+                                0,
+                            ));
+                        }
+                        fenced |= h.fenced;
+                        set(
+                            self.layout.health(&h.key),
+                            Some(HealthRecord::encode(&h.health, h.check.as_ref())),
+                        );
+                    }
+                },
             }
         }
         drop(cache);

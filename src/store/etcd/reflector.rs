@@ -18,10 +18,10 @@ use etcd_client::{EventType, GetOptions, KeyValue, WatchOptions};
 use tokio::sync::mpsc;
 
 use super::Etcd;
-use super::layout::{HealthRecord, Key};
+use super::layout::{HealthRecord, Key, decode_instance};
 use super::membership::Backoff;
 use crate::model::Instance;
-use crate::store::{Change, HealthChange, Loaded, Remote, StoreError, record};
+use crate::store::{Change, HealthChange, Loaded, Remote, StoreError};
 
 /// Keys per page of a full read.
 const PAGE: i64 = 2000;
@@ -51,23 +51,27 @@ impl Etcd {
     pub(super) async fn list(&self) -> Result<(Loaded, i64), StoreError> {
         let (kvs, rev) = self.read_all().await?;
         let mut instances = HashMap::new();
+        let mut health = HashMap::new();
         for (k, (v, _)) in &kvs {
             if let Some(Key::Instance(key)) = self.layout.parse(k) {
-                let inst = record::decode(v).map_err(|message| StoreError::Corrupt {
+                let (inst, start) = decode_instance(v).map_err(|message| StoreError::Corrupt {
                     path: self.layout.prefix().into(),
                     key: String::from_utf8_lossy(k).into_owned(),
                     message,
                 })?;
+                if let Some(h) = start.and_then(|r| self.read_health(k, Ok(r), &inst)) {
+                    health.insert(key.clone(), h);
+                }
                 instances.insert(key, inst);
             }
         }
-        let mut health = Vec::new();
+        // A health key is newer than the health inside its instance's value.
         for (k, (v, _)) in &kvs {
             if let Some(Key::Health(key)) = self.layout.parse(k)
                 && let Some(inst) = instances.get(&key)
                 && let Some(h) = self.decode_health(k, v, inst)
             {
-                health.push(h);
+                health.insert(key, h);
             }
         }
         self.set_members(&kvs);
@@ -75,7 +79,7 @@ impl Etcd {
         let loaded = Loaded {
             instances: instances.into_values().collect(),
             index: rev.max(0) as u64,
-            health,
+            health: health.into_values().collect(),
         };
         Ok((loaded, rev))
     }
@@ -120,8 +124,18 @@ impl Etcd {
     /// A stored status, if it is for `inst`'s current check; a status that cannot be read is
     /// logged (naming its key) and skipped: the check's owner writes it again.
     fn decode_health(&self, k: &[u8], v: &[u8], inst: &Instance) -> Option<HealthChange> {
-        let read = HealthRecord::decode(v).and_then(|r| r.health_for(inst.check()));
-        match read {
+        self.read_health(k, HealthRecord::decode(v), inst)
+    }
+
+    /// A status read from key `k` (a health key, or an instance's value), if it is for
+    /// `inst`'s current check.
+    fn read_health(
+        &self,
+        k: &[u8],
+        rec: Result<HealthRecord, String>,
+        inst: &Instance,
+    ) -> Option<HealthChange> {
+        match rec.and_then(|r| r.health_for(inst.check())) {
             Ok(Some(health)) => Some(HealthChange {
                 key: inst.key().clone(),
                 health,
@@ -246,8 +260,15 @@ impl Etcd {
                         let Some(kv) = ev.kv() else { continue };
                         rev = rev.max(kv.mod_revision());
                         let put = ev.event_type() == EventType::Put;
+                        let at = kv.mod_revision() as u64;
                         match self.change(&cache, kv, put) {
-                            Some(Item::Change(c)) => changes.push((kv.mod_revision() as u64, c)),
+                            Some(Item::Change(c)) => changes.push((at, c)),
+                            Some(Item::Registration(inst, health)) => {
+                                changes.push((at, Change::Put(inst)));
+                                if let Some(h) = health {
+                                    changes.push((at, Change::Health(Box::new(h))));
+                                }
+                            }
                             Some(Item::Member) => members_changed = true,
                             None => {}
                         }
@@ -283,8 +304,11 @@ impl Etcd {
         match key {
             Key::Member(_) => Some(Item::Member),
             Key::Instance(k) if !put => Some(Item::Change(Change::Delete(k))),
-            Key::Instance(_) => match record::decode(kv.value()) {
-                Ok(inst) => Some(Item::Change(Change::Put(Box::new(inst)))),
+            Key::Instance(_) => match decode_instance(kv.value()) {
+                Ok((inst, start)) => {
+                    let health = start.and_then(|r| self.read_health(kv.key(), Ok(r), &inst));
+                    Some(Item::Registration(Box::new(inst), health))
+                }
                 Err(e) => {
                     tracing::error!(key = %String::from_utf8_lossy(kv.key()), error = %e, "a record in etcd breaks a registration rule; skipped");
                     None
@@ -295,7 +319,7 @@ impl Etcd {
             Key::Health(k) => {
                 let inst_key = self.layout.instance(&k);
                 let (v, _) = cache.get(inst_key.as_bytes())?;
-                let inst = record::decode(v).ok()?;
+                let (inst, _) = decode_instance(v).ok()?;
                 self.decode_health(kv.key(), kv.value(), &inst)
                     .map(|h| Item::Change(Change::Health(Box::new(h))))
             }
@@ -314,8 +338,19 @@ impl Etcd {
                 if let Some(Key::Instance(_)) = self.layout.parse(k)
                     && cache.get(k).map(|(old, _)| old) != Some(v)
                 {
-                    match record::decode(v) {
-                        Ok(inst) => changes.push((*mod_rev as u64, Change::Put(Box::new(inst)))),
+                    match decode_instance(v) {
+                        Ok((inst, start)) => {
+                            let at = *mod_rev as u64;
+                            let separate =
+                                kvs.contains_key(self.layout.health(inst.key()).as_bytes());
+                            let health = start
+                                .filter(|_| !separate) // a health key is newer
+                                .and_then(|r| self.read_health(k, Ok(r), &inst));
+                            changes.push((at, Change::Put(Box::new(inst))));
+                            if let Some(h) = health {
+                                changes.push((at, Change::Health(Box::new(h))));
+                            }
+                        }
                         Err(e) => {
                             tracing::error!(key = %String::from_utf8_lossy(k), error = %e, "a record in etcd breaks a registration rule; skipped")
                         }
@@ -333,7 +368,7 @@ impl Etcd {
                 if let Some(Key::Health(key)) = self.layout.parse(k)
                     && cache.get(k).map(|(old, _)| old) != Some(v)
                     && let Some((iv, _)) = kvs.get(self.layout.instance(&key).as_bytes())
-                    && let Ok(inst) = record::decode(iv)
+                    && let Ok((inst, _)) = decode_instance(iv)
                     && let Some(h) = self.decode_health(k, v, &inst)
                 {
                     changes.push((*mod_rev as u64, Change::Health(Box::new(h))));
@@ -361,6 +396,8 @@ impl Etcd {
 /// One watched event, as the registry sees it.
 enum Item {
     Change(Change),
+    /// A registration, with the health it starts with when written together.
+    Registration(Box<Instance>, Option<HealthChange>),
     /// A member joined or left.
     Member,
 }
