@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -155,48 +155,13 @@ async fn a_write_on_one_replica_is_in_every_replica_with_the_same_index() {
     until_resolves(&a, "web.service.internal", &["10.1.0.2", "10.1.0.3"]).await;
 }
 
-/// A tiny HTTP health target counting the probes of each path.
-async fn target() -> (
-    SocketAddr,
-    Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
-    let h = hits.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let h = h.clone();
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut buf = vec![0u8; 4096];
-                let Ok(n) = s.read(&mut buf).await else {
-                    return;
-                };
-                let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
-                *h.lock().unwrap().entry(path).or_insert(0) += 1;
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    )
-                    .await;
-            });
-        }
-    });
-    (addr, hits)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_check_is_probed_by_one_replica_and_statuses_are_shared() {
     let _serial = common::etcd::SERIAL.lock().await;
     let cluster = Cluster::start(1);
     let a = replica(&cluster, "a").await;
     let b = replica(&cluster, "b").await;
-    let (addr, hits) = target().await;
+    let (addr, hits) = common::probes::target().await;
     let n = 12;
     for i in 0..n {
         let body = json!({"address": format!("10.2.0.{}", i + 1), "port": 80,
@@ -211,10 +176,10 @@ async fn each_check_is_probed_by_one_replica_and_statuses_are_shared() {
     until_resolves(&b, "chk.service.internal", &all).await;
     // Over a few intervals, each check is probed about once per interval in total: twice
     // that would mean both replicas probe it.
-    let before: usize = hits.lock().unwrap().values().sum();
+    let before: usize = common::probes::counts(&hits).values().sum();
     let window = Duration::from_secs(4);
     tokio::time::sleep(window).await;
-    let probes: usize = hits.lock().unwrap().values().sum::<usize>() - before;
+    let probes: usize = common::probes::counts(&hits).values().sum::<usize>() - before;
     let once = n * window.as_secs() as usize;
     assert!(
         probes >= once - n && probes <= once + n,
@@ -234,7 +199,7 @@ async fn a_stopped_replicas_checks_move_to_the_others() {
     let cluster = Cluster::start(1);
     let a = replica(&cluster, "a").await;
     let b = replica(&cluster, "b").await;
-    let (addr, hits) = target().await;
+    let (addr, hits) = common::probes::target().await;
     let n = 8;
     for i in 0..n {
         let body = json!({"address": format!("10.3.0.{}", i + 1), "port": 80,
@@ -247,9 +212,9 @@ async fn a_stopped_replicas_checks_move_to_the_others() {
     // a leaves (a clean stop revokes its membership): b probes every check from now on.
     a.stop().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let before = hits.lock().unwrap().clone();
+    let before = common::probes::counts(&hits);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = hits.lock().unwrap().clone();
+    let after = common::probes::counts(&hits);
     for i in 0..n {
         let p = format!("/m{i}");
         let moved = after.get(&p).copied().unwrap_or(0) - before.get(&p).copied().unwrap_or(0);

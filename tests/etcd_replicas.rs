@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -139,6 +139,17 @@ impl Drop for Replica {
     }
 }
 
+/// `signpost ARGS` (export, import) run to the end: its stdout, after asserting success.
+fn run(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "signpost {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -193,42 +204,6 @@ async fn put(c: &reqwest::Client, r: &Replica, service: &str, id: &str, body: Va
     }
 }
 
-/// A health target counting probes per path.
-async fn target() -> (SocketAddr, Arc<Mutex<HashMap<String, Vec<Instant>>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
-    let h = hits.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let h = h.clone();
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut buf = vec![0u8; 4096];
-                let Ok(n) = s.read(&mut buf).await else {
-                    return;
-                };
-                let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
-                h.lock()
-                    .unwrap()
-                    .entry(path)
-                    .or_default()
-                    .push(Instant::now());
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    )
-                    .await;
-            });
-        }
-    });
-    (addr, hits)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_burst_loses_nothing_acknowledged_and_its_checks_move() {
     let _serial = common::etcd::SERIAL.lock().await;
@@ -240,7 +215,7 @@ async fn a_replica_killed_mid_burst_loses_nothing_acknowledged_and_its_checks_mo
     let c = client();
 
     // Checks spread over both replicas.
-    let (addr, hits) = target().await;
+    let (addr, hits) = common::probes::target().await;
     let n = 10;
     for i in 0..n {
         let body = json!({"address": "10.7.0.1", "port": 80,
@@ -432,56 +407,36 @@ async fn export_and_import_move_a_registry_to_etcd_and_back() {
         e.signal("-TERM");
         assert!(e.child.wait().unwrap().success(), "{}", e.log());
     }
-    let export = |args: &[&str]| {
-        let out = Command::new(BIN).arg("export").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let from_embedded = export(&["--data-dir", data.to_str().unwrap()]);
+    let from_embedded = run(&["export".as_ref(), "--data-dir".as_ref(), data.as_os_str()]);
     assert_eq!(from_embedded.lines().count(), 3);
     let file = dir.path().join("registry.jsonl");
     std::fs::write(&file, &from_embedded).unwrap();
-    let out = Command::new(BIN)
-        .arg("import")
-        .arg(&file)
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run(&[
+        "import".as_ref(),
+        file.as_os_str(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+    ]);
 
     // A replica on etcd serves them; export from etcd gives the same lines.
     let a = Replica::start(&cfg, "a");
     let set = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
     until_ids(&c, &a, "mv", &set(&["e1", "e2", "e3"])).await;
-    let from_etcd = export(&["--config", cfg.to_str().unwrap()]);
+    let from_etcd = run(&["export".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
     assert_eq!(from_etcd, from_embedded);
 
     // And back: into a new embedded store.
     let back = dir.path().join("back");
-    let out = Command::new(BIN)
-        .arg("import")
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(&back)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let file2 = dir.path().join("from-etcd.jsonl");
     std::fs::write(&file2, &from_etcd).unwrap();
-    assert_eq!(export(&["--data-dir", back.to_str().unwrap()]), from_etcd);
+    run(&[
+        "import".as_ref(),
+        file2.as_os_str(),
+        "--data-dir".as_ref(),
+        back.as_os_str(),
+    ]);
+    let back_out = run(&["export".as_ref(), "--data-dir".as_ref(), back.as_os_str()]);
+    assert_eq!(back_out, from_etcd);
 }
 
 /// A registry bigger than one read (2,000 keys a page) and than the etcd client's 4 MiB
@@ -511,18 +466,12 @@ async fn a_registry_larger_than_one_read_loads_whole() {
         .collect();
     let file = dir.path().join("big.jsonl");
     std::fs::write(&file, &lines).unwrap();
-    let out = Command::new(BIN)
-        .arg("import")
-        .arg(&file)
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run(&[
+        "import".as_ref(),
+        file.as_os_str(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+    ]);
 
     let a = Replica::start(&cfg, "a");
     let c = client();
@@ -541,18 +490,6 @@ async fn a_registry_larger_than_one_read_loads_whole() {
         .map(|s| s["instances"].as_u64().unwrap())
         .sum();
     assert_eq!(total, n, "{}", a.log());
-    let out = Command::new(BIN)
-        .args(["export", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap().lines().count(),
-        n as usize
-    );
+    let out = run(&["export".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
+    assert_eq!(out.lines().count(), n as usize);
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod probes;
 pub mod raw;
 
 use std::net::SocketAddr;
