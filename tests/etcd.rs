@@ -31,6 +31,29 @@ async fn replica(cluster: &Cluster, name: &str) -> TestServer {
     .await
 }
 
+/// One test at a time (`SERIAL`: each starts its own cluster), a cluster of `members`, and
+/// replicas `a` and `b` on it. Bind in this order, so the replicas stop before the cluster.
+async fn setup(
+    members: usize,
+) -> (
+    tokio::sync::MutexGuard<'static, ()>,
+    Cluster,
+    TestServer,
+    TestServer,
+) {
+    let serial = common::etcd::SERIAL.lock().await;
+    let cluster = Cluster::start(members);
+    let a = replica(&cluster, "a").await;
+    let b = replica(&cluster, "b").await;
+    (serial, cluster, a, b)
+}
+
+/// A registration at `address` with an HTTP check of `url` every second.
+fn checked(address: &str, url: &str) -> serde_json::Value {
+    json!({"address": address, "port": 80,
+        "check": {"http": url, "interval": "1s", "timeout": "500ms"}})
+}
+
 async fn addresses(s: &TestServer, name: &str) -> HashSet<IpAddr> {
     let (m, _) = s.udp(name, RecordType::A, None).await;
     m.answers
@@ -43,8 +66,8 @@ async fn addresses(s: &TestServer, name: &str) -> HashSet<IpAddr> {
 }
 
 /// Waits (bounded) until `name` resolves on `s` to exactly `want`.
-async fn until_resolves(s: &TestServer, name: &str, want: &[&str]) {
-    let want: HashSet<IpAddr> = want.iter().map(|a| a.parse().unwrap()).collect();
+async fn until_resolves(s: &TestServer, name: &str, want: &[impl AsRef<str>]) {
+    let want: HashSet<IpAddr> = want.iter().map(|a| a.as_ref().parse().unwrap()).collect();
     let start = Instant::now();
     loop {
         let got = addresses(s, name).await;
@@ -98,10 +121,7 @@ fn reg(addr: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_on_one_replica_is_in_every_replica_with_the_same_index() {
-    let _serial = common::etcd::SERIAL.lock().await;
-    let cluster = Cluster::start(1);
-    let a = replica(&cluster, "a").await;
-    let b = replica(&cluster, "b").await;
+    let (_serial, cluster, a, b) = setup(1).await;
     a.register("web", "w1", reg("10.1.0.1")).await;
     // In the answering replica's DNS before its 2xx.
     assert_eq!(
@@ -157,21 +177,16 @@ async fn a_write_on_one_replica_is_in_every_replica_with_the_same_index() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_check_is_probed_by_one_replica_and_statuses_are_shared() {
-    let _serial = common::etcd::SERIAL.lock().await;
-    let cluster = Cluster::start(1);
-    let a = replica(&cluster, "a").await;
-    let b = replica(&cluster, "b").await;
+    let (_serial, cluster, a, b) = setup(1).await;
     let (addr, hits) = common::probes::target().await;
     let n = 12;
-    for i in 0..n {
-        let body = json!({"address": format!("10.2.0.{}", i + 1), "port": 80,
-            "check": {"http": format!("http://{addr}/i{i}"), "interval": "1s", "timeout": "500ms"}});
+    let all: Vec<String> = (0..n).map(|i| format!("10.2.0.{}", i + 1)).collect();
+    for (i, address) in all.iter().enumerate() {
+        let body = checked(address, &format!("http://{addr}/i{i}"));
         let s = if i % 2 == 0 { &a } else { &b };
         s.register("chk", &format!("i{i}"), body).await;
     }
     // Every instance passes on both replicas (each status written once, by its owner).
-    let all: Vec<String> = (0..n).map(|i| format!("10.2.0.{}", i + 1)).collect();
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
     until_resolves(&a, "chk.service.internal", &all).await;
     until_resolves(&b, "chk.service.internal", &all).await;
     // Over a few intervals, each check is probed about once per interval in total: twice
@@ -195,19 +210,14 @@ async fn each_check_is_probed_by_one_replica_and_statuses_are_shared() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_replicas_checks_move_to_the_others() {
-    let _serial = common::etcd::SERIAL.lock().await;
-    let cluster = Cluster::start(1);
-    let a = replica(&cluster, "a").await;
-    let b = replica(&cluster, "b").await;
+    let (_serial, _cluster, a, b) = setup(1).await;
     let (addr, hits) = common::probes::target().await;
     let n = 8;
-    for i in 0..n {
-        let body = json!({"address": format!("10.3.0.{}", i + 1), "port": 80,
-            "check": {"http": format!("http://{addr}/m{i}"), "interval": "1s", "timeout": "500ms"}});
+    let all: Vec<String> = (0..n).map(|i| format!("10.3.0.{}", i + 1)).collect();
+    for (i, address) in all.iter().enumerate() {
+        let body = checked(address, &format!("http://{addr}/m{i}"));
         a.register("mv", &format!("m{i}"), body).await;
     }
-    let all: Vec<String> = (0..n).map(|i| format!("10.3.0.{}", i + 1)).collect();
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
     until_resolves(&b, "mv.service.internal", &all).await;
     // a leaves (a clean stop revokes its membership): b probes every check from now on.
     a.stop().await;
@@ -229,10 +239,7 @@ async fn a_stopped_replicas_checks_move_to_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ttl_runs_out_once_across_replicas() {
-    let _serial = common::etcd::SERIAL.lock().await;
-    let cluster = Cluster::start(1);
-    let a = replica(&cluster, "a").await;
-    let b = replica(&cluster, "b").await;
+    let (_serial, cluster, a, b) = setup(1).await;
     a.register(
         "ttl",
         "t1",
@@ -244,8 +251,8 @@ async fn a_ttl_runs_out_once_across_replicas() {
     // No report: critical on both within the TTL and a moment, written once (version 2: the
     // report, then the expiry by the owner alone; the starting health rides in the
     // registration's own value).
-    until_resolves(&a, "ttl.service.internal", &[]).await;
-    until_resolves(&b, "ttl.service.internal", &[]).await;
+    until_resolves(&a, "ttl.service.internal", &[] as &[&str]).await;
+    until_resolves(&b, "ttl.service.internal", &[] as &[&str]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let kv: serde_json::Value =
         serde_json::from_str(&cluster.ctl(&["get", "/signpost/health/ttl/t1", "-w", "json"]))
@@ -263,10 +270,7 @@ async fn a_ttl_runs_out_once_across_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_stopped_keeps_dns_answering_and_writes_503_until_it_returns() {
-    let _serial = common::etcd::SERIAL.lock().await;
-    let mut cluster = Cluster::start(1);
-    let a = replica(&cluster, "a").await;
-    let b = replica(&cluster, "b").await;
+    let (_serial, mut cluster, a, b) = setup(1).await;
     a.register("out", "o1", reg("10.5.0.1")).await;
     until_resolves(&b, "out.service.internal", &["10.5.0.1"]).await;
     tokio::time::sleep(Duration::from_millis(1500)).await; // a progress answer or two
@@ -347,10 +351,7 @@ async fn etcd_stopped_keeps_dns_answering_and_writes_503_until_it_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_etcd_leader_killed_during_writes_loses_nothing_acknowledged() {
-    let _serial = common::etcd::SERIAL.lock().await;
-    let mut cluster = Cluster::start(3);
-    let a = replica(&cluster, "a").await;
-    let b = replica(&cluster, "b").await;
+    let (_serial, mut cluster, a, b) = setup(3).await;
     let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
     let attempts = Arc::new(AtomicUsize::new(0));
     let writer = {
@@ -425,10 +426,7 @@ async fn the_etcd_leader_killed_during_writes_loses_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deregister_after_removes_an_instance_once_for_every_replica() {
-    let _serial = common::etcd::SERIAL.lock().await;
-    let cluster = Cluster::start(1);
-    let a = replica(&cluster, "a").await;
-    let b = replica(&cluster, "b").await;
+    let (_serial, cluster, a, b) = setup(1).await;
     let c = replica(&cluster, "c").await;
     a.register(
         "gone",
@@ -483,10 +481,7 @@ async fn deregister_after_removes_an_instance_once_for_every_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_through_two_replicas_give_both_the_same_indexes_and_bodies() {
-    let _serial = common::etcd::SERIAL.lock().await;
-    let cluster = Cluster::start(1);
-    let a = replica(&cluster, "a").await;
-    let b = replica(&cluster, "b").await;
+    let (_serial, cluster, a, b) = setup(1).await;
     let burst = |s: &TestServer, service: &'static str| {
         let (c, url) = (s.client.clone(), s.url(""));
         tokio::spawn(async move {

@@ -9,22 +9,19 @@
 //! registration path sets the template of the route it stands in for. A response without one
 //! (refused before routing, or no route matched) is counted as `unmatched`.
 //!
-//! Tower layers with their own futures rather than `axum::middleware::from_fn`, for the same
-//! reason as `stamp`: `from_fn` boxes every request's future.
+//! Both are `OnResponse` layers (`respond`), for the same reason as `stamp`:
+//! `axum::middleware::from_fn` boxes every request's future.
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use tower::{Layer, Service};
 
 use super::AppState;
+use super::respond::OnResponse;
 use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
 
 /// The route template a response was served under.
@@ -42,129 +39,36 @@ pub(crate) async fn serve(State(state): State<Arc<AppState>>) -> Response {
 
 /// Counts every response by its `Route` and status code.
 #[derive(Clone)]
-pub(crate) struct CountLayer(pub Arc<Metrics>);
+pub(crate) struct Count(pub Arc<Metrics>);
 
-impl<S> Layer<S> for CountLayer {
-    type Service = Count<S>;
+impl OnResponse for Count {
+    type Note = Arc<Metrics>;
 
-    fn layer(&self, inner: S) -> Count<S> {
-        Count {
-            inner,
-            metrics: self.0.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Count<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-impl<S> Service<Request> for Count<S>
-where
-    S: Service<Request, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = Counted<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
+    fn note(&self, _: &Request) -> Arc<Metrics> {
+        self.0.clone()
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
-        Counted {
-            inner: self.inner.call(req),
-            metrics: self.metrics.clone(),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The inner service's future; its response is counted on the way out.
-    pub struct Counted<F> {
-        #[pin]
-        inner: F,
-        metrics: Arc<Metrics>,
-    }
-}
-
-impl<F, E> Future for Counted<F>
-where
-    F: Future<Output = Result<Response, E>>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let resp = std::task::ready!(this.inner.poll(cx))?;
+    fn respond(metrics: Arc<Metrics>, resp: &mut Response) {
         let route = resp.extensions().get::<Route>().map(|r| r.0.clone());
-        this.metrics.http_request(route, resp.status().as_u16());
-        Poll::Ready(Ok(resp))
+        metrics.http_request(route, resp.status().as_u16());
     }
 }
 
 /// Inside the router: puts the matched route's template on the response as a `Route`.
 #[derive(Clone, Copy)]
-pub(crate) struct TagRouteLayer;
+pub(crate) struct TagRoute;
 
-impl<S> Layer<S> for TagRouteLayer {
-    type Service = TagRoute<S>;
+impl OnResponse for TagRoute {
+    type Note = Option<MatchedPath>;
 
-    fn layer(&self, inner: S) -> TagRoute<S> {
-        TagRoute { inner }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct TagRoute<S> {
-    inner: S,
-}
-
-impl<S> Service<Request> for TagRoute<S>
-where
-    S: Service<Request, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = Tagged<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
+    fn note(&self, req: &Request) -> Option<MatchedPath> {
+        req.extensions().get::<MatchedPath>().cloned()
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
-        let route = req.extensions().get::<MatchedPath>().cloned();
-        Tagged {
-            inner: self.inner.call(req),
-            route,
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The route's future; its response gets the route's template.
-    pub struct Tagged<F> {
-        #[pin]
-        inner: F,
-        route: Option<MatchedPath>,
-    }
-}
-
-impl<F, E> Future for Tagged<F>
-where
-    F: Future<Output = Result<Response, E>>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut resp = std::task::ready!(this.inner.poll(cx))?;
-        if let Some(m) = this.route.take() {
+    fn respond(route: Option<MatchedPath>, resp: &mut Response) {
+        if let Some(m) = route {
             resp.extensions_mut()
                 .insert(Route(Cow::Owned(m.as_str().to_owned())));
         }
-        Poll::Ready(Ok(resp))
     }
 }

@@ -18,6 +18,7 @@ mod io;
 mod metrics;
 mod protocol;
 mod refuse;
+mod respond;
 mod serve;
 mod services;
 mod stamp;
@@ -44,10 +45,11 @@ use crate::registry::Registry;
 use admit::{Admit, AdmitLayer};
 use error::ApiError;
 use guard::Guard;
-use metrics::{Count, CountLayer, TagRouteLayer};
+use metrics::{Count, TagRoute};
 use protocol::UriLimit;
 use refuse::{Refuse, RefuseLayer};
-use stamp::{StampIndex, StampIndexLayer};
+use respond::{Respond, RespondLayer};
+use stamp::{Stamp, StampIndex};
 use token::TokenCheck;
 
 pub(crate) const INDEX_HEADER: &str = "x-signpost-index";
@@ -104,7 +106,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiEr
 /// The layers every request passes, outermost first: the index stamp, the request count, the
 /// URI limit, the origin and host guard, the tokens, the admission limits.
 pub(crate) type Outer<S> =
-    StampIndex<Count<Refuse<UriLimit, Refuse<Guard, Refuse<TokenCheck, Admit<S>>>>>>;
+    StampIndex<Respond<Count, Refuse<UriLimit, Refuse<Guard, Refuse<TokenCheck, Admit<S>>>>>>;
 
 /// The whole API as served: the outer layers over the registration path (`fast`), which is in
 /// front of the router.
@@ -135,8 +137,8 @@ fn router_only(state: AppState, http: &HttpConfig) -> Outer<Router> {
 /// skipped by every registration the path serves (ARCHITECTURE.md, "Invariants").
 fn outer<S>(state: &AppState, http: &HttpConfig, routes: S) -> Outer<S> {
     ServiceBuilder::new()
-        .layer(StampIndexLayer(state.registry.clone()))
-        .layer(CountLayer(state.metrics.clone()))
+        .layer(RespondLayer(Stamp(state.registry.clone())))
+        .layer(RespondLayer(Count(state.metrics.clone())))
         .layer(RefuseLayer(UriLimit))
         .layer(RefuseLayer(Guard::new(
             &http.allowed_origins,
@@ -180,7 +182,7 @@ fn router(state: Arc<AppState>, body_limit: DefaultBodyLimit) -> Router {
         .route("/metrics", get(metrics::serve))
         .nest("/v1", v1)
         .fallback(not_found)
-        .layer(TagRouteLayer)
+        .layer(RespondLayer(TagRoute))
         .layer(body_limit)
         .with_state(state)
 }

@@ -91,10 +91,6 @@ pub struct Writer {
     /// Changes from elsewhere already taken from the stream but above an index this replica
     /// was publishing (`after_others`): applied first in the next turn.
     pending: std::collections::VecDeque<Remote>,
-    /// The index of the last change the store holds. Health changes move the published
-    /// index past it without being stored (embedded store); the flush at shutdown stores that
-    /// index.
-    stored: u64,
     /// Times each store commit (`signpost_store_commit_duration_seconds`).
     commit_timing: crate::metrics::CommitTiming,
 }
@@ -123,7 +119,6 @@ impl Writer {
         let owners = backend.owners();
         let mut snapshot = Snapshot::default();
         snapshot.index = loaded.index;
-        let loaded_index = loaded.index;
         let mut statuses: std::collections::HashMap<InstanceKey, HealthChange> = loaded
             .health
             .into_iter()
@@ -172,7 +167,6 @@ impl Writer {
             own: std::collections::HashMap::new(),
             max_batch,
             pending: std::collections::VecDeque::new(),
-            stored: loaded_index,
             commit_timing: Default::default(),
         };
         (w, first)
@@ -278,14 +272,6 @@ impl Writer {
                 self.commit(batch).await;
             }
             if let Some(reply) = flush {
-                if !self.shared && self.snapshot.index > self.stored {
-                    // An empty record at the published index, so the registry loads at it
-                    // again and the index (the DNS SOA serial) never goes back on a restart.
-                    let at = self.snapshot.index;
-                    if let Err(e) = self.backend.clone().commit(Vec::new(), at).await {
-                        tracing::warn!(error = %e, "the index of the last health changes was not stored");
-                    }
-                }
                 let _ = reply.send(self.backend.clone().flush().await);
                 return;
             }
@@ -544,7 +530,6 @@ impl Writer {
                     if index != snap.index {
                         snap.reindex(&keys, self.snapshot.index, index);
                     }
-                    self.stored = index;
                     if self.shared {
                         for key in &keys {
                             self.own.insert(key.clone(), index);
@@ -684,7 +669,6 @@ impl Writer {
         }
         let Batch { mut snap, keys, .. } = batch;
         let index = self.snapshot.index.max(remote.index);
-        self.stored = self.stored.max(remote.index);
         snap.reindex(&keys, self.snapshot.index, index);
         self.publish(snap, &keys);
     }

@@ -65,11 +65,6 @@ impl Owners {
         owner(&members, key).is_some_and(|o| o == me)
     }
 
-    /// The live members, as the store last reported them.
-    pub fn members(&self) -> Vec<String> {
-        self.members.read().expect("members lock").clone()
-    }
-
     /// A receiver that sees a new value whenever the member set changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
