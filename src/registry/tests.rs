@@ -164,18 +164,48 @@ struct Counting {
     commits: std::sync::atomic::AtomicUsize,
     fail: std::sync::atomic::AtomicBool,
     remote: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Remote>>>,
+    /// Whether it offers the embedded store's commit on the caller's thread (`CommitHere`),
+    /// as the embedded store does, or only the asynchronous one, as etcd.
+    here: bool,
+    /// Commits made on the caller's thread.
+    commits_here: std::sync::atomic::AtomicUsize,
 }
 
 impl Counting {
     fn new(inner: Embedded) -> (Arc<Self>, tokio::sync::mpsc::Sender<Remote>) {
+        Self::with_here(inner, false)
+    }
+
+    fn with_here(inner: Embedded, here: bool) -> (Arc<Self>, tokio::sync::mpsc::Sender<Remote>) {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let c = Counting {
             inner: Arc::new(inner),
             commits: Default::default(),
             fail: Default::default(),
             remote: std::sync::Mutex::new(Some(rx)),
+            here,
+            commits_here: Default::default(),
         };
         (Arc::new(c), tx)
+    }
+
+    /// Counts a commit, or fails it when asked to.
+    fn count(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.fail.load(SeqCst) {
+            return Err(StoreError::Write("disk full".into()));
+        }
+        self.commits.fetch_add(1, SeqCst);
+        Ok(())
+    }
+}
+
+impl crate::store::CommitHere for Counting {
+    fn commit_here(&self, changes: &[Change], at_least: u64) -> Result<u64, StoreError> {
+        self.count()?;
+        self.commits_here
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.commit_here(changes, at_least)
     }
 }
 
@@ -184,12 +214,13 @@ impl Backend for Counting {
         self.inner.clone().load()
     }
     fn commit(self: Arc<Self>, changes: Vec<Change>, at_least: u64) -> StoreFuture<u64> {
-        use std::sync::atomic::Ordering::SeqCst;
-        if self.fail.load(SeqCst) {
-            return Box::pin(async { Err(StoreError::Write("disk full".into())) });
+        if let Err(e) = self.count() {
+            return Box::pin(async { Err(e) });
         }
-        self.commits.fetch_add(1, SeqCst);
         self.inner.clone().commit(changes, at_least)
+    }
+    fn here(&self) -> Option<&dyn crate::store::CommitHere> {
+        self.here.then_some(self as _)
     }
     fn changes(self: Arc<Self>, _from: u64) -> tokio::sync::mpsc::Receiver<Remote> {
         self.remote.lock().unwrap().take().expect("asked once")
@@ -226,14 +257,24 @@ fn plain(id: usize) -> Instance {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_share_commits_and_all_land() {
+    // Small batches are committed on the writer's thread when the store can, larger ones on
+    // the store's: both ways.
+    for here in [true, false] {
+        concurrent_writes(here).await;
+    }
+}
+
+async fn concurrent_writes(here: bool) {
     use std::sync::atomic::Ordering::SeqCst;
     let dir = tempfile::tempdir().unwrap();
-    let (backend, _remote) = Counting::new(Embedded::open(dir.path()).unwrap());
+    let (backend, _remote) = Counting::with_here(Embedded::open(dir.path()).unwrap(), here);
     let (r, writer) = Registry::open(backend.clone(), vec![]).await.unwrap();
     let stop = CancellationToken::new();
     let writer = tokio::spawn(writer.run(stop.clone()));
     let n = 400;
-    let tasks: Vec<_> = (0..n)
+    // One alone first: a batch of one, committed on the writer's thread when the store can.
+    r.register(plain(0)).await.unwrap();
+    let tasks: Vec<_> = (1..n)
         .map(|i| {
             let r = r.clone();
             tokio::spawn(async move { r.register(plain(i)).await })
@@ -248,8 +289,10 @@ async fn concurrent_writes_share_commits_and_all_land() {
     let commits = backend.commits.load(SeqCst);
     assert!(
         commits < n,
-        "{commits} commits for {n} concurrent writes: no batching"
+        "{commits} commits for {n} writes, {} of them concurrent: no batching",
+        n - 1
     );
+    assert_eq!(backend.commits_here.load(SeqCst) > 0, here);
     r.flush().await.unwrap();
     writer.await.unwrap();
     let stored = Embedded::open(dir.path());
@@ -262,9 +305,19 @@ async fn concurrent_writes_share_commits_and_all_land() {
 
 #[tokio::test]
 async fn a_failed_commit_changes_nothing() {
+    a_failed_commit(false).await;
+}
+
+/// The same on a multi-threaded runtime with a store that commits on the writer's thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_on_the_writers_thread_changes_nothing() {
+    a_failed_commit(true).await;
+}
+
+async fn a_failed_commit(here: bool) {
     use std::sync::atomic::Ordering::SeqCst;
     let dir = tempfile::tempdir().unwrap();
-    let (backend, _remote) = Counting::new(Embedded::open(dir.path()).unwrap());
+    let (backend, _remote) = Counting::with_here(Embedded::open(dir.path()).unwrap(), here);
     let dns = dns_view(dir.path());
     // Whether DNS has the instance name of plain(id) (the view prepares a batch's names while
     // its commit is on the disk: a failed commit must leave none of it behind).

@@ -5,7 +5,9 @@
 //! working copy of the snapshot. The commit is one straight line:
 //!
 //! 1. the batch's durable changes go to the store, which starts committing them at once;
-//! 2. meanwhile the views `prepare` their share, out of readers' sight;
+//! 2. meanwhile the views `prepare` their share, out of readers' sight (a batch of at most
+//!    `HERE_MAX` instances, when the store can commit on this thread, prepares first and is
+//!    then committed here: see `CommitHere`);
 //! 3. the store returns the index it assigned (its log's counter, or a shared store's
 //!    revision), which becomes the snapshot's;
 //! 4. the views `publish`, on this task; then the snapshot is published and the index bumped;
@@ -37,6 +39,18 @@ const MAX_BATCH: usize = 1024;
 /// changes other replicas committed before it (`Writer::after_others`); normally a
 /// millisecond, this bound only matters while the stream is down.
 const OWN_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Largest batch committed on the writer's own thread when the store can (`CommitHere`);
+/// a larger one is handed to the store's thread so that the views' share, which grows with
+/// the batch, overlaps the disk's.
+const HERE_MAX: usize = 16;
+
+/// Whether this task may block its thread (`block_in_place`): only on a multi-threaded
+/// runtime, whose other workers go on with everything else meanwhile.
+fn can_block_here() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
 
 /// The instance a change is about.
 fn change_key(c: &Change) -> &InstanceKey {
@@ -515,15 +529,28 @@ impl Writer {
         // stores every health change anyway.
         let index_only = changes.is_empty() && !keys.is_empty() && !self.shared;
         if !changes.is_empty() || index_only {
-            // Started now: the store's work overlaps the views' share below.
             let started = std::time::Instant::now();
-            let committed = self.backend.clone().commit(changes, snap.index);
-            if !keys.is_empty() {
-                for v in &self.views {
-                    v.prepare(&snap, Changed::Some(&keys));
+            let committed = match self.backend.here() {
+                // A small batch is committed on this thread, after the views' share: the
+                // share is a few microseconds, and waiting here for the disk saves the
+                // wake-up of this task that handing the commit to another thread costs.
+                Some(here) if keys.len() <= HERE_MAX && can_block_here() => {
+                    for v in &self.views {
+                        v.prepare(&snap, Changed::Some(&keys));
+                    }
+                    tokio::task::block_in_place(|| here.commit_here(&changes, snap.index))
                 }
-            }
-            let committed = committed.await;
+                _ => {
+                    // Started now: the store's work overlaps the views' share below.
+                    let committed = self.backend.clone().commit(changes, snap.index);
+                    if !keys.is_empty() {
+                        for v in &self.views {
+                            v.prepare(&snap, Changed::Some(&keys));
+                        }
+                    }
+                    committed.await
+                }
+            };
             self.commit_timing.observe(started.elapsed());
             match committed {
                 Ok(index) => {

@@ -202,6 +202,16 @@ impl Backend for Embedded {
     fn ready(self: Arc<Self>) -> StoreFuture<()> {
         super::blocking(move || Embedded::ready(&self))
     }
+
+    fn here(&self) -> Option<&dyn super::CommitHere> {
+        Some(self)
+    }
+}
+
+impl super::CommitHere for Embedded {
+    fn commit_here(&self, changes: &[Change], at_least: u64) -> Result<u64, StoreError> {
+        self.apply(changes, at_least)
+    }
 }
 
 #[cfg(test)]

@@ -127,6 +127,16 @@ pub struct Remote {
     pub changes: Vec<(u64, Change)>,
 }
 
+/// A commit done on the calling thread, blocking it: the embedded store's log append and
+/// `fdatasync`. The registry's writer commits a small batch this way so that the thread
+/// that waited on the disk goes on to publish and answer: handing the commit to another
+/// thread and waking the writer afterwards cost one thread wake-up in every registration's
+/// latency (BENCHMARKS.md, "Registration to DNS visibility").
+pub trait CommitHere: Send + Sync {
+    /// As `Backend::commit`, done before it returns.
+    fn commit_here(&self, changes: &[Change], at_least: u64) -> Result<u64, StoreError>;
+}
+
 /// What a backend's asynchronous methods return.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
 
@@ -166,6 +176,11 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// How the connection to a shared store stands (`None`: the embedded store has none).
     fn link(&self) -> Option<Link> {
+        None
+    }
+    /// The blocking form of `commit`, for a backend whose commit is short work on the
+    /// caller's own thread (`None`: only the asynchronous one, as etcd's).
+    fn here(&self) -> Option<&dyn CommitHere> {
         None
     }
 }
