@@ -265,24 +265,8 @@ async fn visibility(args: &[String]) {
         let name = format!("vis-{i:05}.service.internal");
         let path = format!("/v1/services/vis-{i:05}/instances/i0");
         let body = format!(r#"{{"address":"{}","port":9000}}"#, address(200_000 + i));
-        let t0 = Instant::now();
-        conn.send("PUT", &path, &body).await.expect("send PUT");
-        let http_fut = async {
-            let s = conn.response().await;
-            (s, t0.elapsed())
-        };
-        let dns_fut = async {
-            loop {
-                id = id.wrapping_add(1);
-                if dns_has_records(&sock, id, &name, Duration::from_millis(200)).await {
-                    return Some(t0.elapsed());
-                }
-                if t0.elapsed() > Duration::from_secs(5) {
-                    return None;
-                }
-            }
-        };
-        let ((status, put_t), dns_t) = tokio::join!(http_fut, dns_fut);
+        let (status, put_t, dns_t) =
+            visibility_sample(&mut conn, &sock, &mut id, (&path, &body, &name)).await;
         match (status, dns_t) {
             (Ok(200), Some(d)) => {
                 vis.push(d.as_micros() as u64);

@@ -49,11 +49,14 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
+
+#[path = "support/load.rs"]
+mod load;
+use load::{Conn, Reply, address, arg};
 
 /// Writes taking longer than this are errors (the server is expected to answer in ms).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+const WRITE_TIMEOUT: Duration = load::EXCHANGE_TIMEOUT;
 /// Only so many error messages go to stderr; the counts carry the rest.
 const MAX_ERROR_LINES: u64 = 20;
 static ERROR_LINES: AtomicU64 = AtomicU64::new(0);
@@ -64,108 +67,6 @@ fn log_error(msg: impl FnOnce() -> String) {
         eprintln!("soak_load: {}", msg());
     } else if n == MAX_ERROR_LINES {
         eprintln!("soak_load: further errors are only counted");
-    }
-}
-
-// --- HTTP/1.1 ------------------------------------------------------------------------------------
-
-struct Conn {
-    s: TcpStream,
-    buf: Vec<u8>,
-    /// The `Host` header: the address connected to, as a client would send it.
-    host: String,
-}
-
-struct Reply {
-    status: u16,
-    index: Option<u64>,
-}
-
-impl Conn {
-    async fn connect(addr: SocketAddr) -> io::Result<Self> {
-        let s = tokio::time::timeout(WRITE_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        s.set_nodelay(true)?;
-        Ok(Self {
-            s,
-            buf: Vec::with_capacity(8 * 1024),
-            host: addr.to_string(),
-        })
-    }
-
-    async fn send(&mut self, method: &str, path: &str, body: &str) -> io::Result<()> {
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.host,
-            body.len()
-        );
-        self.s.write_all(req.as_bytes()).await
-    }
-
-    /// Reads one response (Content-Length bodies only): its status and `X-Signpost-Index`.
-    async fn response(&mut self) -> io::Result<Reply> {
-        let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
-        loop {
-            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = std::str::from_utf8(&self.buf[..end]).map_err(|_| bad("header"))?;
-                let status: u16 = head
-                    .split(' ')
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| bad("status line"))?;
-                let header = |name: &str| {
-                    head.lines()
-                        .filter_map(|l| l.split_once(':'))
-                        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-                        .map(|(_, v)| v.trim())
-                };
-                if header("transfer-encoding").is_some() {
-                    return Err(bad("chunked responses are not supported"));
-                }
-                let len = header("content-length")
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .unwrap_or(0);
-                let index = header("x-signpost-index").and_then(|v| v.parse().ok());
-                let total = end + 4 + len;
-                while self.buf.len() < total {
-                    self.fill().await?;
-                }
-                self.buf.drain(..total);
-                return Ok(Reply { status, index });
-            }
-            self.fill().await?;
-        }
-    }
-
-    async fn fill(&mut self) -> io::Result<()> {
-        let mut tmp = [0u8; 16 * 1024];
-        let n = self.s.read(&mut tmp).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed",
-            ));
-        }
-        self.buf.extend_from_slice(&tmp[..n]);
-        Ok(())
-    }
-
-    /// One request and its response, bounded by `limit`.
-    async fn call(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: &str,
-        limit: Duration,
-    ) -> io::Result<Reply> {
-        let exchange = async {
-            self.send(method, path, body).await?;
-            self.response().await
-        };
-        tokio::time::timeout(limit, exchange)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no response in time"))?
     }
 }
 
@@ -264,16 +165,6 @@ impl Stats {
 
 // --- helpers -------------------------------------------------------------------------------------
 
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: Option<T>) -> T {
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name}: missing or invalid value")),
-        None => default.unwrap_or_else(|| panic!("{name} is required")),
-    }
-}
-
 /// A cheap deterministic mix (splitmix64), so a write or query number picks its target the
 /// same way in every run.
 fn mix(mut x: u64) -> u64 {
@@ -281,10 +172,6 @@ fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
-}
-
-fn address(i: u64) -> String {
-    format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)
 }
 
 fn service(s: u64) -> String {
@@ -665,11 +552,11 @@ async fn oneshot(n: u64, http: SocketAddr, services: u64, stats: Arc<Stats>) {
             }
             2 => return conn.send("GET", "/v1/services", "").await.map(|()| true),
             _ => {
-                conn.s.write_all(b"GET /healthz HTTP/1.1\r\nHo").await?;
+                conn.send_raw(b"GET /healthz HTTP/1.1\r\nHo").await?;
                 return Ok(true);
             }
         }
-        Ok::<_, io::Error>(conn.response().await?.status == 200)
+        Ok::<_, io::Error>(conn.reply().await?.status == 200)
     };
     match tokio::time::timeout(WRITE_TIMEOUT, work).await {
         Ok(Ok(true)) => stats.add(C::OneshotOk, 1),

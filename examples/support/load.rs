@@ -1,4 +1,4 @@
-//! Shared by the load generators `scale_load` and `replica_load` (each includes it with
+//! Shared by the load generators `scale_load`, `replica_load` and `soak_load` (each includes it with
 //! `#[path]`; this folder is not an example of its own): a raw HTTP/1.1 keep-alive connection,
 //! a raw DNS A query and its check, percentiles, and argument parsing.
 #![allow(dead_code)] // each load generator uses its own part
@@ -10,6 +10,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
+/// Connecting or one exchange taking longer than this is an error (the server is expected
+/// to answer in milliseconds).
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct Conn {
     s: TcpStream,
     buf: Vec<u8>,
@@ -17,9 +21,17 @@ pub struct Conn {
     host: String,
 }
 
+/// A response's status and `X-Signpost-Index`.
+pub struct Reply {
+    pub status: u16,
+    pub index: Option<u64>,
+}
+
 impl Conn {
     pub async fn connect(addr: SocketAddr) -> io::Result<Self> {
-        let s = TcpStream::connect(addr).await?;
+        let s = tokio::time::timeout(EXCHANGE_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         s.set_nodelay(true)?;
         Ok(Self {
             s,
@@ -37,8 +49,18 @@ impl Conn {
         self.s.write_all(req.as_bytes()).await
     }
 
+    /// Writes `bytes` as they are (a request cut short, say).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.s.write_all(bytes).await
+    }
+
     /// Reads one response (Content-Length bodies only); returns its status.
     pub async fn response(&mut self) -> io::Result<u16> {
+        Ok(self.reply().await?.status)
+    }
+
+    /// Reads one response (Content-Length bodies only): its status and `X-Signpost-Index`.
+    pub async fn reply(&mut self) -> io::Result<Reply> {
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
         loop {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -48,24 +70,25 @@ impl Conn {
                     .nth(1)
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| bad("status line"))?;
-                if head
-                    .to_ascii_lowercase()
-                    .contains("transfer-encoding: chunked")
-                {
+                let header = |name: &str| {
+                    head.lines()
+                        .filter_map(|l| l.split_once(':'))
+                        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.trim())
+                };
+                if header("transfer-encoding").is_some() {
                     return Err(bad("chunked responses are not supported"));
                 }
-                let len = head
-                    .lines()
-                    .filter_map(|l| l.split_once(':'))
-                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                let len = header("content-length")
+                    .and_then(|v| v.parse::<usize>().ok())
                     .unwrap_or(0);
+                let index = header("x-signpost-index").and_then(|v| v.parse().ok());
                 let total = end + 4 + len;
                 while self.buf.len() < total {
                     self.fill().await?;
                 }
                 self.buf.drain(..total);
-                return Ok(status);
+                return Ok(Reply { status, index });
             }
             self.fill().await?;
         }
@@ -82,6 +105,23 @@ impl Conn {
         }
         self.buf.extend_from_slice(&tmp[..n]);
         Ok(())
+    }
+
+    /// One request and its response, bounded by `limit`.
+    pub async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+        limit: Duration,
+    ) -> io::Result<Reply> {
+        let exchange = async {
+            self.send(method, path, body).await?;
+            self.reply().await
+        };
+        tokio::time::timeout(limit, exchange)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no response in time"))?
     }
 }
 
@@ -120,6 +160,39 @@ pub async fn dns_has_records(sock: &UdpSocket, id: u16, name: &str, wait: Durati
             _ => return false,
         }
     }
+}
+
+/// One registration-to-DNS visibility sample: writes a PUT of `path` with `body`, and asks
+/// `name` A over `sock` in a loop (one query outstanding) until an answer has records. The
+/// PUT's status, its latency, and how long after the PUT was written the name was first seen
+/// (`None` after 5 s).
+pub async fn visibility_sample(
+    conn: &mut Conn,
+    sock: &UdpSocket,
+    id: &mut u16,
+    (path, body, name): (&str, &str, &str),
+) -> (io::Result<u16>, Duration, Option<Duration>) {
+    let t0 = std::time::Instant::now();
+    if let Err(e) = conn.send("PUT", path, body).await {
+        return (Err(e), t0.elapsed(), None);
+    }
+    let http_fut = async {
+        let s = conn.response().await;
+        (s, t0.elapsed())
+    };
+    let dns_fut = async {
+        loop {
+            *id = id.wrapping_add(1);
+            if dns_has_records(sock, *id, name, Duration::from_millis(200)).await {
+                return Some(t0.elapsed());
+            }
+            if t0.elapsed() > Duration::from_secs(5) {
+                return None;
+            }
+        }
+    };
+    let ((status, put), seen) = tokio::join!(http_fut, dns_fut);
+    (status, put, seen)
 }
 
 pub fn pct(sorted: &[u64], p: f64) -> u64 {
