@@ -13,6 +13,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use common::TestServer;
 use common::browser::{Browser, Page};
@@ -292,6 +293,21 @@ async fn the_pages_show_the_registry_and_follow_its_changes() {
         assert!(dns.contains(&shown), "{shown} in {dns:?}");
     }
 
+    // Nothing polls: while the registry is quiet, the page's one long-poll waits.
+    let asked = |page: &Page| {
+        page.requests()
+            .iter()
+            .filter(|u| u.contains("/v1/services/api"))
+            .count()
+    };
+    let before = asked(&page);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        asked(&page),
+        before,
+        "the page asked again while nothing changed"
+    );
+
     // A failing instance turns red on the open page.
     mark(&page).await;
     let red = "getComputedStyle(document.querySelector('tr[data-id=api-1]')).backgroundColor";
@@ -305,11 +321,17 @@ async fn the_pages_show_the_registry_and_follow_its_changes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let reported = Instant::now();
     page.wait_for(
         "document.querySelector('tr[data-id=api-1]').dataset.status === 'critical'",
         "api-1 to turn critical",
     )
     .await;
+    // Reported, not asserted (timing is the machine's): the long-poll's return shows it.
+    eprintln!(
+        "api-1 shown critical {:?} after the report",
+        reported.elapsed()
+    );
     assert!(
         text(&page, "tr[data-id=api-1]")
             .await
@@ -529,7 +551,14 @@ async fn with_tokens_the_page_asks_and_acts_only_with_the_write_token() {
 
 #[tokio::test]
 async fn the_pages_fit_a_phone_and_are_screenshotted() {
-    let s = TestServer::start().await;
+    let dir = std::env::var_os("SIGNPOST_SCREENSHOTS").map(PathBuf::from);
+    // For the README's pictures, the DNS port a reader would see (the default).
+    let s = TestServer::start_with(|c| {
+        if dir.is_some() {
+            c.dns.listen = vec!["127.0.0.1:8600".parse().unwrap()];
+        }
+    })
+    .await;
     populate(&s).await;
     let r = s
         .client
@@ -539,21 +568,40 @@ async fn the_pages_fit_a_phone_and_are_screenshotted() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    s.register(
+        "api",
+        "api-4",
+        json!({"address": "10.0.1.4", "port": 8080, "tags": ["v2"], "weight": 5}),
+    )
+    .await;
+    let r = s
+        .client
+        .put(s.url("/v1/services/api/instances/api-4/maintenance"))
+        .json(&json!({"enabled": true, "reason": "draining for the 2.1 rollout"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let browser = Browser::launch().await;
-    let dir = std::env::var_os("SIGNPOST_SCREENSHOTS").map(PathBuf::from);
     let tmp = tempfile::tempdir().unwrap();
     let out = dir.as_deref().unwrap_or(tmp.path());
 
-    for (path, ready, file) in [
-        ("/ui/", "#services tr[data-service=db]", "ui-overview.png"),
+    for (path, ready, file, height) in [
+        (
+            "/ui/",
+            "#services tr[data-service=db]",
+            "ui-overview.png",
+            480,
+        ),
         (
             "/ui/services/api",
-            "#instances tr[data-id=api-3]",
+            "#instances tr[data-id=api-4]",
             "ui-service.png",
+            1100,
         ),
     ] {
         let page = browser.page(&s.url(path)).await;
-        page.viewport(1200, 760, false).await;
+        page.viewport(1200, height, false).await;
         text(&page, ready).await;
         let png = page.screenshot().await;
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{file} is a PNG");
