@@ -357,13 +357,12 @@ async fn the_pages_show_the_registry_and_follow_its_changes() {
     )
     .await;
     page.wait_for(
-        "document.getElementById('dialog').open",
-        "the maintenance dialog",
+        "document.getElementById('dialog').open && document.activeElement.id === 'dialog-reason'",
+        "the maintenance dialog, its reason focused",
     )
     .await;
-    page.eval("document.getElementById('dialog-reason').value = 'deploy 2.1'")
-        .await;
-    click(&page, "#dialog-ok").await;
+    page.type_text("deploy 2.1").await;
+    page.press("Enter").await;
     page.wait_for(
         "document.querySelector('tr[data-id=api-2]').dataset.status === 'maintenance'",
         "api-2 in maintenance",
@@ -389,18 +388,24 @@ async fn the_pages_show_the_registry_and_follow_its_changes() {
     .await;
     assert!(instance(&s, "api", "api-2", None).await.1["maintenance"].is_null());
 
-    // Deregistration asks first; cancelled, nothing happens.
-    click(&page, "tr[data-id=api-3] button[data-action=deregister]").await;
-    page.wait_for("document.getElementById('dialog').open", "the confirmation")
+    // Deregistration asks first; cancelled (Escape, or the button), nothing happens.
+    for cancel in ["Escape", "#dialog-cancel"] {
+        click(&page, "tr[data-id=api-3] button[data-action=deregister]").await;
+        page.wait_for("document.getElementById('dialog').open", "the confirmation")
+            .await;
+        assert!(text(&page, "#dialog-title").await.contains("api-3"));
+        if cancel == "Escape" {
+            page.press("Escape").await;
+        } else {
+            click(&page, cancel).await;
+        }
+        page.wait_for(
+            "!document.getElementById('dialog').open",
+            "the dialog to close",
+        )
         .await;
-    assert!(text(&page, "#dialog-title").await.contains("api-3"));
-    click(&page, "#dialog-cancel").await;
-    page.wait_for(
-        "!document.getElementById('dialog').open",
-        "the dialog to close",
-    )
-    .await;
-    assert_eq!(instance(&s, "api", "api-3", None).await.0, 200, "cancelled");
+        assert_eq!(instance(&s, "api", "api-3", None).await.0, 200, "cancelled");
+    }
     click(&page, "tr[data-id=api-3] button[data-action=deregister]").await;
     page.wait_for("document.getElementById('dialog').open", "the confirmation")
         .await;
@@ -546,6 +551,52 @@ async fn with_tokens_the_page_asks_and_acts_only_with_the_write_token() {
     // The refused reads log their 401s; nothing else may show.
     assert_clean(&s, &page, &["401"]);
     assert_clean(&s, &other, &["401"]);
+    browser.close().await;
+}
+
+/// A page in a background tab lets go of its long-poll (browsers allow six connections to one
+/// server) and catches up when shown again. The tab's visibility is played by the page's own
+/// `visibilitychange` event over an overridden `document.visibilityState`.
+#[tokio::test]
+async fn a_hidden_page_lets_go_and_catches_up_when_shown() {
+    let s = TestServer::start().await;
+    populate(&s).await;
+    let browser = Browser::launch().await;
+    let page = browser.page(&s.url("/ui/services/db")).await;
+    text(&page, "tr[data-id=db-1]").await;
+    mark(&page).await;
+    page.eval(
+        "Object.defineProperty(document, 'visibilityState', \
+           {configurable: true, get: () => window.tabHidden ? 'hidden' : 'visible'}); \
+         window.tabHidden = true; document.dispatchEvent(new Event('visibilitychange'))",
+    )
+    .await;
+    page.wait_for(
+        "document.getElementById('live').dataset.state === 'paused'",
+        "the page to pause",
+    )
+    .await;
+    let asked = page.requests().len();
+    s.register("db", "db-2", json!({"address": "10.0.2.2", "port": 5432}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        count(&page, "tr[data-id=db-2]").await,
+        0,
+        "a hidden page waits"
+    );
+    assert_eq!(page.requests().len(), asked, "and asks nothing");
+
+    page.eval("window.tabHidden = false; document.dispatchEvent(new Event('visibilitychange'))")
+        .await;
+    page.wait_for(
+        "document.querySelector('tr[data-id=db-2]')",
+        "db-2 once shown",
+    )
+    .await;
+    assert_eq!(text(&page, "#live").await, "live");
+    assert_not_reloaded(&page).await;
+    assert_clean(&s, &page, &[]);
     browser.close().await;
 }
 

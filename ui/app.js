@@ -59,7 +59,9 @@
   function setLive(which, detail) {
     const l = $('live');
     l.dataset.state = which;
-    l.textContent = { live: 'live', offline: 'reconnecting…', connecting: 'connecting…', locked: 'token needed' }[which];
+    l.textContent = {
+      live: 'live', offline: 'reconnecting…', connecting: 'connecting…', locked: 'token needed', paused: 'paused',
+    }[which];
     l.title = detail || 'Follows the registry through long-polls';
   }
 
@@ -137,21 +139,47 @@
     signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
   });
 
+  const hidden = () => document.visibilityState === 'hidden';
+
+  /** Resolves once the tab is shown (at once if it is), or `signal` aborts. */
+  const shown = (signal) => new Promise((resolve) => {
+    if (!hidden()) { resolve(); return; }
+    const done = () => {
+      if (hidden() && !signal.aborted) return;
+      document.removeEventListener('visibilitychange', done);
+      resolve();
+    };
+    document.addEventListener('visibilitychange', done);
+    signal.addEventListener('abort', done, { once: true });
+  });
+
   /**
    * Follows `path`: reads it, hands each new body to `show`, and asks again with the index
    * it got, which the server holds until something changed. Stops when `signal` aborts; on
    * 401 asks for a token; on other 4xx shows the API's message; retries network failures.
+   *
+   * A tab in the background drops its long-poll and asks again, with the index it had, when
+   * shown: browsers open at most six connections to one server, and every open tab of the
+   * dashboard would otherwise hold one.
    */
   async function follow(path, show, signal) {
     let index = null;
     let failures = 0;
     while (!signal.aborted) {
+      if (hidden()) {
+        setLive('paused');
+        await shown(signal);
+        if (signal.aborted) return;
+      }
       const sep = path.includes('?') ? '&' : '?';
       const url = index === null ? path : `${path}${sep}index=${encodeURIComponent(index)}&wait=${WAIT_SECONDS}s`;
-      // A long-poll that hangs beyond the server's wait (a dead connection) is given up.
+      // A long-poll that hangs beyond the server's wait (a dead connection) is given up;
+      // one whose tab goes to the background is dropped.
       const mine = new AbortController();
       const onAbort = () => mine.abort();
+      const onHide = () => { if (hidden()) mine.abort(); };
       signal.addEventListener('abort', onAbort, { once: true });
+      document.addEventListener('visibilitychange', onHide);
       const timer = setTimeout(() => mine.abort(), CLIENT_TIMEOUT_MS);
       try {
         const { data, index: next } = await api('GET', url, undefined, mine.signal);
@@ -159,8 +187,12 @@
         setLive('live');
         if (next !== index || index === null) show(data);
         index = next;
+        // Without an index (a proxy dropped the header) there is nothing to wait on: ask
+        // again after a pause rather than at once.
+        if (next === null) await sleep(5000, signal);
       } catch (e) {
         if (signal.aborted) return;
+        if (hidden() && mine.signal.aborted) continue;
         if (e.status === 401) {
           locked(e.message);
           return;
@@ -179,6 +211,7 @@
       } finally {
         clearTimeout(timer);
         signal.removeEventListener('abort', onAbort);
+        document.removeEventListener('visibilitychange', onHide);
       }
     }
   }
@@ -243,8 +276,30 @@
 
   // ---- dialogs ------------------------------------------------------------------------
 
+  // The open dialog's answer. Settled from the form's submit (which button) or the dialog's
+  // cancel (Escape), synchronously: a dialog's `close` event comes later, after the next
+  // dialog may already be open, so it would answer the wrong question.
+  let answer = null;
+
+  function settle(value) {
+    const resolve = answer;
+    answer = null;
+    if (resolve) resolve(value);
+  }
+
+  $('dialog-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    // Enter in the reason field submits with the first button: OK.
+    const ok = Boolean(ev.submitter && ev.submitter.value === 'ok');
+    const reason = $('dialog-reason').value.trim();
+    $('dialog').close();
+    settle(ok ? reason : null);
+  });
+  $('dialog').addEventListener('cancel', () => settle(null));
+
   /** Asks in the page's own dialog; resolves to the reason typed (or '') or null if cancelled. */
   function ask({ title, text, ok, danger, reason }) {
+    settle(null);
     const d = $('dialog');
     $('dialog-title').textContent = title;
     $('dialog-text').textContent = text;
@@ -253,12 +308,9 @@
     $('dialog-reason').hidden = !reason;
     $('dialog-reason-label').hidden = !reason;
     $('dialog-reason').value = '';
-    d.returnValue = '';
     return new Promise((resolve) => {
-      d.addEventListener('close', () => {
-        resolve(d.returnValue === 'ok' ? $('dialog-reason').value.trim() : null);
-      }, { once: true });
-      d.showModal();
+      answer = resolve;
+      if (!d.open) d.showModal();
       (reason ? $('dialog-reason') : $('dialog-cancel')).focus();
     });
   }

@@ -339,6 +339,28 @@ impl Page {
         }
     }
 
+    /// Types `text` into the focused element, as a keyboard would (input events and all).
+    pub async fn type_text(&self, text: &str) {
+        self.call("Input.insertText", json!({"text": text})).await;
+    }
+
+    /// Presses and releases a key: `"Enter"` or `"Escape"`.
+    pub async fn press(&self, key: &str) {
+        let (code, text) = match key {
+            "Enter" => (13, "\r"),
+            "Escape" => (27, ""),
+            other => panic!("no key code for {other}"),
+        };
+        for kind in ["keyDown", "keyUp"] {
+            let mut ev = json!({"type": kind, "key": key, "code": key,
+                                "windowsVirtualKeyCode": code, "nativeVirtualKeyCode": code});
+            if kind == "keyDown" && !text.is_empty() {
+                ev["text"] = json!(text);
+            }
+            self.call("Input.dispatchKeyEvent", ev).await;
+        }
+    }
+
     /// Sets the viewport: `mobile` emulates a phone (touch, its scale).
     pub async fn viewport(&self, width: u32, height: u32, mobile: bool) {
         self.call(
