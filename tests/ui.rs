@@ -16,7 +16,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use common::browser::{Browser, Page};
+use common::browser::{Browser, Js, Page};
+use common::firefox::Firefox;
 use serde_json::{Value, json};
 use signpost::config::Secret;
 
@@ -28,7 +29,7 @@ fn js(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
 
-async fn count(page: &Page, selector: &str) -> u64 {
+async fn count(page: &impl Js, selector: &str) -> u64 {
     page.eval(&format!(
         "document.querySelectorAll({}).length",
         js(selector)
@@ -39,7 +40,7 @@ async fn count(page: &Page, selector: &str) -> u64 {
 }
 
 /// The text of the first element matching `selector`, waiting for it to exist.
-async fn text(page: &Page, selector: &str) -> String {
+async fn text(page: &impl Js, selector: &str) -> String {
     let q = js(selector);
     page.wait_for(
         &format!("document.querySelector({q}) && document.querySelector({q}).innerText"),
@@ -51,7 +52,7 @@ async fn text(page: &Page, selector: &str) -> String {
     .to_string()
 }
 
-async fn click(page: &Page, selector: &str) {
+async fn click(page: &impl Js, selector: &str) {
     let q = js(selector);
     page.wait_for(
         &format!("(() => {{ const e = document.querySelector({q}); if (!e) return false; e.click(); return true; }})()"),
@@ -61,11 +62,11 @@ async fn click(page: &Page, selector: &str) {
 }
 
 /// Marks the window: a reload would lose the mark.
-async fn mark(page: &Page) {
+async fn mark(page: &impl Js) {
     page.eval("window.notReloaded = true").await;
 }
 
-async fn assert_not_reloaded(page: &Page) {
+async fn assert_not_reloaded(page: &impl Js) {
     assert_eq!(
         page.eval("window.notReloaded === true").await,
         json!(true),
@@ -137,9 +138,17 @@ async fn populate(s: &TestServer) {
 
 /// Nothing went elsewhere than `s`, nothing threw, the CSP refused nothing. `expected` are
 /// problems the test caused on purpose (a refused write logs its 401).
-fn assert_clean(s: &TestServer, page: &Page, expected: &[&str]) {
+fn assert_clean(s: &TestServer, page: &impl Js, expected: &[&str]) {
     let origin = s.url("/");
-    for url in page.requests() {
+    let requests = page.requests();
+    // The page's own files and API reads at least: the recording works.
+    for file in ["/ui/app.js", "/ui/app.css", "/ui/config.json"] {
+        assert!(
+            requests.iter().any(|u| u.ends_with(file)),
+            "{file} not among the requests seen: {requests:?}"
+        );
+    }
+    for url in requests {
         assert!(
             url.starts_with(&origin) || url == "about:blank",
             "the page requested {url}, outside {origin}"
@@ -806,4 +815,89 @@ async fn config_says_whether_the_token_may_write() {
         let v: Value = r.send().await.unwrap().json().await.unwrap();
         assert_eq!(v["write"], write, "{token:?}");
     }
+}
+
+/// The same pages in Firefox (Debian's `firefox-esr`, over WebDriver BiDi): they render,
+/// follow a health change without a reload, and put an instance in maintenance and back from
+/// the page (Firefox sends the page's own origin on its writes, which the guard accepts).
+#[tokio::test]
+async fn the_pages_work_in_firefox() {
+    let s = TestServer::start().await;
+    populate(&s).await;
+    let firefox = Firefox::launch().await;
+    firefox.goto(&s.url("/ui")).await;
+    firefox
+        .wait_for(
+            "document.querySelectorAll('#services tr[data-service]').length === 3",
+            "three services",
+        )
+        .await;
+    let warning = text(&firefox, "tr[data-service=api] td[data-col=warning]").await;
+    assert_eq!(warning.trim(), "1");
+
+    click(&firefox, "tr[data-service=api] a").await;
+    firefox
+        .wait_for(
+            "location.pathname === '/ui/services/api' && \
+             document.querySelectorAll('#instances tr[data-id]').length === 3",
+            "api's three instances",
+        )
+        .await;
+    let row = text(&firefox, "tr[data-id=api-1]").await;
+    for shown in ["api-1", "10.0.1.1:8080", "canary", "passing", "HTTP 200 OK"] {
+        assert!(row.contains(shown), "{shown} in {row:?}");
+    }
+    assert!(
+        text(&firefox, "#dns")
+            .await
+            .contains("_api._tcp.service.internal.")
+    );
+
+    mark(&firefox).await;
+    s.report("api", "api-1", "critical").await;
+    firefox
+        .wait_for(
+            "document.querySelector('tr[data-id=api-1]').dataset.status === 'critical'",
+            "api-1 to turn critical",
+        )
+        .await;
+
+    click(
+        &firefox,
+        "tr[data-id=api-1] button[data-action=maintenance-on]",
+    )
+    .await;
+    firefox
+        .wait_for(
+            "document.getElementById('dialog').open",
+            "the maintenance dialog",
+        )
+        .await;
+    firefox
+        .eval("document.getElementById('dialog-reason').value = 'firefox'")
+        .await;
+    click(&firefox, "#dialog-ok").await;
+    firefox
+        .wait_for(
+            "document.querySelector('tr[data-id=api-1]').dataset.status === 'maintenance'",
+            "api-1 in maintenance",
+        )
+        .await;
+    let (_, inst) = instance(&s, "api", "api-1", None).await;
+    assert_eq!(inst["maintenance"]["reason"], "firefox");
+    click(
+        &firefox,
+        "tr[data-id=api-1] button[data-action=maintenance-off]",
+    )
+    .await;
+    firefox
+        .wait_for(
+            "document.querySelector('tr[data-id=api-1]').dataset.status === 'critical'",
+            "api-1 out of maintenance",
+        )
+        .await;
+    assert!(instance(&s, "api", "api-1", None).await.1["maintenance"].is_null());
+    assert_not_reloaded(&firefox).await;
+    assert_clean(&s, &firefox, &[]);
+    firefox.close().await;
 }

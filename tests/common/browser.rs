@@ -1,12 +1,13 @@
-//! A real browser for the dashboard's tests: Debian's `chromium`, headless, started by the
-//! test with a profile dir of its own and driven over the DevTools protocol (CDP) on its
-//! websocket. Pages are opened, JavaScript is evaluated in them (what a user sees is read
-//! from the DOM, what a user does is a `click()`), screenshots are taken. Each page records
-//! every URL it requested and every console message, exception and CSP report, so tests can
-//! assert that nothing went elsewhere and nothing failed.
+//! Real browsers for the dashboard's tests, headless, each started by the test with a profile
+//! dir of its own and driven over its websocket: Debian's `chromium` over the DevTools
+//! protocol (CDP; `Browser`, `Page`) and `firefox-esr` over WebDriver BiDi (`firefox`).
+//! Pages are opened, JavaScript is evaluated in them (`Js`: what a user sees is read from the
+//! DOM, what a user does is a `click()`, or real keys through CDP), screenshots are taken.
+//! Each page records every URL it requested and every console error, exception and CSP
+//! report, so tests can assert that nothing went elsewhere and nothing failed.
 //!
-//! Every wait is bounded. The browser runs in a process group of its own, killed by its id
-//! when the `Browser` is dropped (its renderer processes with it).
+//! Every wait is bounded. A browser runs in a process group of its own, killed by its id
+//! when dropped (its content processes with it).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,14 +44,47 @@ struct Seen {
     problems: HashMap<String, Vec<String>>,
 }
 
-struct Connection {
+/// One websocket to a browser: commands by id, their answers, the events noted. CDP and
+/// BiDi frame commands alike (`id`, `method`, `params`; `result` or `error` back).
+pub struct Connection {
     out: mpsc::UnboundedSender<(Value, Reply)>,
     next: AtomicU64,
     seen: Arc<Mutex<Seen>>,
 }
 
 impl Connection {
-    async fn call(&self, session: Option<&str>, method: &str, params: Value) -> Value {
+    /// Connects to the browser's websocket at `url`.
+    pub async fn open(url: &str) -> Arc<Connection> {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to the browser's websocket {url}: {e}"));
+        let (out, rx) = mpsc::unbounded_channel();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        tokio::spawn(pump(socket, rx, seen.clone()));
+        Arc::new(Connection {
+            out,
+            next: AtomicU64::new(1),
+            seen,
+        })
+    }
+
+    /// Sends a command without waiting for its answer (one that closes the connection).
+    pub fn send(&self, method: &str, params: Value) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let msg = json!({"id": id, "method": method, "params": params});
+        let _ = self.out.send((msg, oneshot::channel().0));
+    }
+
+    /// The URLs requested and the problems logged under `key` (a CDP session; "" for BiDi).
+    pub fn seen(&self, key: &str) -> (Vec<String>, Vec<String>) {
+        let seen = self.seen.lock().unwrap();
+        (
+            seen.requests.get(key).cloned().unwrap_or_default(),
+            seen.problems.get(key).cloned().unwrap_or_default(),
+        )
+    }
+
+    pub async fn call(&self, session: Option<&str>, method: &str, params: Value) -> Value {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut msg = json!({"id": id, "method": method, "params": params});
         if let Some(s) = session {
@@ -112,36 +146,12 @@ impl Browser {
             )
         });
         let pid = child.id().expect("running") as i32;
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let ws = tokio::time::timeout(BOUND, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(url) = line.strip_prefix("DevTools listening on ") {
-                    return Some(url.trim().to_string());
-                }
-            }
-            None
-        })
-        .await
-        .expect("chromium printed its DevTools address in time")
-        .expect("chromium printed its DevTools address before exiting");
-        // The rest of its stderr is read and dropped, so a full pipe never stops it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let ws = listening(&mut child, "DevTools listening on ").await;
 
-        let (socket, _) = tokio_tungstenite::connect_async(ws.as_str())
-            .await
-            .expect("connect to the DevTools websocket");
-        let (out, rx) = mpsc::unbounded_channel();
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        tokio::spawn(pump(socket, rx, seen.clone()));
         Browser {
             pid,
             child,
-            conn: Arc::new(Connection {
-                out,
-                next: AtomicU64::new(1),
-                seen,
-            }),
+            conn: Connection::open(&ws).await,
             _profile: profile,
         }
     }
@@ -177,10 +187,7 @@ impl Browser {
 
     /// Asks the browser to close, then makes sure its processes are gone.
     pub async fn close(mut self) {
-        let _ = self.conn.out.send((
-            json!({"id": 0, "method": "Browser.close", "params": {}}),
-            oneshot::channel().0,
-        ));
+        self.conn.send("Browser.close", json!({}));
         if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
             .await
             .is_err()
@@ -191,16 +198,41 @@ impl Browser {
 
     fn kill(&mut self) {
         // The whole group: Chromium's renderer and utility processes were started by it.
-        // SAFETY: kill(2) with a process group id this test created; no memory is involved.
-        unsafe {
-            libc::kill(-self.pid, libc::SIGKILL);
-        }
+        kill_group(self.pid);
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The websocket address `child` prints on stderr after `prefix`. The rest of its stderr is
+/// read and dropped, so a full pipe never stops it.
+pub async fn listening(child: &mut tokio::process::Child, prefix: &str) -> String {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let found = tokio::time::timeout(BOUND, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(at) = line.find(prefix) {
+                return Some(line[at + prefix.len()..].trim().to_string());
+            }
+        }
+        None
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the browser printed {prefix:?} within {BOUND:?}"))
+    .unwrap_or_else(|| panic!("the browser exited before printing {prefix:?}"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    found
+}
+
+/// Kills the process group `pid` leads (a browser and the processes it started).
+pub fn kill_group(pid: i32) {
+    // SAFETY: kill(2) with a process group id the test created; no memory is involved.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
     }
 }
 
@@ -262,6 +294,15 @@ fn note(v: &Value, seen: &mut Seen) {
         {
             format!("console.{}: {}", p["type"], p["args"])
         }
+        // WebDriver BiDi (Firefox): one page per browser, noted under "".
+        "network.beforeRequestSent" => {
+            let url = p["request"]["url"].as_str().unwrap_or("").to_string();
+            seen.requests.entry(session).or_default().push(url);
+            return;
+        }
+        "log.entryAdded" if matches!(p["level"].as_str(), Some("error" | "warn")) => {
+            format!("log {} {}: {}", p["type"], p["level"], p["text"])
+        }
         "Log.entryAdded" if p["entry"]["level"].as_str() != Some("verbose") => {
             format!(
                 "log {} {}: {} {}",
@@ -293,50 +334,6 @@ impl Page {
             &format!("{url} to load"),
         )
         .await;
-    }
-
-    /// The value of `expression` (awaited when it is a promise); panics on an exception.
-    pub async fn eval(&self, expression: &str) -> Value {
-        let r = self
-            .call(
-                "Runtime.evaluate",
-                json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
-            )
-            .await;
-        if let Some(e) = r.get("exceptionDetails") {
-            panic!("{expression}: {e}");
-        }
-        r["result"]["value"].clone()
-    }
-
-    /// Waits until `expression` is truthy and returns its value; panics after the bound,
-    /// saying `what` was awaited and what the page logged.
-    pub async fn wait_for(&self, expression: &str, what: &str) -> Value {
-        let start = Instant::now();
-        loop {
-            let v = self.eval(expression).await;
-            let truthy = match &v {
-                Value::Null => false,
-                Value::Bool(b) => *b,
-                Value::Number(n) => n.as_f64() != Some(0.0),
-                Value::String(s) => !s.is_empty(),
-                _ => true,
-            };
-            if truthy {
-                return v;
-            }
-            if start.elapsed() > BOUND {
-                let body = self
-                    .eval("document.body ? document.body.innerText : ''")
-                    .await;
-                panic!(
-                    "waited {BOUND:?} for {what} ({expression}); the page shows:\n{}\nlogged: {:?}",
-                    body.as_str().unwrap_or(""),
-                    self.problems()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
     }
 
     /// Types `text` into the focused element, as a keyboard would (input events and all).
@@ -379,22 +376,70 @@ impl Page {
             .decode(r["data"].as_str().unwrap().as_bytes())
             .unwrap()
     }
+}
 
-    /// Every URL this page requested so far.
-    pub fn requests(&self) -> Vec<String> {
-        let seen = self.conn.seen.lock().unwrap();
-        seen.requests
-            .get(&self.session)
-            .cloned()
-            .unwrap_or_default()
+impl Js for Page {
+    async fn eval(&self, expression: &str) -> Value {
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+            )
+            .await;
+        if let Some(e) = r.get("exceptionDetails") {
+            panic!("{expression}: {e}");
+        }
+        r["result"]["value"].clone()
     }
 
-    /// Errors, warnings and exceptions this page logged so far (CSP reports among them).
-    pub fn problems(&self) -> Vec<String> {
-        let seen = self.conn.seen.lock().unwrap();
-        seen.problems
-            .get(&self.session)
-            .cloned()
-            .unwrap_or_default()
+    fn problems(&self) -> Vec<String> {
+        self.conn.seen(&self.session).1
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.conn.seen(&self.session).0
+    }
+}
+
+/// A page's JavaScript, whichever browser runs it.
+#[allow(async_fn_in_trait)]
+pub trait Js {
+    /// The value of `expression` (awaited when it is a promise); panics on an exception.
+    async fn eval(&self, expression: &str) -> Value;
+
+    /// Errors, warnings and exceptions the page logged so far (CSP reports among them).
+    fn problems(&self) -> Vec<String>;
+
+    /// Every URL the page requested so far.
+    fn requests(&self) -> Vec<String>;
+
+    /// Waits until `expression` is truthy and returns its value; panics after the bound,
+    /// saying `what` was awaited and what the page shows and logged.
+    async fn wait_for(&self, expression: &str, what: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.eval(expression).await;
+            let truthy = match &v {
+                Value::Null => false,
+                Value::Bool(b) => *b,
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            };
+            if truthy {
+                return v;
+            }
+            if start.elapsed() > BOUND {
+                let body = self
+                    .eval("document.body ? document.body.innerText : ''")
+                    .await;
+                panic!(
+                    "waited {BOUND:?} for {what} ({expression}); the page shows:\n{}\nlogged: {:?}",
+                    body.as_str().unwrap_or(""),
+                    self.problems()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 }
