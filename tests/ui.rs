@@ -301,6 +301,16 @@ async fn the_pages_show_the_registry_and_follow_its_changes() {
     ] {
         assert!(dns.contains(&shown), "{shown} in {dns:?}");
     }
+    // Copy puts the dig line on the clipboard.
+    page.allow_clipboard(s.url("").trim_end_matches('/')).await;
+    click(&page, "#dns li button.copy").await;
+    let copied = page
+        .wait_for("navigator.clipboard.readText()", "the clipboard to fill")
+        .await;
+    assert_eq!(
+        copied,
+        format!("dig @127.0.0.1 -p {port} api.service.internal. SRV")
+    );
 
     // Nothing polls: while the registry is quiet, the page's one long-poll waits.
     let asked = |page: &Page| {

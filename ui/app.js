@@ -639,6 +639,8 @@
     if (m) {
       let name;
       try { name = decodeURIComponent(m[1]); } catch { name = m[1]; }
+      // Names compare lowercased, as the API compares them.
+      name = name.toLowerCase();
       servicePage(name, page.signal);
     } else {
       overview(page.signal);

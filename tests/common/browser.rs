@@ -367,6 +367,23 @@ impl Page {
         .await;
     }
 
+    /// Lets the page read and write the clipboard as a focused tab does (its origin is
+    /// granted the permission; headless tabs are otherwise never focused).
+    pub async fn allow_clipboard(&self, origin: &str) {
+        self.conn
+            .call(
+                None,
+                "Browser.grantPermissions",
+                json!({"origin": origin, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]}),
+            )
+            .await;
+        self.call(
+            "Emulation.setFocusEmulationEnabled",
+            json!({"enabled": true}),
+        )
+        .await;
+    }
+
     /// A PNG of the page as shown.
     pub async fn screenshot(&self) -> Vec<u8> {
         let r = self
