@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long any one wait for the browser may take.
-const BOUND: Duration = Duration::from_secs(20);
+const BOUND: Duration = Duration::from_secs(30);
 
 /// The browser binary: Debian's, without its wrapper script when it can (the wrapper's
 /// shell adds nothing headless needs).
