@@ -249,6 +249,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             body_timeout: config.http_body_timeout(),
             max_body: config.http.max_body_bytes,
             metrics,
+            dashboard: http::Dashboard::new(
+                &config.dns.domain,
+                &dns_addrs,
+                config.http.token.as_ref(),
+            ),
         },
         &config.http,
     );

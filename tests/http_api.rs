@@ -723,8 +723,10 @@ async fn services_list_and_filters() {
     assert_eq!(
         services,
         vec![
-            json!({"name": "db", "instances": 1, "passing": 1}),
-            json!({"name": "web", "instances": 2, "passing": 1}),
+            json!({"name": "db", "instances": 1, "passing": 1, "warning": 0, "critical": 0,
+                   "maintenance": 0}),
+            json!({"name": "web", "instances": 2, "passing": 1, "warning": 0, "critical": 1,
+                   "maintenance": 0}),
         ]
     );
 
@@ -1053,4 +1055,87 @@ async fn long_poll_wakes_only_for_its_own_service() {
         "woken by api"
     );
     assert_eq!(unchanged.body, again.body);
+}
+
+/// `GET /v1/services` counts each service's instances by health (maintenance apart, whatever
+/// the health: the four add up to `instances`) and long-polls: `?index=N&wait=` returns at the
+/// next change of any service, or after `wait` unchanged.
+#[tokio::test]
+async fn the_services_list_counts_by_health_and_long_polls_on_any_change() {
+    let s = TestServer::start().await;
+    for i in 1..=4 {
+        s.register(
+            "web",
+            &format!("web-{i}"),
+            json!({"address": format!("10.0.0.{i}"), "port": 80, "check": {"ttl": "60s"}}),
+        )
+        .await;
+    }
+    s.report("web", "web-1", "passing").await;
+    s.report("web", "web-2", "warning").await;
+    s.report("web", "web-4", "passing").await;
+    let r = put(
+        &s,
+        &inst_path("web", "web-4/maintenance"),
+        json!({"enabled": true}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let list = get(&s, "/v1/services").await;
+    assert_eq!(
+        list.body,
+        json!({"services": [{"name": "web", "instances": 4, "passing": 1, "warning": 1,
+                             "critical": 1, "maintenance": 1}]})
+    );
+
+    // Unchanged: the wait runs out and the same list comes back.
+    let n = list.index();
+    let started = Instant::now();
+    let r = get(&s, &format!("/v1/services?index={n}&wait=300ms")).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(280),
+        "did not wait"
+    );
+    assert_eq!((r.index(), &r.body), (n, &list.body));
+
+    // A change of another service wakes it too (it lists them all).
+    let client = s.client.clone();
+    let url = s.url(&inst_path("db", "db-1"));
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = client
+            .put(url)
+            .json(&json!({"address": "10.0.1.1", "port": 5432}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    });
+    let started = Instant::now();
+    let r = get(&s, &format!("/v1/services?index={n}&wait=30s")).await;
+    let took = started.elapsed();
+    writer.await.unwrap();
+    assert!(
+        took >= Duration::from_millis(150),
+        "returned early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "returned only after {took:?}"
+    );
+    assert!(r.index() > n);
+    assert_eq!(r.body["services"].as_array().unwrap().len(), 2);
+
+    // An index the registry already passed returns at once; bad parameters are refused.
+    let r = get(&s, "/v1/services?index=1&wait=30s").await;
+    assert_eq!(r.body["services"].as_array().unwrap().len(), 2);
+    for (query, field) in [
+        ("index=x", "index"),
+        ("index=1&wait=soon", "wait"),
+        ("tag=v1", "tag"),
+    ] {
+        let r = get(&s, &format!("/v1/services?{query}")).await;
+        assert_eq!(r.status, 400, "{query}");
+        assert!(r.error().contains(field), "{query}: {}", r.body);
+    }
 }

@@ -166,3 +166,36 @@ async fn writes_to_a_foreign_host_name_are_refused() {
         }
     }
 }
+
+/// A page writing to the server that served it (the dashboard at `/ui/`) sends its own origin,
+/// which names the request's `Host`: allowed without listing it in `http.allowed_origins`.
+/// Another port on the same address is another origin, and a rebound name fails the `Host`
+/// check.
+#[tokio::test]
+async fn a_page_writes_to_its_own_origin() {
+    let s = TestServer::start().await;
+    let own = format!("http://{}", s.http);
+    let r = send(
+        &s,
+        "PUT",
+        "/v1/services/web/instances/web-1",
+        &[("Origin", &own), ("Host", &s.http.to_string())],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let other = format!("http://127.0.0.1:{}", s.http.port() + 1);
+    for (origin, host) in [
+        (other.as_str(), s.http.to_string()),
+        ("http://evil.example:8500", "evil.example:8500".to_string()),
+    ] {
+        let r = send(
+            &s,
+            "PUT",
+            "/v1/services/web/instances/web-1/maintenance",
+            &[("Origin", origin), ("Host", &host)],
+        )
+        .await;
+        assert_eq!(r.status, 403, "{origin} to {host}: {r:?}");
+    }
+    assert!(instance(&s, "web-1").await.unwrap()["maintenance"].is_null());
+}

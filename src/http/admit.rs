@@ -1,9 +1,9 @@
 //! Which requests run at once: long-polls against `http.max_watchers`, everything else
 //! against `http.max_concurrent_requests`.
 //!
-//! A long-poll (`GET /v1/services/{service}` with `index`) spends its time waiting, and one
-//! shared bound let a thousand of them hold back every write behind them. So they have their
-//! own bound and take no slot of the general one: waiting requests never delay writes, health
+//! A long-poll (`GET /v1/services/{service}` or `GET /v1/services` with `index`) spends its
+//! time waiting, and one shared bound let a thousand of them hold back every write behind
+//! them. So they have their own bound and take no slot of the general one: waiting requests never delay writes, health
 //! reports or `/healthz`. A long-poll past its bound is refused at once (503, `Retry-After`,
 //! the JSON error shape) rather than queued, since a queued watcher would be waiting twice and
 //! a client retrying shortly gets the same answer it would have waited for. Other requests
@@ -104,17 +104,20 @@ where
     }
 }
 
-/// `GET` (or `HEAD`) `/v1/services/{service}` with an `index` parameter: what
-/// `services::get` waits on.
+/// `GET` (or `HEAD`) `/v1/services/{service}` or `/v1/services` with an `index` parameter:
+/// what `services::get` and `services::list` wait on.
 fn is_long_poll(req: &Request) -> bool {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return false;
     }
-    let Some(service) = req.uri().path().strip_prefix("/v1/services/") else {
-        return false;
-    };
-    if service.is_empty() || service.contains('/') {
-        return false;
+    let path = req.uri().path();
+    if path != "/v1/services" {
+        let Some(service) = path.strip_prefix("/v1/services/") else {
+            return false;
+        };
+        if service.is_empty() || service.contains('/') {
+            return false;
+        }
     }
     // Decoded as the handler's `Query` decodes it, so `%69ndex` counts too.
     req.uri()
@@ -199,6 +202,7 @@ mod tests {
             "/v1/services/w%65b?index=3",
             "/v1/services/web?%69ndex=3",
             "/v1/services/web?index=x",
+            "/v1/services?index=3",
         ] {
             assert!(is_long_poll(&req(Method::GET, uri)), "{uri}");
         }
@@ -207,7 +211,7 @@ mod tests {
             (Method::GET, "/v1/services/web"),
             (Method::GET, "/v1/services/web?wait=5s"),
             (Method::GET, "/v1/services/web?indexes=1"),
-            (Method::GET, "/v1/services?index=3"),
+            (Method::GET, "/v1/services"),
             (Method::GET, "/v1/services/?index=3"),
             (Method::GET, "/v1/services/web/instances/x?index=3"),
             (Method::PUT, "/v1/services/web?index=3"),

@@ -5,7 +5,10 @@
 //! rebinding (its own name re-pointed at 127.0.0.1) even read the answers. Two checks stop
 //! it from changing anything:
 //! - a write carrying an `Origin` header (browsers send it on every cross-origin request and
-//!   on every same-origin write) must come from `http.allowed_origins`;
+//!   on every same-origin write) must come from `http.allowed_origins`, or from the origin it
+//!   is sent to (its `Origin` names the request's own `Host`): the dashboard's pages (`/ui/`)
+//!   write to the server that served them. A rebound page passes this too, but not the next
+//!   check, as its `Host` is its own name;
 //! - a write's `Host` must be `localhost`, an IP address (v4, or v6 in brackets; this covers
 //!   the listen address) or a name in `http.allowed_hosts`, with or without a port: a
 //!   rebound page addresses its own name, which is none of these.
@@ -72,15 +75,6 @@ impl Rules {
             return None;
         }
         let forbidden = |m: String| Some(ApiError::new(StatusCode::FORBIDDEN, m));
-        if let Some(origin) = req.headers().get(ORIGIN) {
-            let text = String::from_utf8_lossy(origin.as_bytes());
-            let lower = text.to_ascii_lowercase();
-            if !self.origins.contains(&lower) {
-                return forbidden(format!(
-                    "origin {text:?} may not write here: it is not in http.allowed_origins"
-                ));
-            }
-        }
         // An absolute-form request line names the host in the URI, which then wins.
         let host = match req.uri().authority() {
             Some(a) => Some(a.as_str().to_string()),
@@ -89,6 +83,16 @@ impl Rules {
                 .get(HOST)
                 .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()),
         };
+        if let Some(origin) = req.headers().get(ORIGIN) {
+            let text = String::from_utf8_lossy(origin.as_bytes());
+            let lower = text.to_ascii_lowercase();
+            let own = host.as_deref().is_some_and(|h| same_origin(&lower, h));
+            if !own && !self.origins.contains(&lower) {
+                return forbidden(format!(
+                    "origin {text:?} may not write here: it is not in http.allowed_origins"
+                ));
+            }
+        }
         match host {
             Some(h) if !self.is_ours(&h) => forbidden(format!(
                 "host {h:?} is not one of this server's names (localhost, an IP address, \
@@ -116,6 +120,23 @@ impl Rules {
                 .iter()
                 .any(|(h, p)| *h == name && (p.is_none() || *p == port))
     }
+}
+
+/// Whether `origin` (lowercased, `scheme://host[:port]`) names `host` (a `Host` header): a
+/// page writing to the server it came from. The scheme's default port may be left out of
+/// either.
+fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let default = match scheme {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return false,
+    };
+    let host = host.to_ascii_lowercase();
+    let bare = |a: &'_ str| a.strip_suffix(default).unwrap_or(a).to_string();
+    !authority.is_empty() && bare(authority) == bare(&host)
 }
 
 /// `host[:port]` split; `None` when the port is not a number.
@@ -193,10 +214,41 @@ mod tests {
         for m in [Method::PUT, Method::DELETE, Method::POST, Method::PATCH] {
             let e = g.rules.refusal(&req(m.clone(), &evil)).expect("refused");
             assert_eq!(e.status, StatusCode::FORBIDDEN);
-            assert!(e.message.contains("http://evil.example"), "{m}");
+            assert!(e.message.contains("evil.example"), "{m}");
             assert!(g.rules.refusal(&req(m.clone(), &[])).is_none(), "{m}");
             let ok = [("origin", "https://OPS.example.com"), ("host", "localhost")];
-            assert!(g.rules.refusal(&req(m, &ok)).is_none());
+            assert!(g.rules.refusal(&req(m.clone(), &ok)).is_none());
         }
+    }
+
+    #[test]
+    fn a_page_writes_to_its_own_origin() {
+        let g = rules();
+        let put = |origin: &str, host: &str| {
+            g.rules
+                .refusal(&req(Method::PUT, &[("origin", origin), ("host", host)]))
+        };
+        for (origin, host) in [
+            ("http://127.0.0.1:8500", "127.0.0.1:8500"),
+            ("http://LOCALHOST:8500", "localhost:8500"),
+            ("http://[::1]:8500", "[::1]:8500"),
+            ("http://signpost.internal", "signpost.internal:80"),
+            ("https://signpost.internal:443", "Signpost.Internal"),
+        ] {
+            assert!(put(origin, host).is_none(), "{origin} to {host}");
+        }
+        for (origin, host) in [
+            // Another port is another origin (another local web app).
+            ("http://127.0.0.1:3000", "127.0.0.1:8500"),
+            ("http://127.0.0.1", "127.0.0.1:8500"),
+            ("null", "127.0.0.1:8500"),
+            ("http://", ""),
+            ("ftp://127.0.0.1:8500", "127.0.0.1:8500"),
+        ] {
+            assert!(put(origin, host).is_some(), "{origin} to {host}");
+        }
+        // A rebound page's origin is its own name: same origin, but not one of ours.
+        let e = put("http://evil.example:8500", "evil.example:8500").expect("refused");
+        assert!(e.message.contains("http.allowed_hosts"), "{}", e.message);
     }
 }

@@ -5,7 +5,7 @@
 //! writes from foreign pages, `admit` bounds the requests running at once, `protocol` holds
 //! the limits of a request's shape and answers protocol errors in the JSON shape, `serve` runs
 //! the accept loop with its connection limits (`conn`, `io`), `metrics` serves `/metrics`
-//! and counts every response.
+//! and counts every response, `ui` serves the web dashboard's page and files.
 
 mod admit;
 mod body;
@@ -25,10 +25,12 @@ mod stamp;
 #[cfg(test)]
 mod tests;
 mod token;
+mod ui;
 mod wire;
 
 pub(crate) use conn::Timeouts;
 pub(crate) use serve::{Limits, serve};
+pub(crate) use ui::Dashboard;
 
 use std::sync::Arc;
 
@@ -67,6 +69,8 @@ pub(crate) struct AppState {
     pub max_body: usize,
     /// The server's metrics: `/metrics` encodes them, every response is counted in them.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What the web dashboard's pages are told of this server (`/ui/config.json`).
+    pub dashboard: Dashboard,
 }
 
 /// The header carrying `index`.
@@ -180,6 +184,12 @@ fn router(state: Arc<AppState>, body_limit: DefaultBodyLimit) -> Router {
         .route("/healthz", get(healthz))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::serve))
+        // The web dashboard (CONTRACT §7): the page shell, its files and its settings.
+        .route("/ui", get(ui::redirect))
+        .route("/ui/", get(ui::shell))
+        .route("/ui/services/{service}", get(ui::shell))
+        .route("/ui/config.json", get(ui::config))
+        .route("/ui/{file}", get(ui::asset))
         .nest("/v1", v1)
         .fallback(not_found)
         .layer(RespondLayer(TagRoute))

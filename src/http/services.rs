@@ -16,23 +16,66 @@ use crate::model::{ServiceName, Status, Tag, parse_duration};
 /// A long-poll's `wait` when `index` is given without one.
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
-pub(crate) async fn list(State(st): State<Arc<AppState>>) -> Response {
+/// `GET /v1/services?index=&wait=`: every service with its instances counted by health. A
+/// long-poll waits for any change of the registry (a dashboard's overview follows them all).
+pub(crate) async fn list(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let mut index = None;
+    let mut wait = None;
+    for (k, v) in &q {
+        match k.as_str() {
+            "index" => index = Some(parse_index(v)?),
+            "wait" => wait = Some(parse_duration("wait", v)?),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "{other}: unknown query parameter (index, wait)"
+                )));
+            }
+        }
+    }
+    if let Some(n) = index {
+        let wait = wait.unwrap_or(DEFAULT_WAIT).min(st.max_wait);
+        let mut rx = st.registry.subscribe();
+        // Any index but `n` is news: above it a change, below it a restart (as in `get`).
+        tokio::select! {
+            _ = tokio::time::timeout(wait, rx.wait_for(|i| *i != n)) => {}
+            _ = st.shutdown.cancelled() => {}
+        }
+    }
     let snap = st.registry.snapshot();
     let services = snap
         .services
         .iter()
-        .map(|(name, insts)| ServiceSummary {
-            name: name.to_string(),
-            instances: insts.len(),
-            passing: insts
-                .values()
-                .filter(|e| {
-                    e.health.status == Status::Passing && e.instance.maintenance().is_none()
-                })
-                .count(),
+        .map(|(name, insts)| {
+            let mut s = ServiceSummary {
+                name: name.to_string(),
+                instances: insts.len(),
+                passing: 0,
+                warning: 0,
+                critical: 0,
+                maintenance: 0,
+            };
+            for e in insts.values() {
+                let count = match (e.instance.maintenance(), e.health.status) {
+                    (Some(_), _) => &mut s.maintenance,
+                    (None, Status::Passing) => &mut s.passing,
+                    (None, Status::Warning) => &mut s.warning,
+                    (None, Status::Critical) => &mut s.critical,
+                };
+                *count += 1;
+            }
+            s
         })
         .collect();
-    (index_header(snap.index), Json(ServiceList { services })).into_response()
+    Ok((index_header(snap.index), Json(ServiceList { services })).into_response())
+}
+
+/// A long-poll's `index`.
+fn parse_index(v: &str) -> Result<u64, ApiError> {
+    v.parse::<u64>()
+        .map_err(|_| ApiError::bad_request(format!("index: {v:?} is not a non-negative integer")))
 }
 
 /// `GET /v1/services/{service}?status=&tag=&index=&wait=`. An unknown service is an empty
@@ -51,11 +94,7 @@ pub(crate) async fn get(
         match k.as_str() {
             "status" => status = Some(Status::parse("status", v)?),
             "tag" => tag = Some(Tag::parse(v)?),
-            "index" => {
-                index = Some(v.parse::<u64>().map_err(|_| {
-                    ApiError::bad_request(format!("index: {v:?} is not a non-negative integer"))
-                })?)
-            }
+            "index" => index = Some(parse_index(v)?),
             "wait" => wait = Some(parse_duration("wait", v)?),
             other => {
                 return Err(ApiError::bad_request(format!(

@@ -201,6 +201,7 @@ async fn every_request_gets_the_same_answer_with_and_without_the_registration_pa
         body_timeout: cfg.http_body_timeout(),
         max_body: cfg.http.max_body_bytes,
         metrics,
+        dashboard: super::Dashboard::new(&cfg.dns.domain, &[], cfg.http.token.as_ref()),
     };
     let (served_metrics, routed_metrics) = (metrics(), metrics());
     let served = app(state(served_metrics.clone()), &cfg.http);

@@ -70,6 +70,11 @@ impl Tokens {
             return true;
         }
         let read = matches!(*req.method(), Method::GET | Method::HEAD);
+        // The dashboard's page and files hold no data; the reads its script makes need the
+        // token (`ui`, and README, "Web dashboard").
+        if read && super::ui::is_open(req.uri().path()) {
+            return true;
+        }
         let needed: &[&Option<Vec<u8>>] = if read {
             if self.read.is_none() {
                 return true;

@@ -238,7 +238,14 @@ impl<'a> From<&'a Entry> for InstanceOut<'a> {
 pub(crate) struct ServiceSummary {
     pub name: String,
     pub instances: usize,
+    /// Passing and not in maintenance: the instances DNS hands out.
     pub passing: usize,
+    /// `warning`, `critical`, `maintenance`: the other instances, each counted once (an
+    /// instance in maintenance counts there whatever its health), so the four add up to
+    /// `instances`.
+    pub warning: usize,
+    pub critical: usize,
+    pub maintenance: usize,
 }
 
 #[derive(Serialize)]

@@ -1,9 +1,12 @@
 //! Shared test harness: a real signpost server started in-process on `127.0.0.1:0`, with its
 //! own data dir and zones dir, plus small DNS and HTTP clients that talk to it over real
-//! sockets; `raw` speaks HTTP/1.1 by hand for requests no client library would send.
+//! sockets; `raw` speaks HTTP/1.1 by hand for requests no client library would send;
+//! `browser` and `firefox` drive headless Chromium and Firefox.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod etcd;
+pub mod firefox;
 pub mod probes;
 pub mod raw;
 
