@@ -5,11 +5,13 @@
 //! writes from foreign pages, `admit` bounds the requests running at once, `protocol` holds
 //! the limits of a request's shape and answers protocol errors in the JSON shape, `serve` runs
 //! the accept loop with its connection limits (`conn`, `io`), `metrics` serves `/metrics`
-//! and counts every response.
+//! and counts every response. `consul` serves the Consul-compatible API (CONTRACT §5) over
+//! the same registry.
 
 mod admit;
 mod body;
 mod conn;
+mod consul;
 mod error;
 mod fast;
 mod guard;
@@ -28,6 +30,7 @@ mod token;
 mod wire;
 
 pub(crate) use conn::Timeouts;
+pub(crate) use consul::Agent as ConsulAgent;
 pub(crate) use serve::{Limits, serve};
 
 use std::sync::Arc;
@@ -67,6 +70,8 @@ pub(crate) struct AppState {
     pub max_body: usize,
     /// The server's metrics: `/metrics` encodes them, every response is counted in them.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The synthetic node and datacenter the Consul-compatible API shows.
+    pub consul: Arc<ConsulAgent>,
 }
 
 /// The header carrying `index`.
@@ -173,7 +178,8 @@ fn router(state: Arc<AppState>, body_limit: DefaultBodyLimit) -> Router {
         .route(
             "/services/{service}/instances/{id}/maintenance",
             put(instances::maintenance),
-        )
+        );
+    let v1 = consul::routes(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()

@@ -1,0 +1,67 @@
+//! Consul's blocking queries and the headers of every Consul read.
+//!
+//! A read with `?index=N` (N > 0) waits while the index of its result is still N or less,
+//! for at most `wait` (Go duration or `…ms`; default 5 minutes, capped by `http.max_wait`),
+//! then answers with the current result either way, as Consul does. The index of a result
+//! is the last change of what it contains: one service's last change for a read of that
+//! service (`Snapshot::service_index`), so a watch on one service does not wake for another;
+//! the registry's index for reads over everything. An index above the registry's (the
+//! server restarted below it) answers at once, and the client starts over.
+//!
+//! `X-Consul-Index` is never 0 (Consul clients take 0 for "no index" and some refuse it) and
+//! never goes backwards for one result: service indexes only grow. `X-Consul-KnownLeader:
+//! true` and `X-Consul-LastContact: 0`: every replica answers reads from its own current
+//! copy of the registry, as a Consul leader answers.
+
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue};
+
+use crate::http::AppState;
+use crate::registry::Snapshot;
+
+/// `wait` when a blocking read gives none: Consul's default.
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+
+/// The headers every Consul read carries, for a result at `index`.
+pub(crate) fn headers(index: u64) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (
+            HeaderName::from_static("x-consul-index"),
+            HeaderValue::from(index.max(1)),
+        ),
+        (
+            HeaderName::from_static("x-consul-knownleader"),
+            HeaderValue::from_static("true"),
+        ),
+        (
+            HeaderName::from_static("x-consul-lastcontact"),
+            HeaderValue::from_static("0"),
+        ),
+    ]
+}
+
+/// Waits, when `index` asks to, until `index_of` the current snapshot passes it (or `wait`
+/// ends, or the server shuts down); returns the snapshot to answer from.
+pub(crate) async fn wait(
+    st: &AppState,
+    index: Option<u64>,
+    wait: Option<Duration>,
+    index_of: impl Fn(&Snapshot) -> u64,
+) -> std::sync::Arc<Snapshot> {
+    let Some(n) = index.filter(|n| *n > 0) else {
+        return st.registry.snapshot();
+    };
+    let wait = wait.unwrap_or(DEFAULT_WAIT).min(st.max_wait);
+    let mut rx = st.registry.subscribe();
+    let registry = &st.registry;
+    // Woken by every change of the registry, it looks at its own result's index only: a
+    // watcher costs a comparison per change and nothing while nothing changes. Indexes are
+    // compared as sent (at least 1), so an empty registry's watch waits rather than spins.
+    let changed = |i: &u64| (*i).max(1) < n || index_of(&registry.snapshot()).max(1) > n;
+    tokio::select! {
+        _ = tokio::time::timeout(wait, rx.wait_for(changed)) => {}
+        _ = st.shutdown.cancelled() => {}
+    }
+    st.registry.snapshot()
+}
