@@ -1,7 +1,7 @@
 //! Tokens (CONTRACT §3, "Tokens"): with `http.token` set, every write (every method but GET
 //! and HEAD, on every path) needs `Authorization: Bearer <token>`; with `http.read_token` set
 //! too, reads need it or the write token. `/healthz` stays open (a load balancer asks it),
-//! and so does `/ready`. A missing or wrong token is 401 with `WWW-Authenticate: Bearer` and
+//! and so do `/ready` and `/v1/status/leader`. A missing or wrong token is 401 with `WWW-Authenticate: Bearer` and
 //! the JSON error shape, before anything runs, so nothing changes.
 //!
 //! The token may come as `Authorization: Bearer <token>`, as the password of
@@ -25,8 +25,10 @@ use super::error::ApiError;
 use super::refuse::Check;
 use crate::config::Secret;
 
-/// Paths open whatever the tokens: liveness and readiness probes.
-const OPEN_PATHS: [&str; 2] = ["/healthz", "/ready"];
+/// Paths open whatever the tokens: liveness and readiness probes, and Consul's
+/// `/v1/status/leader`, which Consul serves without a token and its clients ask without one
+/// (py-consul sends none there); it names only this server's address.
+const OPEN_PATHS: [&str; 3] = ["/healthz", "/ready", "/v1/status/leader"];
 
 /// The tokens, shared by every connection's copy of the layer.
 #[derive(Clone)]
