@@ -4,8 +4,8 @@
 //! for at most `wait` (Go duration or `…ms`; default 5 minutes, capped by `http.max_wait`),
 //! then answers with the current result either way, as Consul does. The index of a result
 //! is the last change of what it contains: one service's last change for a read of that
-//! service (`Snapshot::service_index`), so a watch on one service does not wake for another;
-//! the registry's index for reads over everything. An index above the registry's (the
+//! service (`Snapshot::service_index`), so a watch on one service is not even woken by
+//! another's change (`watch::Watches`); the registry's index for reads over everything. An index above the registry's (the
 //! server restarted below it) answers at once, and the client starts over.
 //!
 //! `X-Consul-Index` is never 0 (Consul clients take 0 for "no index" and some refuse it) and
@@ -13,11 +13,13 @@
 //! true` and `X-Consul-LastContact: 0`: every replica answers reads from its own current
 //! copy of the registry, as a Consul leader answers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue};
 
 use crate::http::AppState;
+use crate::model::ServiceName;
 use crate::registry::Snapshot;
 
 /// `wait` when a blocking read gives none: Consul's default.
@@ -41,26 +43,45 @@ pub(crate) fn headers(index: u64) -> [(HeaderName, HeaderValue); 3] {
     ]
 }
 
-/// Waits, when `index` asks to, until `index_of` the current snapshot passes it (or `wait`
-/// ends, or the server shuts down); returns the snapshot to answer from.
+/// What a blocking read waits on.
+pub(crate) enum Scope<'a> {
+    /// One service: its own index (`Snapshot::service_index`), through `Watches`.
+    Service(&'a ServiceName),
+    /// Everything: the registry's index.
+    Registry,
+}
+
+/// Waits, when `index` asks to, until the index of `scope` passes it (or `wait` ends, or the
+/// server shuts down); returns the snapshot to answer from.
 pub(crate) async fn wait(
     st: &AppState,
     index: Option<u64>,
     wait: Option<Duration>,
-    index_of: impl Fn(&Snapshot) -> u64,
-) -> std::sync::Arc<Snapshot> {
+    scope: Scope<'_>,
+) -> Arc<Snapshot> {
     let Some(n) = index.filter(|n| *n > 0) else {
         return st.registry.snapshot();
     };
     let wait = wait.unwrap_or(DEFAULT_WAIT).min(st.max_wait);
-    let mut rx = st.registry.subscribe();
-    let registry = &st.registry;
-    // Woken by every change of the registry, it looks at its own result's index only: a
-    // watcher costs a comparison per change and nothing while nothing changes. Indexes are
-    // compared as sent (at least 1), so an empty registry's watch waits rather than spins.
-    let changed = |i: &u64| (*i).max(1) < n || index_of(&registry.snapshot()).max(1) > n;
+    // Indexes are compared as sent (at least 1), so an empty registry's watch waits rather
+    // than spins. An index above the registry's is from before a restart: answered at once.
+    if st.registry.snapshot().index.max(1) < n {
+        return st.registry.snapshot();
+    }
+    let waited = async {
+        match scope {
+            Scope::Registry => {
+                let mut rx = st.registry.subscribe();
+                let _ = rx.wait_for(|i| (*i).max(1) > n).await;
+            }
+            Scope::Service(service) => {
+                let mut w = st.consul.watches.watch(&st.registry, &st.shutdown, service);
+                let _ = w.index.wait_for(|i| (*i).max(1) > n).await;
+            }
+        }
+    };
     tokio::select! {
-        _ = tokio::time::timeout(wait, rx.wait_for(changed)) => {}
+        _ = tokio::time::timeout(wait, waited) => {}
         _ = st.shutdown.cancelled() => {}
     }
     st.registry.snapshot()

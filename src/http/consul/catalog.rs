@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 
-use super::blocking::{headers, wait};
+use super::blocking::{Scope, headers, wait};
 use super::filter::Subject;
 use super::query::{Params, allow};
 use super::renamed;
@@ -51,7 +51,7 @@ pub(crate) async fn services(
         &[allow::INDEX, allow::FILTER, allow::NODE_META],
         &st.consul.datacenter,
     )?;
-    let snap = wait(&st, p.index, p.wait, |s| s.index).await;
+    let snap = wait(&st, p.index, p.wait, Scope::Registry).await;
     let mut out: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     if p.node_matches() {
         for (service, insts) in &snap.services {
@@ -83,7 +83,7 @@ pub(crate) async fn service(
         &st.consul.datacenter,
     )?;
     let service = service_name(&service)?;
-    let snap = wait(&st, p.index, p.wait, |s| s.service_index(&service)).await;
+    let snap = wait(&st, p.index, p.wait, Scope::Service(&service)).await;
     let index = snap.service_index(&service);
     let out: Vec<CatalogService<'_>> = match snap.services.get(&service) {
         Some(insts) if p.node_matches() => insts

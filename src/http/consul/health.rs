@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 
-use super::blocking::{headers, wait};
+use super::blocking::{Scope, headers, wait};
 use super::catalog::{selected, service_name};
 use super::query::{Params, allow};
 use super::wire::{AgentService, HealthCheck, NodeOut, ServiceEntry, checks};
@@ -35,7 +35,7 @@ pub(crate) async fn service(
         &st.consul.datacenter,
     )?;
     let service = service_name(&service)?;
-    let snap = wait(&st, p.index, p.wait, |s| s.service_index(&service)).await;
+    let snap = wait(&st, p.index, p.wait, Scope::Service(&service)).await;
     let index = snap.service_index(&service);
     let node = NodeOut::new(&st.consul);
     let out: Vec<ServiceEntry<'_>> = match snap.services.get(&service) {
@@ -78,7 +78,7 @@ pub(crate) async fn state(
         &[allow::INDEX, allow::FILTER, allow::NODE_META],
         &st.consul.datacenter,
     )?;
-    let snap = wait(&st, p.index, p.wait, |s| s.index).await;
+    let snap = wait(&st, p.index, p.wait, Scope::Registry).await;
     let mut out: Vec<HealthCheck<'_>> = Vec::new();
     if p.node_matches() {
         for (service, insts) in &snap.services {

@@ -6,7 +6,7 @@
 //!
 //! `wire` holds Consul's JSON shapes, `agent` the writes and the agent's reads, `catalog` and
 //! `health` the reads, `blocking` the index/wait of blocking reads and the headers of every
-//! read, `query` the query parameters, `filter` the `filter` expressions, `duration` Go's
+//! read, `watch` the per-service wake-ups of those waiting on one service, `query` the query parameters, `filter` the `filter` expressions, `duration` Go's
 //! duration syntax. Errors keep signpost's JSON shape (`{"error": ...}`) with Consul's status
 //! codes; Consul clients read the status and show the body.
 
@@ -17,6 +17,7 @@ mod duration;
 mod filter;
 mod health;
 mod query;
+mod watch;
 mod wire;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -31,7 +32,8 @@ use super::error::ApiError;
 use crate::model::{InstanceId, InstanceKey, InvalidField};
 use crate::registry::Snapshot;
 
-/// The synthetic node every instance is shown on, and its datacenter.
+/// The synthetic node every instance is shown on, its datacenter, and the blocking reads
+/// waiting on its services.
 pub(crate) struct Agent {
     pub datacenter: String,
     pub node: String,
@@ -41,6 +43,8 @@ pub(crate) struct Agent {
     pub address: IpAddr,
     /// What `/v1/status/leader` names: the HTTP listener, `IP:PORT`.
     pub leader: String,
+    /// The blocking reads waiting on one service each.
+    pub watches: watch::Watches,
 }
 
 impl Agent {
@@ -61,6 +65,7 @@ impl Agent {
             node,
             address,
             leader: SocketAddr::new(address, http.port()).to_string(),
+            watches: watch::Watches::default(),
         }
     }
 }
