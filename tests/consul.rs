@@ -248,6 +248,32 @@ async fn every_read_has_consuls_shape() {
         "the Go client reads agent/self as a map of maps: {v}"
     );
 
+    // The rest of what consul-template, Fabio and Registrator ask.
+    let r = get(&s, "/v1/catalog/datacenters").await;
+    consul_headers(&r, "catalog/datacenters");
+    assert_eq!(r.json(), json!(["dc1"]));
+    let v = get(&s, "/v1/catalog/nodes").await.json();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (v[0]["Node"].as_str(), v[0]["Address"].as_str()),
+        (Some("sp-test"), Some("127.0.0.1"))
+    );
+    let v = get(&s, "/v1/health/checks/web").await.json();
+    let ids: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["CheckID"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["service:web-1", "service:web-2"]);
+    let v = get(&s, "/v1/agent/checks").await.json();
+    assert_eq!(v["service:web-2"]["Status"], "critical");
+    assert_eq!(v.as_object().unwrap().len(), 2);
+    assert_eq!(
+        get(&s, "/v1/status/peers").await.json(),
+        json!([s.http.to_string()])
+    );
+
     // /v1/status/leader is open, as Consul serves it without a token.
     let r = s
         .client
@@ -690,7 +716,21 @@ async fn every_error_is_refused_with_its_field_and_changes_nothing() {
             405,
             "method not allowed",
         ),
-        ("GET", "/v1/agent/checks", None, 404, "no such endpoint"),
+        ("GET", "/v1/kv/config", None, 404, "no such endpoint"),
+        (
+            "GET",
+            "/v1/health/checks/web_app",
+            None,
+            400,
+            "service name:",
+        ),
+        (
+            "GET",
+            "/v1/catalog/datacenters?dc=dc9",
+            None,
+            500,
+            "No path to datacenter",
+        ),
     ] {
         let r = send(&s, method, path, body).await;
         assert_eq!(r.status, status, "{method} {path}: {}", r.text);

@@ -106,8 +106,8 @@ where
 
 /// `GET` (or `HEAD`) `/v1/services/{service}` with an `index` parameter: what
 /// `services::get` waits on; and the Consul API's blocking reads (`/v1/catalog/services`,
-/// `/v1/catalog/service/{name}`, `/v1/health/service/{name}`, `/v1/health/state/{state}`)
-/// with `index`.
+/// `/v1/catalog/service/{name}`, `/v1/catalog/nodes`, `/v1/health/service/{name}`,
+/// `/v1/health/checks/{name}`, `/v1/health/state/{state}`) with `index`.
 fn is_long_poll(req: &Request) -> bool {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return false;
@@ -120,7 +120,9 @@ fn is_long_poll(req: &Request) -> bool {
     let blocking = one_segment("/v1/services/")
         || path == "/v1/catalog/services"
         || one_segment("/v1/catalog/service/")
+        || path == "/v1/catalog/nodes"
         || one_segment("/v1/health/service/")
+        || one_segment("/v1/health/checks/")
         || one_segment("/v1/health/state/");
     if !blocking {
         return false;
@@ -212,6 +214,8 @@ mod tests {
             "/v1/catalog/service/web?index=7",
             "/v1/health/service/web?dc=dc1&index=0",
             "/v1/health/state/any?index=7",
+            "/v1/health/checks/web?index=7",
+            "/v1/catalog/nodes?index=7",
         ] {
             assert!(is_long_poll(&req(Method::GET, uri)), "{uri}");
         }

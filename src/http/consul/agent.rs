@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::blocking::headers;
 use super::filter::Subject;
 use super::query::{Params, allow};
-use super::wire::{AgentService, ServiceRegistration, consul_field, tags};
+use super::wire::{AgentService, HealthCheck, ServiceRegistration, checks, consul_field, tags};
 use super::{by_id, renamed, unknown};
 use crate::http::AppState;
 use crate::http::body::{RawBody, parse};
@@ -305,4 +305,47 @@ pub(crate) async fn leader(
         Err(_) => "",
     };
     Ok((headers(st.registry.snapshot().index), Json(leader)).into_response())
+}
+
+/// `GET /v1/agent/checks?filter=`: every instance's checks by check ID.
+pub(crate) async fn agent_checks(
+    State(st): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(q.as_deref(), &[allow::FILTER], &st.consul.datacenter)?;
+    let snap = st.registry.snapshot();
+    let mut out: BTreeMap<String, HealthCheck<'_>> = BTreeMap::new();
+    for (service, insts) in &snap.services {
+        let index = snap.service_index(service);
+        for e in insts.values() {
+            let i = &e.instance;
+            let tag_list = tags(e);
+            let subject = Subject {
+                name: service.as_str(),
+                id: i.key().id.as_str(),
+                tags: &tag_list,
+                meta: i.meta(),
+            };
+            if p.filter.as_ref().is_some_and(|f| !f.matches(&subject)) {
+                continue;
+            }
+            for c in checks(e, &st.consul, index) {
+                out.insert(c.check_id().to_string(), c);
+            }
+        }
+    }
+    Ok((headers(snap.index), Json(out)).into_response())
+}
+
+/// `GET /v1/status/peers`: this server, the one peer (`[]` while it cannot take writes).
+pub(crate) async fn peers(
+    State(st): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    Params::parse(q.as_deref(), &[], &st.consul.datacenter)?;
+    let peers: Vec<&str> = match st.registry.ready().await {
+        Ok(()) => vec![st.consul.leader.as_str()],
+        Err(_) => Vec::new(),
+    };
+    Ok((headers(st.registry.snapshot().index), Json(peers)).into_response())
 }

@@ -1,5 +1,6 @@
 //! The catalog reads: every service with its tags, and one service's instances whatever
-//! their health (Consul's catalog does not filter by health; `/v1/health/service` does).
+//! their health (Consul's catalog does not filter by health; `/v1/health/service` does);
+//! the datacenters and nodes, which are one each.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use super::blocking::{Scope, headers, wait};
 use super::filter::Subject;
 use super::query::{Params, allow};
 use super::renamed;
-use super::wire::{CatalogService, tags};
+use super::wire::{CatalogService, NodeOut, tags};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::model::ServiceName;
@@ -94,4 +95,36 @@ pub(crate) async fn service(
         _ => Vec::new(),
     };
     Ok((headers(index), Json(out)).into_response())
+}
+
+/// `GET /v1/catalog/datacenters`: the one datacenter (consul-template's `datacenters`).
+pub(crate) async fn datacenters(
+    State(st): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    Params::parse(q.as_deref(), &[], &st.consul.datacenter)?;
+    let index = st.registry.snapshot().index;
+    Ok((headers(index), Json([&st.consul.datacenter])).into_response())
+}
+
+/// `GET /v1/catalog/nodes?node-meta=&index=&wait=`: the one node (consul-template's `nodes`).
+pub(crate) async fn nodes(
+    State(st): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(
+        q.as_deref(),
+        &[allow::INDEX, allow::NODE_META],
+        &st.consul.datacenter,
+    )?;
+    // The node never changes: a blocking read waits out its `wait` (or the registry's next
+    // change, which is cheap to answer again) rather than spinning.
+    let snap = wait(&st, p.index, p.wait, Scope::Registry).await;
+    let node = NodeOut::new(&st.consul);
+    let out: Vec<&NodeOut<'_>> = if p.node_matches() {
+        vec![&node]
+    } else {
+        Vec::new()
+    };
+    Ok((headers(snap.index), Json(out)).into_response())
 }

@@ -1,5 +1,5 @@
 //! The health reads: one service's instances with their node and checks (what
-//! `consul_sd_configs` watches), and every check by status.
+//! `consul_sd_configs` watches), one service's checks, and every check by status.
 
 use std::sync::Arc;
 
@@ -93,4 +93,30 @@ pub(crate) async fn state(
         }
     }
     Ok((headers(snap.index), Json(out)).into_response())
+}
+
+/// `GET /v1/health/checks/{service}?index=&wait=&filter=&node-meta=`: the checks of the
+/// service's instances. Blocks on the service's own index.
+pub(crate) async fn service_checks(
+    State(st): State<Arc<AppState>>,
+    Path(service): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(
+        q.as_deref(),
+        &[allow::INDEX, allow::FILTER, allow::NODE_META],
+        &st.consul.datacenter,
+    )?;
+    let service = service_name(&service)?;
+    let snap = wait(&st, p.index, p.wait, Scope::Service(&service)).await;
+    let index = snap.service_index(&service);
+    let out: Vec<HealthCheck<'_>> = match snap.services.get(&service) {
+        Some(insts) if p.node_matches() => insts
+            .values()
+            .filter(|e| selected(&p, e))
+            .flat_map(|e| checks(e, &st.consul, index))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok((headers(index), Json(out)).into_response())
 }

@@ -1,6 +1,7 @@
 //! The Consul-compatible HTTP API (CONTRACT §5): the subset of Consul's agent, catalog,
 //! health and status endpoints that Prometheus' and VictoriaMetrics' `consul_sd_configs`,
-//! consul-template, Registrator and the official clients use, over the same registry as
+//! consul-template, Fabio, Registrator and the official clients use (§5's table, plus the
+//! datacenter, node, peer and check lists they also ask), over the same registry as
 //! signpost's own API. Every instance sits on one synthetic node (`Agent`) in one
 //! datacenter, both named in `[consul]`.
 //!
@@ -99,11 +100,16 @@ pub(crate) fn routes(v1: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
         .route("/agent/check/fail/{check}", put(agent::fail))
         .route("/agent/check/update/{check}", put(agent::update))
         .route("/agent/services", get(agent::services))
+        .route("/agent/checks", get(agent::agent_checks))
         .route("/agent/self", get(agent::self_))
         .route("/status/leader", get(agent::leader))
+        .route("/status/peers", get(agent::peers))
         .route("/catalog/services", get(catalog::services))
         .route("/catalog/service/{service}", get(catalog::service))
+        .route("/catalog/datacenters", get(catalog::datacenters))
+        .route("/catalog/nodes", get(catalog::nodes))
         .route("/health/service/{service}", get(health::service))
+        .route("/health/checks/{service}", get(health::service_checks))
         .route("/health/state/{state}", get(health::state))
 }
 

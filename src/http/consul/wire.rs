@@ -533,6 +533,10 @@ impl HealthCheck<'_> {
     pub(crate) fn status(&self) -> &'static str {
         self.status
     }
+    /// `service:{id}` or `_service_maintenance:{id}`.
+    pub(crate) fn check_id(&self) -> &str {
+        &self.check_id
+    }
 }
 
 /// The checks of one instance, as Consul shows them: its own `service:{id}` (its current
