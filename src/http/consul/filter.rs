@@ -161,7 +161,17 @@ fn tokens(src: &str) -> Result<Vec<Token>, String> {
 struct Parser {
     toks: Vec<Token>,
     at: usize,
+    /// `not`s and parentheses open around the current point: bounded, so no filter can
+    /// recurse the parser (or the evaluation, or the tree's drop) off the stack.
+    depth: usize,
+    /// Matches read so far: bounded, so a long `and` chain stays a small tree.
+    matches: usize,
 }
+
+/// Most `not`s and parentheses nested in one filter.
+const MAX_DEPTH: usize = 32;
+/// Most comparisons in one filter.
+const MAX_MATCHES: usize = 64;
 
 const KEYWORDS: [&str; 8] = [
     "and", "or", "not", "in", "contains", "is", "empty", "matches",
@@ -208,22 +218,39 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Filter, String> {
-        if self.peek_word("not") {
-            self.next();
-            return Ok(Filter::Not(Box::new(self.unary()?)));
+        let nests = self.peek_word("not") || self.peek() == Some(&Token::Open);
+        if nests {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return Err(format!("nested deeper than {MAX_DEPTH} (not, parentheses)"));
+            }
         }
-        if self.peek() == Some(&Token::Open) {
+        let out = if self.peek_word("not") {
+            self.next();
+            Filter::Not(Box::new(self.unary()?))
+        } else if self.peek() == Some(&Token::Open) {
             self.next();
             let inner = self.expr()?;
-            return match self.next() {
-                Some(Token::Close) => Ok(inner),
-                other => Err(format!(
-                    "expected \")\", found {}",
-                    describe(other.as_ref())
-                )),
-            };
+            match self.next() {
+                Some(Token::Close) => inner,
+                other => {
+                    return Err(format!(
+                        "expected \")\", found {}",
+                        describe(other.as_ref())
+                    ));
+                }
+            }
+        } else {
+            self.matches += 1;
+            if self.matches > MAX_MATCHES {
+                return Err(format!("more than {MAX_MATCHES} comparisons"));
+            }
+            self.matcher()?
+        };
+        if nests {
+            self.depth -= 1;
         }
-        self.matcher()
+        Ok(out)
     }
 
     /// `selector op value`, `value [not] in selector`, `selector is [not] empty`.
@@ -349,7 +376,12 @@ impl Filter {
         if toks.is_empty() {
             return Err("empty expression".into());
         }
-        let mut p = Parser { toks, at: 0 };
+        let mut p = Parser {
+            toks,
+            at: 0,
+            depth: 0,
+            matches: 0,
+        };
         let f = p.expr()?;
         if let Some(t) = p.peek() {
             return Err(format!(
@@ -499,6 +531,18 @@ mod tests {
             ("ServiceName == web and", "expected a selector"),
             ("ServiceName is full", "expected \"empty\""),
             ("ServiceName ~ web", "unexpected"),
+            (
+                &format!("{}ServiceName == web", "not ".repeat(40)),
+                "nested deeper",
+            ),
+            (
+                &format!("{}ServiceName == web{}", "(".repeat(5000), ")".repeat(5000)),
+                "nested deeper",
+            ),
+            (
+                &vec!["ServiceName == web"; 70].join(" and "),
+                "more than 64",
+            ),
         ] {
             let e = Filter::parse(f).expect_err(f);
             assert!(e.contains(says), "{f}: {e}");

@@ -80,9 +80,10 @@ fn members<'a>(v: &'a Value, field: &str) -> Result<Vec<(String, &'a Value)>, In
         .as_object()
         .ok_or_else(|| InvalidField::new(field, "must be a JSON object"))?;
     let mut out: Vec<(String, &Value)> = Vec::with_capacity(obj.len());
+    let mut seen = std::collections::HashSet::with_capacity(obj.len());
     for (k, v) in obj {
         let n = norm(k);
-        if out.iter().any(|(seen, _)| *seen == n) {
+        if !seen.insert(n.clone()) {
             return Err(InvalidField::new(
                 field,
                 format!("{k:?} is given twice (keys are matched case-insensitively)"),
