@@ -1247,3 +1247,97 @@ async fn the_npm_consul_client_registers_reads_and_watches() {
         .await
         .unwrap();
 }
+
+/// Blocking reads are long-polls: bounded by `http.max_watchers` (503 past it, at once) and
+/// taking no slot of `http.max_concurrent_requests`, so parked watches never hold back a write.
+#[tokio::test]
+async fn blocking_reads_count_as_watchers_not_requests() {
+    let s = TestServer::start_with(|c| {
+        c.http.max_concurrent_requests = 2;
+        c.http.max_watchers = 3;
+    })
+    .await;
+    let body = json!({"Name": "web", "Address": "10.0.0.1", "Port": 80}).to_string();
+    let r = s
+        .client
+        .put(s.url("/v1/agent/service/register"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let index = s
+        .client
+        .get(s.url("/v1/health/service/web"))
+        .send()
+        .await
+        .unwrap()
+        .headers()["x-consul-index"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut parked = Vec::new();
+    for path in [
+        "/v1/health/service/web",
+        "/v1/catalog/service/web",
+        "/v1/health/checks/web",
+    ] {
+        let (client, url) = (
+            s.client.clone(),
+            s.url(&format!("{path}?index={index}&wait=20s")),
+        );
+        parked.push(tokio::spawn(async move {
+            client.get(url).send().await.unwrap().status()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        parked.iter().all(|p| !p.is_finished()),
+        "the watches are parked"
+    );
+    let r = s
+        .client
+        .get(s.url(&format!("/v1/catalog/services?index={index}&wait=20s")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "a fourth watch is refused at once");
+    assert!(r.headers().contains_key("retry-after"));
+    // Writes and plain reads still get their slots.
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        s.client
+            .put(s.url("/v1/agent/service/register"))
+            .body(body.replace("\"web\"", "\"api\""))
+            .send(),
+    )
+    .await
+    .expect("a write is not held back by parked watches")
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        s.client
+            .get(s.url("/v1/agent/services"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // A change of web answers all three.
+    let r = s
+        .client
+        .put(s.url("/v1/agent/service/register"))
+        .body(body.replace("80", "81"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for p in parked {
+        let status = tokio::time::timeout(Duration::from_secs(5), p)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(status, 200);
+    }
+}
