@@ -1341,3 +1341,66 @@ async fn blocking_reads_count_as_watchers_not_requests() {
         assert_eq!(status, 200);
     }
 }
+
+/// A service's `X-Consul-Index` never goes backwards while it comes and goes, and a watch on
+/// a service that is gone wakes when it comes back.
+#[tokio::test]
+async fn a_services_index_never_goes_backwards() {
+    let s = server().await;
+    let mut last = get(&s, "/v1/health/service/web").await.index();
+    assert_eq!(last, 1, "never 0");
+    let step = |last: &mut u64, index: u64, what: &str| {
+        assert!(index > *last, "{what}: {index} after {last}");
+        *last = index;
+    };
+    register(&s, go_body("web-1", 8080, Value::Null)).await;
+    step(
+        &mut last,
+        get(&s, "/v1/health/service/web").await.index(),
+        "registered",
+    );
+    register(&s, go_body("web-2", 8081, json!({"TTL": "30s"}))).await;
+    step(
+        &mut last,
+        get(&s, "/v1/catalog/service/web").await.index(),
+        "a second instance",
+    );
+    put(&s, "/v1/agent/check/pass/service:web-2", None).await;
+    step(
+        &mut last,
+        get(&s, "/v1/health/service/web").await.index(),
+        "health",
+    );
+    put(&s, "/v1/agent/service/deregister/web-1", None).await;
+    put(&s, "/v1/agent/service/deregister/web-2", None).await;
+    let gone = get(&s, "/v1/health/service/web").await;
+    assert_eq!(gone.text, "[]");
+    step(&mut last, gone.index(), "gone");
+    let watch = {
+        let (client, url) = (
+            s.client.clone(),
+            s.url(&format!("/v1/health/service/web?index={last}&wait=20s")),
+        );
+        tokio::spawn(async move {
+            let r = client
+                .get(url)
+                .header("X-Consul-Token", READ)
+                .send()
+                .await
+                .unwrap();
+            r.headers()["x-consul-index"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!watch.is_finished());
+    register(&s, go_body("web-3", 8082, Value::Null)).await;
+    let woke = tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .expect("woken")
+        .unwrap();
+    step(&mut last, woke, "back");
+}

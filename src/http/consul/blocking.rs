@@ -8,8 +8,11 @@
 //! another's change (`watch::Watches`); the registry's index for reads over everything. An index above the registry's (the
 //! server restarted below it) answers at once, and the client starts over.
 //!
-//! `X-Consul-Index` is never 0 (Consul clients take 0 for "no index" and some refuse it) and
-//! never goes backwards for one result: service indexes only grow. `X-Consul-KnownLeader:
+//! `X-Consul-Index` (and `CreateIndex`/`ModifyIndex` in bodies) is signpost's index plus one
+//! (`consul_index`): never 0, which Consul clients take for "no index" and some refuse, and
+//! distinct for an empty registry (0, shown 1) and its first change (1, shown 2), so a watch
+//! of a service that does not exist yet wakes when it is first registered. It never goes
+//! backwards for one result: service indexes only grow. `X-Consul-KnownLeader:
 //! true` and `X-Consul-LastContact: 0`: every replica answers reads from its own current
 //! copy of the registry, as a Consul leader answers.
 
@@ -25,12 +28,17 @@ use crate::registry::Snapshot;
 /// `wait` when a blocking read gives none: Consul's default.
 pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
-/// The headers every Consul read carries, for a result at `index`.
+/// A signpost index as the Consul API shows it: plus one, so never 0.
+pub(crate) fn consul_index(index: u64) -> u64 {
+    index.saturating_add(1)
+}
+
+/// The headers every Consul read carries, for a result at signpost index `index`.
 pub(crate) fn headers(index: u64) -> [(HeaderName, HeaderValue); 3] {
     [
         (
             HeaderName::from_static("x-consul-index"),
-            HeaderValue::from(index.max(1)),
+            HeaderValue::from(consul_index(index)),
         ),
         (
             HeaderName::from_static("x-consul-knownleader"),
@@ -63,20 +71,20 @@ pub(crate) async fn wait(
         return st.registry.snapshot();
     };
     let wait = wait.unwrap_or(DEFAULT_WAIT).min(st.max_wait);
-    // Indexes are compared as sent (at least 1), so an empty registry's watch waits rather
-    // than spins. An index above the registry's is from before a restart: answered at once.
-    if st.registry.snapshot().index.max(1) < n {
+    // `n` is a Consul index (signpost's plus one). One above the registry's is from before
+    // a restart (health is not stored): answered at once, and the client starts over.
+    if consul_index(st.registry.snapshot().index) < n {
         return st.registry.snapshot();
     }
     let waited = async {
         match scope {
             Scope::Registry => {
                 let mut rx = st.registry.subscribe();
-                let _ = rx.wait_for(|i| (*i).max(1) > n).await;
+                let _ = rx.wait_for(|i| consul_index(*i) > n).await;
             }
             Scope::Service(service) => {
                 let mut w = st.consul.watches.watch(&st.registry, &st.shutdown, service);
-                let _ = w.index.wait_for(|i| (*i).max(1) > n).await;
+                let _ = w.index.wait_for(|i| consul_index(*i) > n).await;
             }
         }
     };

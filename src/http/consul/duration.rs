@@ -83,7 +83,9 @@ pub(crate) fn parse(raw: &str) -> Result<Duration, String> {
                 break;
             }
             scale /= 10;
-            part += u128::from(d - b'0') * scale;
+            part = part
+                .checked_add(u128::from(d - b'0') * scale)
+                .ok_or_else(|| bad("too large"))?;
         }
         total = total.checked_add(part).ok_or_else(|| bad("too large"))?;
         if total > u128::from(i64::MAX as u64) {
@@ -142,6 +144,8 @@ mod tests {
             "10S",
             "99999999999h",
             "1e3s",
+            // The most whole hours a u128 of nanoseconds holds, and a fraction past it.
+            "94522879700260684295381835.9999999999999h",
         ] {
             assert!(parse(raw).is_err(), "{raw:?} parsed");
         }

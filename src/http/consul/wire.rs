@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::Agent;
+use super::blocking::consul_index;
 use super::duration;
 use crate::model::{CheckKind, CheckSpec, InvalidField, Registration, Status};
 use crate::registry::Entry;
@@ -496,8 +497,8 @@ impl<'a> AgentService<'a> {
             },
             enable_tag_override: false,
             datacenter: &agent.datacenter,
-            create_index: index,
-            modify_index: index,
+            create_index: consul_index(index),
+            modify_index: consul_index(index),
         }
     }
 }
@@ -563,8 +564,8 @@ pub(crate) fn checks<'a>(e: &'a Entry, agent: &'a Agent, index: u64) -> Vec<Heal
             kind: "maintenance",
             definition: Map::new(),
             exposed_port: 0,
-            create_index: index,
-            modify_index: index,
+            create_index: consul_index(index),
+            modify_index: consul_index(index),
         });
     }
     out.push(HealthCheck {
@@ -585,8 +586,8 @@ pub(crate) fn checks<'a>(e: &'a Entry, agent: &'a Agent, index: u64) -> Vec<Heal
         },
         definition: Map::new(),
         exposed_port: 0,
-        create_index: index,
-        modify_index: index,
+        create_index: consul_index(index),
+        modify_index: consul_index(index),
     });
     out
 }
@@ -647,8 +648,8 @@ impl<'a> CatalogService<'a> {
             service_meta: i.meta(),
             service_port: i.port(),
             service_enable_tag_override: false,
-            create_index: index,
-            modify_index: index,
+            create_index: consul_index(index),
+            modify_index: consul_index(index),
         }
     }
 }
