@@ -1404,3 +1404,69 @@ async fn a_services_index_never_goes_backwards() {
         .unwrap();
     step(&mut last, woke, "back");
 }
+
+/// `wait` is capped by `http.max_wait`, and a shutdown answers parked watches at once.
+#[tokio::test]
+async fn wait_is_capped_and_shutdown_answers_watches() {
+    let s = TestServer::start_with(|c| c.http.max_wait = Duration::from_millis(500)).await;
+    let body = json!({"Name": "web", "Address": "10.0.0.1", "Port": 80}).to_string();
+    let r = s
+        .client
+        .put(s.url("/v1/agent/service/register"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let index = s
+        .client
+        .get(s.url("/v1/health/service/web"))
+        .send()
+        .await
+        .unwrap()
+        .headers()["x-consul-index"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let url = s.url(&format!("/v1/health/service/web?index={index}&wait=1m"));
+    let started = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), s.client.get(&url).send())
+        .await
+        .expect("wait=1m is cut to http.max_wait")
+        .unwrap();
+    assert_eq!(r.headers()["x-consul-index"].to_str().unwrap(), index);
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let s = TestServer::start().await;
+    let body = json!({"Name": "web", "Address": "10.0.0.1", "Port": 80}).to_string();
+    s.client
+        .put(s.url("/v1/agent/service/register"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let r = s
+        .client
+        .get(s.url("/v1/health/service/web"))
+        .send()
+        .await
+        .unwrap();
+    let index = r.headers()["x-consul-index"].to_str().unwrap().to_string();
+    let client = s.client.clone();
+    let url = s.url(&format!("/v1/health/service/web?index={index}&wait=5m"));
+    let watch = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!watch.is_finished());
+    tokio::time::timeout(Duration::from_secs(10), s.stop())
+        .await
+        .expect("shutdown does not wait out a parked watch");
+    let status = tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.unwrap(), 200, "answered, not cut");
+}
