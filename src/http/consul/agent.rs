@@ -28,7 +28,8 @@ use crate::model::{Instance, InstanceId, InstanceKey, InvalidField, ServiceName,
 use crate::registry::RegistryError;
 
 /// Consul's reason for maintenance enabled without one.
-const DEFAULT_REASON: &str = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
+const DEFAULT_REASON: &str = "Maintenance mode is enabled for this service, \
+     but no reason was provided. This is a default message.";
 
 /// A write's answer: 200, no body.
 fn done() -> Response {

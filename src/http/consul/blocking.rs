@@ -5,8 +5,9 @@
 //! then answers with the current result either way, as Consul does. The index of a result
 //! is the last change of what it contains: one service's last change for a read of that
 //! service (`Snapshot::service_index`), so a watch on one service is not even woken by
-//! another's change (`watch::Watches`); the registry's index for reads over everything. An index above the registry's (the
-//! server restarted below it) answers at once, and the client starts over.
+//! another's change (`watch::Watches`); the registry's index for reads over everything. An
+//! index above the registry's (the server restarted below it) answers at once, and the
+//! client starts over.
 //!
 //! `X-Consul-Index` (and `CreateIndex`/`ModifyIndex` in bodies) is signpost's index plus one
 //! (`consul_index`): never 0, which Consul clients take for "no index" and some refuse, and

@@ -7,8 +7,8 @@
 //!
 //! `wire` holds Consul's JSON shapes, `agent` the writes and the agent's reads, `catalog` and
 //! `health` the reads, `blocking` the index/wait of blocking reads and the headers of every
-//! read, `watch` the per-service wake-ups of those waiting on one service, `query` the query parameters, `filter` the `filter` expressions, `duration` Go's
-//! duration syntax. Errors keep signpost's JSON shape (`{"error": ...}`) with Consul's status
+//! read, `watch` the per-service wake-ups of those waiting on one service, `query` the query
+//! parameters, `filter` the `filter` expressions, `duration` Go's duration syntax. Errors keep signpost's JSON shape (`{"error": ...}`) with Consul's status
 //! codes; Consul clients read the status and show the body.
 
 mod agent;

@@ -1,9 +1,10 @@
 //! Query parameters of the Consul endpoints. Each endpoint names the parameters it reads;
 //! the ones Consul clients send on every request (`dc`, `stale`, `consistent`, `cached`,
-//! `near`, `ns`, `partition`, `token`, ...) are accepted everywhere, and only `dc` changes
-//! anything: another datacenter is answered 500 "No path to datacenter", as Consul answers
-//! one it cannot reach. Any other parameter is a 400 naming it, so a typo (`?pasing`) does
-//! not silently widen an answer.
+//! `near`, `ns`, `partition`, `token`, ...) are accepted everywhere and change nothing,
+//! except that another datacenter is answered 500 "No path to datacenter", as Consul answers
+//! one it cannot reach, and a namespace, partition or peer other than the default is a 400.
+//! Any other parameter is a 400 naming it, so a typo (`?pasing`) does not silently widen an
+//! answer.
 
 use std::time::Duration;
 
@@ -16,8 +17,9 @@ use crate::http::error::ApiError;
 /// Parameters every Consul endpoint accepts. `stale`, `consistent` and `cached` choose
 /// consistency modes, and every read here is served from the published snapshot, which is
 /// all of them at once; `near` sorts by network distance, which one node has none of;
-/// `pretty` indents JSON; `hash` belongs to hash-based blocking, which signpost answers at
-/// once; `token` is the token in the URL (a token is read from headers only).
+/// `pretty` (indented JSON) is not honoured; `hash` belongs to hash-based blocking, which
+/// signpost answers at once; `token` is the token in the URL (tokens are read from headers
+/// only).
 const COMMON: [&str; 13] = [
     "dc",
     "stale",
