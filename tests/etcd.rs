@@ -1,7 +1,8 @@
 //! Replicas on etcd (CONTRACT §4), with a real etcd cluster started by each test on loopback
 //! ports and signpost replicas started in-process: a write on one is in every replica's DNS
-//! with the same index; long-polls (native and Consul) carry across replicas; checks run once; etcd stopped
-//! leaves DNS answering and writes 503 until it is back, without a restart.
+//! with the same index; long-polls (native and Consul) carry across replicas; checks run
+//! once; etcd stopped leaves DNS answering and writes 503 until it is back, without a
+//! restart.
 #![cfg(feature = "etcd")]
 
 mod common;
