@@ -81,7 +81,8 @@ impl Watches {
     }
 }
 
-/// After every change of the registry, sends each watched service's index where it moved.
+/// After every change of the registry, sends each watched service's index where it moved
+/// forwards.
 async fn dispatch(
     services: Arc<Mutex<HashMap<ServiceName, Watched>>>,
     registry: Arc<Registry>,
@@ -98,9 +99,15 @@ async fn dispatch(
         let map = services.lock().unwrap_or_else(|e| e.into_inner());
         for (service, w) in map.iter() {
             let index = snap.service_index(service);
-            if index != *w.index.borrow() {
-                w.index.send_replace(index);
-            }
+            // Only forwards: a reader that joined after this snapshot was read holds a newer
+            // index already, which an older one must not replace.
+            w.index.send_if_modified(|current| {
+                let newer = index > *current;
+                if newer {
+                    *current = index;
+                }
+                newer
+            });
         }
     }
 }
