@@ -70,7 +70,8 @@ pub(crate) struct AppState {
     pub max_body: usize,
     /// The server's metrics: `/metrics` encodes them, every response is counted in them.
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// The synthetic node and datacenter the Consul-compatible API shows.
+    /// The synthetic node and datacenter the Consul-compatible API shows, and the blocking
+    /// reads waiting on its services.
     pub consul: Arc<ConsulAgent>,
 }
 
