@@ -160,8 +160,8 @@ pub async fn open_store(config: &Config, member: bool) -> Result<Arc<dyn store::
     }
 }
 
-/// This machine's host name: a replica's member name unless configured.
-#[cfg(feature = "etcd")]
+/// This machine's host name: a replica's member name and the Consul API's node name unless
+/// configured.
 fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it
@@ -254,6 +254,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 &dns_addrs,
                 config.http.token.as_ref(),
             ),
+            consul: Arc::new(http::ConsulAgent::new(
+                &config.consul,
+                &host_name(),
+                http_addr,
+            )),
         },
         &config.http,
     );

@@ -1,7 +1,8 @@
 //! Replicas on etcd (CONTRACT §4), with a real etcd cluster started by each test on loopback
 //! ports and signpost replicas started in-process: a write on one is in every replica's DNS
-//! with the same index; long-polls carry across replicas; checks run once; etcd stopped
-//! leaves DNS answering and writes 503 until it is back, without a restart.
+//! with the same index; long-polls (native and Consul) carry across replicas; checks run
+//! once; etcd stopped leaves DNS answering and writes 503 until it is back, without a
+//! restart.
 #![cfg(feature = "etcd")]
 
 mod common;
@@ -571,4 +572,84 @@ async fn concurrent_writes_through_two_replicas_give_both_the_same_indexes_and_b
             );
         }
     }
+}
+
+/// The Consul API on replicas (CONTRACT §5): every replica gives a result the same
+/// `X-Consul-Index` (derived from etcd's revision) and body, and a blocking read on one
+/// replica with the index another gave wakes on that service's change made through the
+/// other, not on another service's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consul_api_gives_every_replica_the_same_index_and_blocks_across_them() {
+    let (_serial, _cluster, a, b) = setup(1).await;
+    let consul_register = |s: &TestServer, body: serde_json::Value| {
+        let (c, url) = (s.client.clone(), s.url("/v1/agent/service/register"));
+        async move {
+            let r = c.put(url).body(body.to_string()).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    let health = |s: &TestServer| {
+        let (c, url) = (s.client.clone(), s.url("/v1/health/service/web"));
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            let i: u64 = r.headers()["x-consul-index"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (i, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    consul_register(
+        &a,
+        json!({"Name": "web", "ID": "w1", "Address": "10.2.0.1", "Port": 80}),
+    )
+    .await;
+    until_resolves(&b, "web.service.internal", &["10.2.0.1"]).await;
+    let (ia, body_a) = health(&a).await;
+    let (ib, body_b) = health(&b).await;
+    assert_eq!(ia, ib, "the same X-Consul-Index on both replicas");
+    assert_eq!(body_a, body_b, "the same body on both replicas");
+    let (_, native, _) = get(&a, "/v1/services/web").await;
+    assert_eq!(
+        ia,
+        native.unwrap() + 1,
+        "signpost's index (etcd's revision) plus one"
+    );
+
+    let watch = {
+        let (c, url) = (
+            b.client.clone(),
+            b.url(&format!("/v1/health/service/web?index={ia}&wait=20s")),
+        );
+        tokio::spawn(async move {
+            let r = c.get(url).send().await.unwrap();
+            let i: u64 = r.headers()["x-consul-index"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (i, r.json::<serde_json::Value>().await.unwrap())
+        })
+    };
+    consul_register(
+        &a,
+        json!({"Name": "api", "Address": "10.2.0.9", "Port": 80}),
+    )
+    .await;
+    until_resolves(&b, "api.service.internal", &["10.2.0.9"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!watch.is_finished(), "api's change woke a watch on web");
+    consul_register(
+        &a,
+        json!({"Name": "web", "ID": "w2", "Address": "10.2.0.2", "Port": 80}),
+    )
+    .await;
+    let (i, body) = tokio::time::timeout(Duration::from_secs(10), watch)
+        .await
+        .expect("web's change through a wakes the watch on b")
+        .unwrap();
+    assert!(i > ia, "{i} > {ia}");
+    assert_eq!(body.as_array().unwrap().len(), 2);
+    assert_eq!(health(&a).await.0, i, "and a shows the same index");
 }

@@ -56,6 +56,29 @@ pub struct Config {
     pub health: HealthConfig,
     /// `[log]`: how logs are written.
     pub log: LogConfig,
+    /// `[consul]`: the synthetic node of the Consul-compatible API.
+    pub consul: ConsulConfig,
+}
+
+/// `[consul]`: what the Consul-compatible API (CONTRACT §5) calls the one synthetic node that
+/// holds every instance, and its datacenter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsulConfig {
+    /// The datacenter name (`dc1`): `/v1/agent/self` reports it, and a query naming another
+    /// (`?dc=`) is answered 500 "No path to datacenter", as Consul does.
+    pub datacenter: String,
+    /// The node's name; the host name when unset.
+    pub node: Option<String>,
+}
+
+impl Default for ConsulConfig {
+    fn default() -> Self {
+        Self {
+            datacenter: "dc1".to_string(),
+            node: None,
+        }
+    }
 }
 
 /// `[health]`: how health checks run.
@@ -235,7 +258,8 @@ pub struct HttpConfig {
     pub max_wait: Duration,
     /// Most HTTP requests handled at once, long-polls aside; more wait for a slot.
     pub max_concurrent_requests: usize,
-    /// Most long-polls (`GET /v1/services/{service}?index=`) waiting at once; more get 503.
+    /// Most long-polls (`GET /v1/services/{service}?index=`, and the Consul API's blocking
+    /// reads) waiting at once; more get 503.
     pub max_watchers: usize,
     /// Most HTTP connections open at once; further ones wait in the kernel's backlog until
     /// one closes.
@@ -603,6 +627,39 @@ impl Config {
                 "health.max_concurrent_checks",
                 "must be at least 1",
             ));
+        }
+        self.validate_consul()?;
+        Ok(())
+    }
+
+    /// `[consul]`: names as Consul allows them (letters, digits, `-`, `_`; a node also `.`),
+    /// so a client's URL or filter built from them needs no escaping.
+    fn validate_consul(&self) -> Result<(), ConfigError> {
+        let ok = |s: &str, max: usize, extra: &[u8]| {
+            !s.is_empty()
+                && s.len() <= max
+                && s.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || extra.contains(&b)
+                })
+        };
+        if !ok(&self.consul.datacenter, 64, b"") {
+            return Err(ConfigError::Invalid {
+                key: "consul.datacenter",
+                message: format!(
+                    "{:?} is not a datacenter name (1 to 64 letters, digits, '-', '_')",
+                    self.consul.datacenter
+                ),
+            });
+        }
+        if let Some(n) = &self.consul.node
+            && !ok(n, 253, b".")
+        {
+            return Err(ConfigError::Invalid {
+                key: "consul.node",
+                message: format!(
+                    "{n:?} is not a node name (1 to 253 letters, digits, '-', '_', '.')"
+                ),
+            });
         }
         Ok(())
     }
@@ -1075,6 +1132,29 @@ mod tests {
         ] {
             let e = Config::parse(&format!("[http]\n{bad}"), Path::new("f")).unwrap_err();
             assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn consul_node_and_datacenter() {
+        let c = Config::parse("", Path::new("f")).unwrap();
+        assert_eq!(c.consul.datacenter, "dc1");
+        assert_eq!(c.consul.node, None);
+        let c = Config::parse(
+            "[consul]\ndatacenter = \"eu-west_1\"\nnode = \"sp-1.example\"",
+            Path::new("f"),
+        )
+        .unwrap();
+        assert_eq!(c.consul.datacenter, "eu-west_1");
+        assert_eq!(c.consul.node.as_deref(), Some("sp-1.example"));
+        for (text, key) in [
+            ("[consul]\ndatacenter = \"\"", "consul.datacenter"),
+            ("[consul]\ndatacenter = \"a.b\"", "consul.datacenter"),
+            ("[consul]\nnode = \"a b\"", "consul.node"),
+            ("[consul]\nbogus = 1", "bogus"),
+        ] {
+            let e = Config::parse(text, Path::new("f")).unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
         }
     }
 }

@@ -105,19 +105,29 @@ where
 }
 
 /// `GET` (or `HEAD`) `/v1/services/{service}` or `/v1/services` with an `index` parameter:
-/// what `services::get` and `services::list` wait on.
+/// what `services::get` and `services::list` wait on; and the Consul API's blocking reads
+/// (`/v1/catalog/services`, `/v1/catalog/service/{name}`, `/v1/catalog/nodes`,
+/// `/v1/health/service/{name}`, `/v1/health/checks/{name}`, `/v1/health/state/{state}`) with
+/// `index`.
 fn is_long_poll(req: &Request) -> bool {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return false;
     }
     let path = req.uri().path();
-    if path != "/v1/services" {
-        let Some(service) = path.strip_prefix("/v1/services/") else {
-            return false;
-        };
-        if service.is_empty() || service.contains('/') {
-            return false;
-        }
+    let one_segment = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+    };
+    let blocking = path == "/v1/services"
+        || one_segment("/v1/services/")
+        || path == "/v1/catalog/services"
+        || one_segment("/v1/catalog/service/")
+        || path == "/v1/catalog/nodes"
+        || one_segment("/v1/health/service/")
+        || one_segment("/v1/health/checks/")
+        || one_segment("/v1/health/state/");
+    if !blocking {
+        return false;
     }
     // Decoded as the handler's `Query` decodes it, so `%69ndex` counts too.
     req.uri()
@@ -203,6 +213,12 @@ mod tests {
             "/v1/services/web?%69ndex=3",
             "/v1/services/web?index=x",
             "/v1/services?index=3",
+            "/v1/catalog/services?stale&index=7&wait=120000ms",
+            "/v1/catalog/service/web?index=7",
+            "/v1/health/service/web?dc=dc1&index=0",
+            "/v1/health/state/any?index=7",
+            "/v1/health/checks/web?index=7",
+            "/v1/catalog/nodes?index=7",
         ] {
             assert!(is_long_poll(&req(Method::GET, uri)), "{uri}");
         }
@@ -216,6 +232,10 @@ mod tests {
             (Method::GET, "/v1/services/web/instances/x?index=3"),
             (Method::PUT, "/v1/services/web?index=3"),
             (Method::GET, "/healthz?index=3"),
+            (Method::GET, "/v1/health/service/web"),
+            (Method::GET, "/v1/agent/services?index=3"),
+            (Method::GET, "/v1/catalog/services/x?index=3"),
+            (Method::PUT, "/v1/health/service/web?index=3"),
         ] {
             assert!(!is_long_poll(&req(m.clone(), uri)), "{m} {uri}");
         }

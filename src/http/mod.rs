@@ -5,11 +5,13 @@
 //! writes from foreign pages, `admit` bounds the requests running at once, `protocol` holds
 //! the limits of a request's shape and answers protocol errors in the JSON shape, `serve` runs
 //! the accept loop with its connection limits (`conn`, `io`), `metrics` serves `/metrics`
-//! and counts every response, `ui` serves the web dashboard's page and files.
+//! and counts every response, `ui` serves the web dashboard's page and files. `consul` serves the Consul-compatible API (CONTRACT §5) over
+//! the same registry.
 
 mod admit;
 mod body;
 mod conn;
+mod consul;
 mod error;
 mod fast;
 mod guard;
@@ -29,6 +31,7 @@ mod ui;
 mod wire;
 
 pub(crate) use conn::Timeouts;
+pub(crate) use consul::Agent as ConsulAgent;
 pub(crate) use serve::{Limits, serve};
 pub(crate) use ui::Dashboard;
 
@@ -71,6 +74,9 @@ pub(crate) struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What the web dashboard's pages are told of this server (`/ui/config.json`).
     pub dashboard: Dashboard,
+    /// The synthetic node and datacenter the Consul-compatible API shows, and the blocking
+    /// reads waiting on its services.
+    pub consul: Arc<ConsulAgent>,
 }
 
 /// The header carrying `index`.
@@ -177,7 +183,8 @@ fn router(state: Arc<AppState>, body_limit: DefaultBodyLimit) -> Router {
         .route(
             "/services/{service}/instances/{id}/maintenance",
             put(instances::maintenance),
-        )
+        );
+    let v1 = consul::routes(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()

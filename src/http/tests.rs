@@ -202,6 +202,11 @@ async fn every_request_gets_the_same_answer_with_and_without_the_registration_pa
         max_body: cfg.http.max_body_bytes,
         metrics,
         dashboard: super::Dashboard::new(&cfg.dns.domain, &[], cfg.http.token.as_ref()),
+        consul: Arc::new(super::ConsulAgent::new(
+            &cfg.consul,
+            "test-node",
+            cfg.http.listen,
+        )),
     };
     let (served_metrics, routed_metrics) = (metrics(), metrics());
     let served = app(state(served_metrics.clone()), &cfg.http);

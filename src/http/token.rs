@@ -1,8 +1,13 @@
 //! Tokens (CONTRACT §3, "Tokens"): with `http.token` set, every write (every method but GET
 //! and HEAD, on every path) needs `Authorization: Bearer <token>`; with `http.read_token` set
 //! too, reads need it or the write token. `/healthz` stays open (a load balancer asks it),
-//! and so does `/ready`. A missing or wrong token is 401 with `WWW-Authenticate: Bearer` and
-//! the JSON error shape, before anything runs, so nothing changes.
+//! and so do `/ready`, `/v1/status/leader` and reads of the dashboard's page and files
+//! (`ui::is_open`). A missing or wrong token is 401 with `WWW-Authenticate: Bearer` and the
+//! JSON error shape, before anything runs, so nothing changes.
+//!
+//! The token may come as `Authorization: Bearer <token>`, as the password of
+//! `Authorization: Basic` (Prometheus' and VictoriaMetrics' `basic_auth`; the user name is
+//! not looked at), or in `X-Consul-Token` (Consul's clients, CONTRACT §5), on any path.
 //!
 //! Tokens are compared in constant time (`subtle`), so the time of a refusal says nothing
 //! about how much of a guess was right, and they are never logged (`config::Secret` hides
@@ -21,8 +26,10 @@ use super::error::ApiError;
 use super::refuse::Check;
 use crate::config::Secret;
 
-/// Paths open whatever the tokens: liveness and readiness probes.
-const OPEN_PATHS: [&str; 2] = ["/healthz", "/ready"];
+/// Paths open whatever the tokens: liveness and readiness probes, and Consul's
+/// `/v1/status/leader`, which Consul serves without a token and its clients ask without one
+/// (py-consul sends none there); it names only this server's address.
+const OPEN_PATHS: [&str; 3] = ["/healthz", "/ready", "/v1/status/leader"];
 
 /// The tokens, shared by every connection's copy of the layer.
 #[derive(Clone)]
@@ -54,7 +61,7 @@ impl Check for TokenCheck {
         }
         let mut resp = ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong token: send Authorization: Bearer <token>",
+            "missing or wrong token: send Authorization: Bearer <token> (or X-Consul-Token)",
         )
         .into_response();
         resp.headers_mut()
@@ -86,26 +93,44 @@ impl Tokens {
             }
             &[&self.write]
         };
-        let Some(sent) = bearer(req) else {
-            return false;
-        };
-        // Every candidate is compared, so the time does not tell which one matched.
+        let sent = sent(req);
+        // Every candidate is compared with every token sent, so the time does not tell
+        // which one matched.
         needed
             .iter()
             .filter_map(|t| t.as_deref())
-            .fold(subtle::Choice::from(0), |ok, t| ok | t.ct_eq(sent))
+            .flat_map(|t| sent.iter().map(move |s| t.ct_eq(s)))
+            .fold(subtle::Choice::from(0), |ok, eq| ok | eq)
             .into()
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
-fn bearer(req: &Request) -> Option<&[u8]> {
-    let v = req.headers().get(AUTHORIZATION)?.as_bytes();
-    let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
-    scheme
-        .eq_ignore_ascii_case(b"bearer")
-        .then(|| rest.trim_ascii())
+/// The tokens a request carries: an `Authorization: Bearer` token, the password of
+/// `Authorization: Basic`, `X-Consul-Token`.
+fn sent(req: &Request) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    if let Some(v) = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes())
+        && let Some(space) = v.iter().position(|&b| b == b' ')
+    {
+        let (scheme, rest) = v.split_at(space);
+        let rest = rest.trim_ascii();
+        if scheme.eq_ignore_ascii_case(b"bearer") {
+            out.push(rest.to_vec());
+        } else if scheme.eq_ignore_ascii_case(b"basic")
+            && let Ok(pair) = data_encoding::BASE64.decode(rest)
+            && let Some(colon) = pair.iter().position(|&b| b == b':')
+        {
+            out.push(pair[colon + 1..].to_vec());
+        }
+    }
+    for v in req.headers().get_all(CONSUL_TOKEN) {
+        out.push(v.as_bytes().trim_ascii().to_vec());
+    }
+    out
 }
+
+/// Consul's token header.
+const CONSUL_TOKEN: &str = "x-consul-token";
 
 #[cfg(test)]
 mod tests {
@@ -114,9 +139,41 @@ mod tests {
     fn req(method: Method, path: &str, auth: Option<&str>) -> Request {
         let mut b = Request::builder().method(method).uri(path);
         if let Some(a) = auth {
-            b = b.header(AUTHORIZATION, a);
+            b = match a.strip_prefix("X-Consul-Token: ") {
+                Some(t) => b.header(CONSUL_TOKEN, t),
+                None => b.header(AUTHORIZATION, a),
+            };
         }
         b.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn consul_token_and_basic_password_count_as_the_token() {
+        let w = Secret("w-token".into());
+        let r = Secret("r-token".into());
+        let t = TokenCheck::new(Some(&w), Some(&r)).tokens;
+        let put = |a: Option<&str>| t.admits(&req(Method::PUT, "/v1/agent/service/register", a));
+        let get = |a: Option<&str>| t.admits(&req(Method::GET, "/v1/health/service/web", a));
+        let basic = |user: &str, pass: &str| {
+            format!(
+                "Basic {}",
+                data_encoding::BASE64.encode(format!("{user}:{pass}").as_bytes())
+            )
+        };
+        assert!(put(Some("X-Consul-Token: w-token")));
+        assert!(!put(Some("X-Consul-Token: r-token")) && !put(Some("X-Consul-Token: w")));
+        assert!(get(Some("X-Consul-Token: r-token")));
+        assert!(put(Some(&basic("prometheus", "w-token"))));
+        assert!(get(Some(&basic("", "r-token"))));
+        assert!(
+            !put(Some(&basic("w-token", "x"))),
+            "the user name is not the token"
+        );
+        assert!(!get(Some("Basic not-base64!")) && !get(Some("Basic ")));
+        assert!(!get(Some(&format!(
+            "Basic {}",
+            data_encoding::BASE64.encode(b"no-colon")
+        ))));
     }
 
     #[test]
