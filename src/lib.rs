@@ -259,6 +259,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 &host_name(),
                 http_addr,
             )),
+            watches: Default::default(),
         },
         &config.http,
     );

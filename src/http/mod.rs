@@ -28,6 +28,7 @@ mod stamp;
 mod tests;
 mod token;
 mod ui;
+mod watch;
 mod wire;
 
 pub(crate) use conn::Timeouts;
@@ -77,6 +78,9 @@ pub(crate) struct AppState {
     /// The synthetic node and datacenter the Consul-compatible API shows, and the blocking
     /// reads waiting on its services.
     pub consul: Arc<ConsulAgent>,
+    /// The long-polls waiting on one service each (native and Consul), woken only by that
+    /// service's changes.
+    pub watches: Arc<watch::Watches>,
 }
 
 /// The header carrying `index`.

@@ -106,16 +106,17 @@ pub(crate) async fn get(
     if let Some(n) = index {
         let max = st.max_wait;
         let wait = wait.unwrap_or(DEFAULT_WAIT).min(max);
-        let mut rx = st.registry.subscribe();
-        // Waits while this service is unchanged since index `n` (a change of another service
-        // does not wake it, as with Consul's blocking queries). An index above the registry's
-        // means the server restarted below it (health changes are not stored), so, as with
-        // Consul, the client gets the current state at once and starts over.
-        let registry = &st.registry;
-        let changed = |i: &u64| *i < n || registry.snapshot().service_index(&service) > n;
-        tokio::select! {
-            _ = tokio::time::timeout(wait, rx.wait_for(changed)) => {}
-            _ = st.shutdown.cancelled() => {}
+        // Waits while this service is unchanged since index `n`, on the service's own
+        // channel: a change of another service does not even wake it, as with Consul's
+        // blocking queries. An index above the registry's means the server restarted below
+        // it (health changes are not stored), so, as with Consul, the client gets the
+        // current state at once and starts over.
+        if st.registry.snapshot().index >= n {
+            let mut w = st.watches.watch(&st.registry, &st.shutdown, &service);
+            tokio::select! {
+                _ = tokio::time::timeout(wait, w.index.wait_for(|i| *i > n)) => {}
+                _ = st.shutdown.cancelled() => {}
+            }
         }
     }
     let snap = st.registry.snapshot();

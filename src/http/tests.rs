@@ -207,6 +207,7 @@ async fn every_request_gets_the_same_answer_with_and_without_the_registration_pa
             "test-node",
             cfg.http.listen,
         )),
+        watches: Default::default(),
     };
     let (served_metrics, routed_metrics) = (metrics(), metrics());
     let served = app(state(served_metrics.clone()), &cfg.http);

@@ -5,7 +5,7 @@
 //! then answers with the current result either way, as Consul does. The index of a result
 //! is the last change of what it contains: one service's last change for a read of that
 //! service (`Snapshot::service_index`), so a watch on one service is not even woken by
-//! another's change (`watch::Watches`); the registry's index for reads over everything. An
+//! another's change (`http::watch::Watches`); the registry's index for reads over everything. An
 //! index above the registry's (the server restarted below it) answers at once, and the
 //! client starts over.
 //!
@@ -84,7 +84,7 @@ pub(crate) async fn wait(
                 let _ = rx.wait_for(|i| consul_index(*i) > n).await;
             }
             Scope::Service(service) => {
-                let mut w = st.consul.watches.watch(&st.registry, &st.shutdown, service);
+                let mut w = st.watches.watch(&st.registry, &st.shutdown, service);
                 let _ = w.index.wait_for(|i| consul_index(*i) > n).await;
             }
         }

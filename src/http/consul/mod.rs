@@ -18,7 +18,6 @@ mod duration;
 mod filter;
 mod health;
 mod query;
-mod watch;
 mod wire;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -33,8 +32,7 @@ use super::error::ApiError;
 use crate::model::{InstanceId, InstanceKey, InvalidField};
 use crate::registry::Snapshot;
 
-/// The synthetic node every instance is shown on, its datacenter, and the blocking reads
-/// waiting on its services.
+/// The synthetic node every instance is shown on and its datacenter.
 pub(crate) struct Agent {
     pub datacenter: String,
     pub node: String,
@@ -44,8 +42,6 @@ pub(crate) struct Agent {
     pub address: IpAddr,
     /// What `/v1/status/leader` names: the HTTP listener, `IP:PORT`.
     pub leader: String,
-    /// The blocking reads waiting on one service each.
-    pub watches: watch::Watches,
 }
 
 impl Agent {
@@ -66,7 +62,6 @@ impl Agent {
             node,
             address,
             leader: SocketAddr::new(address, http.port()).to_string(),
-            watches: watch::Watches::default(),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! `Watches`: the blocking reads waiting on one service are woken only when that service
-//! changes, not by every change of the registry.
+//! `Watches`: the long-polls waiting on one service (`GET /v1/services/{service}?index=`, and
+//! the Consul API's blocking reads of a service) are woken only when that service changes,
+//! not by every change of the registry.
 //!
 //! Each watched service has one channel carrying its index (`Snapshot::service_index`),
 //! shared by every read waiting on it and dropped with the last of them. One dispatcher task
