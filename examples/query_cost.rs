@@ -87,7 +87,14 @@ fn main() {
     let mut bytes = 0usize;
     for k in 0..n {
         let table = view.table();
-        handle(&table, &queries[k % 1000], Transport::Udp, false, &mut out);
+        handle(
+            &table,
+            &queries[k % 1000],
+            Transport::Udp,
+            false,
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            &mut out,
+        );
         bytes += out.len();
     }
     println!("{kind}: {n} queries, {bytes} bytes answered");

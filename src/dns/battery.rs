@@ -48,6 +48,9 @@ const EXAMPLE_ZONE: &str = "$ORIGIN example.test.\n$TTL 600\n\
     alias IN CNAME www\n\
     a.b   IN A   192.0.2.9\n";
 
+/// The client address of the cases: no `dns.locality` zone holds it.
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 /// `dns.ttl` and `dns.negative_ttl` of the fixture: different, so a TTL says which rule set it.
 const TTL: u32 = 5;
 const NEGATIVE_TTL: u32 = 3;
@@ -60,6 +63,8 @@ fn settings(include_warning: bool) -> Settings {
         include_warning,
         max_answers: 0,
         max_udp_payload: 1232,
+        locality: Default::default(),
+        fail_open: false,
     }
 }
 
@@ -916,7 +921,7 @@ fn sorted_str(records: &[&str]) -> Vec<String> {
 /// Sends `packet` to the handler as a client not allowed to forward; the reply's bytes.
 fn exchange(table: &Table, packet: &[u8], transport: Transport) -> Vec<u8> {
     let mut out = Vec::new();
-    match handle(table, packet, transport, false, &mut out) {
+    match handle(table, packet, transport, false, LOOPBACK, &mut out) {
         Outcome::Answered { .. } => out,
         other => panic!("{transport:?}: no reply ({other:?})"),
     }
@@ -1153,7 +1158,7 @@ fn recursion_only_for_clients_allowed_to_forward() {
     let mut out = Vec::new();
     let inside = query("web.service.internal.", RecordType::A);
     assert_eq!(
-        handle(&table, &inside, Transport::Udp, true, &mut out),
+        handle(&table, &inside, Transport::Udp, true, LOOPBACK, &mut out),
         Outcome::Answered {
             rcode: u16::from(wire::NOERROR),
             qtype: wire::A
@@ -1163,7 +1168,7 @@ fn recursion_only_for_clients_allowed_to_forward() {
     let mut outside = query("example.com.", RecordType::A);
     outside[2] |= (RD >> 8) as u8;
     assert_eq!(
-        handle(&table, &outside, Transport::Udp, true, &mut out),
+        handle(&table, &outside, Transport::Udp, true, LOOPBACK, &mut out),
         Outcome::Forward { qtype: wire::A }
     );
     // The same client without forwarding: REFUSED, no RA.
