@@ -747,7 +747,7 @@ mod tests {
     }
 
     /// Names and, per name, its record sets (type and RDATA), in a comparable form.
-    type Contents = BTreeMap<String, Vec<(u16, u32, Vec<Vec<u8>>)>>;
+    type Contents = BTreeMap<String, Vec<(u16, u32, Vec<Vec<u8>>, String)>>;
 
     fn contents(t: &DynamicNames) -> Contents {
         t.iter()
@@ -760,6 +760,7 @@ mod tests {
                             s.rtype,
                             s.ttl,
                             s.records.iter().map(|r| r.rdata.to_vec()).collect(),
+                            s.routing_text(),
                         )
                     })
                     .collect();
@@ -821,6 +822,14 @@ mod tests {
                 if rng(&mut seed).is_multiple_of(3) {
                     d = d.meta("v", &(rng(&mut seed) % 2).to_string());
                 }
+                // And the routing inputs: weight, named ports, fail-open.
+                d = d.weight(1 + (rng(&mut seed) % 3) as u16);
+                if rng(&mut seed).is_multiple_of(3) {
+                    d = d.port_named("grpc", 9000 + (rng(&mut seed) % 2) as u16);
+                }
+                if rng(&mut seed).is_multiple_of(4) {
+                    d = d.fail_open();
+                }
                 insts.insert(entry_of(d, status));
             }
             if insts.is_empty() {
@@ -862,5 +871,12 @@ mod tests {
         }
         assert!(contents(b.names()).is_empty());
         assert!(b.below.is_empty() && b.reverse.is_empty());
+        assert_eq!(
+            b.fail_open
+                .services
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "every fail-open episode ended"
+        );
     }
 }

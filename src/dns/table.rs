@@ -78,6 +78,12 @@ impl RRSet {
         }
     }
 
+    /// The set's routing as text, for tests comparing two builds.
+    #[cfg(test)]
+    pub(crate) fn routing_text(&self) -> String {
+        format!("{:?}", self.routing)
+    }
+
     /// The order of this answer's records: the next round-robin position, by weight and
     /// the client's zone when the set routes.
     #[inline]
