@@ -1502,7 +1502,7 @@ fn locality_puts_the_clients_zone_first() {
             let mut out = Vec::new();
             handle(&table, &packet, transport, false, ip("10.1.3.4"), &mut out);
             let m = Message::from_vec(&out).unwrap();
-            let order: Vec<String> = m.answers.iter().map(|r| text(r)).collect();
+            let order: Vec<String> = m.answers.iter().map(text).collect();
             assert_eq!(order.len(), 5, "{order:?}");
             for a in &order[..2] {
                 assert!(eu.iter().any(|e| a.ends_with(e)), "eu-1 first: {order:?}");

@@ -36,9 +36,9 @@ fn postcard_into<T: Serialize>(buf: &mut Vec<u8>, marker: u8, t: &T) -> Result<(
 /// Appends `inst`'s stored form to `buf`: version 1 when it has no field of version 2.
 pub(crate) fn encode_into(buf: &mut Vec<u8>, inst: &Instance) -> Result<(), String> {
     let rec = Record::from(inst);
-    match rec.v1() {
-        Ok(v1) => postcard_into(buf, POSTCARD, &v1),
-        Err(rec) => postcard_into(buf, POSTCARD_V2, &rec),
+    match rec.versioned() {
+        Versioned::V1(v1) => postcard_into(buf, POSTCARD, &v1),
+        Versioned::V2(rec) => postcard_into(buf, POSTCARD_V2, &rec),
     }
 }
 
@@ -128,13 +128,19 @@ impl From<RecordV1> for Record {
     }
 }
 
+/// A record in the earliest version that holds it.
+enum Versioned {
+    V1(RecordV1),
+    V2(Record),
+}
+
 impl Record {
     /// The version-1 form, when nothing of version 2 is set.
-    fn v1(self) -> Result<RecordV1, Record> {
+    fn versioned(self) -> Versioned {
         if !self.ports.is_empty() || self.fail_open {
-            return Err(self);
+            return Versioned::V2(self);
         }
-        Ok(RecordV1 {
+        Versioned::V1(RecordV1 {
             v: 1,
             service: self.service,
             id: self.id,
@@ -193,9 +199,9 @@ impl From<&CheckSpec> for CheckRecord {
 /// `inst`'s stored form as JSON (the shared store's values: readable with `etcdctl get`).
 #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 pub(crate) fn encode_json(inst: &Instance) -> Vec<u8> {
-    let json = match Record::from(inst).v1() {
-        Ok(v1) => serde_json::to_vec(&v1),
-        Err(v2) => serde_json::to_vec(&v2),
+    let json = match Record::from(inst).versioned() {
+        Versioned::V1(v1) => serde_json::to_vec(&v1),
+        Versioned::V2(v2) => serde_json::to_vec(&v2),
     };
     json.expect("a record always serializes")
 }
@@ -428,7 +434,7 @@ mod tests {
     /// Postcard records of version 1, as earlier builds wrote them, still read.
     #[test]
     fn version_1_binary_records_still_read() {
-        let Ok(v1) = Record::from(&full()).v1() else {
+        let Versioned::V1(v1) = Record::from(&full()).versioned() else {
             panic!("full() has nothing of version 2")
         };
         let mut buf = vec![POSTCARD];
