@@ -136,7 +136,8 @@ pub fn handle(
         // A resolver's Client Subnet stands for its client's address (RFC 7871).
         let mut client = Client::new(match ecs {
             Some(e) => e.client(),
-            None => Some(peer),
+            // An IPv4 client on an IPv6 socket is an IPv4 client.
+            None => Some(peer.to_canonical()),
         });
         let rcode = answer(table, &key[..qlen], qtype, &mut r, &mut client);
         r.set_scope(client.scope());

@@ -138,8 +138,9 @@ impl Locality {
     /// The scope is the shortest prefix around `addr` that neither reaches out of a network
     /// holding it nor into one that does not, so the zone is the same for every address in
     /// it: the answer a resolver caches for that prefix is right for all of its clients.
+    /// An IPv4-mapped IPv6 address is matched as IPv6 (the caller maps a peer's address to
+    /// IPv4 first; an ECS address keeps its family, which its scope is counted in).
     pub(crate) fn place(&self, addr: IpAddr) -> Placement {
-        let addr = addr.to_canonical();
         let mut best: Option<(u8, usize)> = None;
         let mut scope = 0u8;
         for (net, zone) in &self.networks {
@@ -453,7 +454,7 @@ mod tests {
             }
         );
         assert_eq!(at("fd00:1::5").zone, Some(0));
-        assert_eq!(at("::ffff:10.2.0.1").zone, Some(2), "mapped IPv4");
+        assert_eq!(at("::ffff:10.2.0.1").zone, None, "IPv6, as its family says");
         assert_eq!(
             at("2001:db8::1"),
             Placement {
