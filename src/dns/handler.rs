@@ -115,7 +115,10 @@ pub fn handle(
             usize::from(edns.map_or(512, |e| e.payload.clamp(512, advertised.max(512))))
         }
     };
-    let ecs = edns.and_then(|e| e.ecs);
+    let ecs = match edns {
+        Some(e) if e.ecs != 0 => e.client_subnet(packet),
+        _ => None,
+    };
     let mut r = Response::new(out, id, echo, q.question(packet), limit, edns.is_some())
         .edns(advertised, edns.is_some_and(|e| e.dnssec_ok))
         .client_subnet(ecs);
@@ -140,7 +143,9 @@ pub fn handle(
             None => Some(peer.to_canonical()),
         });
         let rcode = answer(table, &key[..qlen], qtype, &mut r, &mut client);
-        r.set_scope(client.scope());
+        if ecs.is_some() {
+            r.set_scope(client.scope());
+        }
         match rcode {
             Some(rcode) => rcode,
             None if recursion && wants_recursion => return Outcome::Forward { qtype },

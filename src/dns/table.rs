@@ -313,6 +313,7 @@ pub struct Table {
 }
 
 impl Table {
+    #[inline]
     pub(crate) fn lookup(&self, key: &[u8]) -> Lookup<'_> {
         if let Some(n) = self.node(key) {
             let zone = &self.zones[n.zone];
