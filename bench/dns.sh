@@ -83,7 +83,8 @@ RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
 export EDNS=${EDNS:-1}        # dnsperf -e (EDNS(0)); 0 = plain DNS
 # ROUTING=1: signpost's instances get weights 1:3:96 and zone metadata, and its config a
 # dns.locality holding the client (CONTRACT §2 "Routing"), so every service answer takes the
-# zone path with weighted schedules; 0 (default): equal weights, no locality (plain rotation).
+# zone path with weighted schedules; ROUTING=weights: the weights alone; 0 (default): equal
+# weights, no locality (plain rotation).
 export ROUTING=${ROUTING:-0}
 # RT_PRIO=N (default 10; 0 = off; needs root, else off) runs the server and dnsperf under the
 # SCHED_RR real-time policy at priority N (chrt -r): on a machine shared with other work (other
@@ -143,7 +144,7 @@ import concurrent.futures, http.client, json, os, random, re, socket, statistics
 import subprocess, sys, time
 
 N_SVC, N_INST = 1000, 3
-ROUTING = os.environ.get("ROUTING", "0") == "1"
+ROUTING = {"0": None}.get(os.environ.get("ROUTING", "0"), os.environ.get("ROUTING"))
 FIXED = {"a": 40000, "srv": 20000, "mix": 10000, "nx": 40000}
 LOSS_MAX = 0.001
 CLK = os.sysconf("SC_CLK_TCK")
@@ -202,10 +203,11 @@ def register(http_port):
         for n, k in chunk:
             reg = {"address": addr(n, k), "port": port(k), "weight": 1, "priority": 0}
             if ROUTING:
-                # Unequal weights (a canary at 1) and zones: the client's zone "a" holds i0
-                # and i1, so every service answer takes the zone path with a weighted
-                # schedule on both of its parts.
+                # Unequal weights (a canary at 1): a weighted schedule per set.
                 reg["weight"] = (1, 3, 96)[k]
+            if ROUTING == "1":
+                # And zones: the client's zone "a" holds i0 and i1, so every service answer
+                # places the client and takes the zone's order, weighted in both parts.
                 reg["meta"] = {"zone": "a" if k < 2 else "b"}
             body = json.dumps(reg)
             c.request("PUT", "/v1/services/%s/instances/i%d" % (svc(n), k), body,

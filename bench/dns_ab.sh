@@ -15,9 +15,9 @@
 #   d with its standard error, since on a shared machine the CPU per query grows with the
 #   other load on the server's core (its caches) far more than any small change moves it.
 #
-#   With B_ROUTING=1 side B runs with ROUTING=1 (dns.sh: weights 1:3:96, zone metadata and a
-#   dns.locality holding the client), so A=B=one binary compares routed answers against
-#   plain rotation.
+#   With B_ROUTING=1 (or =weights) side B runs with that ROUTING (dns.sh: weights 1:3:96,
+#   and with 1 zone metadata and a dns.locality holding the client), so A=B=one binary
+#   compares routed answers against plain rotation.
 #
 # Usage
 #   A=path/to/before B=path/to/after bench/dns_ab.sh
@@ -66,7 +66,8 @@ for side in "AB":
                 other.setdefault((side, rec["qset"]), []).append(fx.get("other_util_on_server_cpu", 0))
 print("# DNS CPU per query, A/B, %s\n" % d.rsplit("/", 1)[1][3:])
 import os
-routed = " (ROUTING=1: weights 1:3:96, dns.locality holding the client)" if os.environ.get("B_ROUTING") == "1" else ""
+routed = {"1": " (ROUTING=1: weights 1:3:96, dns.locality holding the client)",
+          "weights": " (ROUTING=weights: weights 1:3:96)"}.get(os.environ.get("B_ROUTING", ""), "")
 print("A: `%s`  \nB: `%s`%s  \n%d rounds, alternated A, B, A, B, ...\n" % (a, b, routed, rounds))
 print("| query set | A µs/query (rounds) | B µs/query (rounds) | A median | B median | B/A |")
 print("|---|---|---|---|---|---|")

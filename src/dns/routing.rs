@@ -245,11 +245,13 @@ pub(crate) struct Routing {
 /// The order a zone's clients get: the zone's records, then the others.
 #[derive(Debug)]
 struct ZoneOrder {
-    /// Record indexes: the `local` ones of the zone, then the rest.
-    order: Box<[u32]>,
+    /// One allocation, so an answer follows one pointer more, not three: the record indexes
+    /// (the `local` ones of the zone, then the rest; `n` in all), then the locals' weighted
+    /// schedule (`local_w` entries), then the rest's.
+    data: Box<[u32]>,
+    n: usize,
     local: usize,
-    local_schedule: Box<[u32]>,
-    rest_schedule: Box<[u32]>,
+    local_w: usize,
     /// This zone's own round-robin position, so each zone's clients see exact rotation.
     rotation: AtomicU32,
 }
@@ -284,11 +286,18 @@ impl Routing {
                     let of = |ix: &[u32]| -> Vec<u32> {
                         ix.iter().map(|&i| weights[i as usize]).collect()
                     };
+                    let (local_schedule, rest_schedule) =
+                        (schedule(&of(&local)), schedule(&of(&rest)));
                     Some(ZoneOrder {
-                        local_schedule: schedule(&of(&local)),
-                        rest_schedule: schedule(&of(&rest)),
+                        n: weights.len(),
                         local: local.len(),
-                        order: local.into_iter().chain(rest).collect(),
+                        local_w: local_schedule.len(),
+                        data: local
+                            .into_iter()
+                            .chain(rest)
+                            .chain(local_schedule)
+                            .chain(rest_schedule)
+                            .collect(),
                         rotation: AtomicU32::new(0),
                     })
                 })
@@ -318,14 +327,16 @@ impl Routing {
         {
             let c = zo.rotation.fetch_add(1, Ordering::Relaxed);
             let rest = n - zo.local;
+            let (order, schedules) = zo.data.split_at(zo.n);
+            let (local_schedule, rest_schedule) = schedules.split_at(zo.local_w);
             return Order::Zoned {
-                order: &zo.order,
+                order,
                 local: zo.local,
-                local_start: pick(&zo.local_schedule, c, zo.local),
+                local_start: pick(local_schedule, c, zo.local),
                 rest_start: if rest == 0 {
                     0
                 } else {
-                    pick(&zo.rest_schedule, c, rest)
+                    pick(rest_schedule, c, rest)
                 },
             };
         }
