@@ -422,8 +422,9 @@ pub struct Instance {
     ttl: Option<u32>,
     check: Option<CheckSpec>,
     deregister_after: Option<Duration>,
-    /// Named ports, sorted by name; usually none, so no allocation.
-    ports: Vec<(PortName, u16)>,
+    /// Named ports, sorted by name; usually none, so no allocation (a boxed slice: 8 bytes
+    /// less than a vector, at 100,000 instances 0.8 MB).
+    ports: Box<[(PortName, u16)]>,
     fail_open: bool,
     maintenance: Option<Maintenance>,
 }
@@ -468,7 +469,7 @@ impl Instance {
             .deregister_after
             .map(|d| at_least("deregister_after", d, MIN_TTL_CHECK))
             .transpose()?;
-        let ports = validate_ports(r.ports)?;
+        let ports = validate_ports(r.ports)?.into_boxed_slice();
         Ok(Instance {
             key,
             address,
