@@ -59,7 +59,7 @@
 # Usage
 #   bench/dns.sh                       # builds target/release/signpost, full run (~12 min on 2 cores)
 #   SIGNPOST_BIN=path bench/dns.sh     # an existing binary (any build)
-#   RT_PRIO=10 EDNS=1 QUIET_WAIT=0 ROUNDS=3 FIXED_SECONDS=10 SEARCH_SECONDS=2 SEARCH_STEPS=5 SERVERS="signpost knot nsd" \
+#   RT_PRIO=10 EDNS=1 ROUTING=0 QUIET_WAIT=0 ROUNDS=3 FIXED_SECONDS=10 SEARCH_SECONDS=2 SEARCH_STEPS=5 SERVERS="signpost knot nsd" \
 #   QUERY_SETS="a srv mix nx" SERVER_CPU=0 CLIENT_CPU=1 bench/dns.sh
 # Output: a markdown table on stdout, also written to bench/results/dns-<date>.md, with the raw
 # runs (one JSON object a line) in bench/results/dns-<date>.jsonl. Needs knotd, nsd, dnsperf,
@@ -81,6 +81,11 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
 export EDNS=${EDNS:-1}        # dnsperf -e (EDNS(0)); 0 = plain DNS
+# ROUTING=1: signpost's instances get weights 1:3:96 and zone metadata, and its config a
+# dns.locality holding the client (CONTRACT §2 "Routing"), so every service answer takes the
+# zone path with weighted schedules; ROUTING=weights: the weights alone; 0 (default): equal
+# weights, no locality (plain rotation).
+export ROUTING=${ROUTING:-0}
 # RT_PRIO=N (default 10; 0 = off; needs root, else off) runs the server and dnsperf under the
 # SCHED_RR real-time policy at priority N (chrt -r): on a machine shared with other work (other
 # cgroups get their fair share whatever the nice level) they then take their CPU when they need
@@ -139,6 +144,7 @@ import concurrent.futures, http.client, json, os, random, re, socket, statistics
 import subprocess, sys, time
 
 N_SVC, N_INST = 1000, 3
+ROUTING = {"0": None}.get(os.environ.get("ROUTING", "0"), os.environ.get("ROUTING"))
 FIXED = {"a": 40000, "srv": 20000, "mix": 10000, "nx": 40000}
 LOSS_MAX = 0.001
 CLK = os.sysconf("SC_CLK_TCK")
@@ -195,7 +201,15 @@ def register(http_port):
     def work(chunk):
         c = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
         for n, k in chunk:
-            body = json.dumps({"address": addr(n, k), "port": port(k), "weight": 1, "priority": 0})
+            reg = {"address": addr(n, k), "port": port(k), "weight": 1, "priority": 0}
+            if ROUTING:
+                # Unequal weights (a canary at 1): a weighted schedule per set.
+                reg["weight"] = (1, 3, 96)[k]
+            if ROUTING == "1":
+                # And zones: the client's zone "a" holds i0 and i1, so every service answer
+                # places the client and takes the zone's order, weighted in both parts.
+                reg["meta"] = {"zone": "a" if k < 2 else "b"}
+            body = json.dumps(reg)
             c.request("PUT", "/v1/services/%s/instances/i%d" % (svc(n), k), body,
                       {"Content-Type": "application/json"})
             r = c.getresponse(); r.read()
@@ -627,6 +641,17 @@ ttl = 5
 negative_ttl = 5
 zones_dir = "$T/sp-zones"
 EOF
+        if [ "$ROUTING" = 1 ]; then
+            # dnsperf's 127.0.0.1 is in zone a: every query places its client.
+            cat >>"$T/signpost.toml" <<EOF
+[[dns.locality]]
+networks = ["127.0.0.0/8"]
+zone = "a"
+[[dns.locality]]
+networks = ["10.0.0.0/8", "192.168.0.0/16", "172.16.0.0/12"]
+zone = "b"
+EOF
+        fi
         "${RT[@]}" taskset -c "$SERVER_CPU" "$SIGNPOST_BIN" serve --config "$T/signpost.toml" \
             --dns-listen "127.0.0.1:$DNS_PORT" --http-listen "127.0.0.1:$HTTP_PORT" \
             --data-dir "$T/sp-data" >>"$T/signpost.log" 2>&1 &

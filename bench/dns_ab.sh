@@ -15,8 +15,13 @@
 #   d with its standard error, since on a shared machine the CPU per query grows with the
 #   other load on the server's core (its caches) far more than any small change moves it.
 #
+#   With B_ROUTING=1 (or =weights) side B runs with that ROUTING (dns.sh: weights 1:3:96,
+#   and with 1 zone metadata and a dns.locality holding the client), so A=B=one binary
+#   compares routed answers against plain rotation.
+#
 # Usage
 #   A=path/to/before B=path/to/after bench/dns_ab.sh
+#   A=target/release/signpost B=target/release/signpost B_ROUTING=1 bench/dns_ab.sh
 #   ROUNDS=5 FIXED_SECONDS=10 QUERY_SETS="a srv mix nx" QUIET_WAIT=30 A=... B=... bench/dns_ab.sh
 #   REPORT=bench/results/ab-<date> bench/dns_ab.sh    # the report of an earlier run again
 # Output: a markdown table on stdout and in bench/results/dns-ab-<date>.md; each run's own
@@ -40,8 +45,9 @@ else
         for side in A B; do
             bin=${!side}
             echo "[dns_ab.sh $(date +%H:%M:%S)] round $round/$ROUNDS: $side ($bin)" >&2
-            RESULTS_DIR=$DIR/$side-$round SIGNPOST_BIN=$bin SERVERS=signpost ROUNDS=1 SEARCH_STEPS=0 \
-                "$ROOT/bench/dns.sh" >/dev/null
+            routing=0; [ "$side" = B ] && routing=${B_ROUTING:-0}
+            ROUTING=$routing RESULTS_DIR=$DIR/$side-$round SIGNPOST_BIN=$bin SERVERS=signpost \
+                ROUNDS=1 SEARCH_STEPS=0 "$ROOT/bench/dns.sh" >/dev/null
         done
     done
 fi
@@ -59,7 +65,10 @@ for side in "AB":
                 fx = [x for x in rec["runs"] if x["kind"] == "fixed"][0]
                 other.setdefault((side, rec["qset"]), []).append(fx.get("other_util_on_server_cpu", 0))
 print("# DNS CPU per query, A/B, %s\n" % d.rsplit("/", 1)[1][3:])
-print("A: `%s`  \nB: `%s`  \n%d rounds, alternated A, B, A, B, ...\n" % (a, b, rounds))
+import os
+routed = {"1": " (ROUTING=1: weights 1:3:96, dns.locality holding the client)",
+          "weights": " (ROUTING=weights: weights 1:3:96)"}.get(os.environ.get("B_ROUTING", ""), "")
+print("A: `%s`  \nB: `%s`%s  \n%d rounds, alternated A, B, A, B, ...\n" % (a, b, routed, rounds))
 print("| query set | A µs/query (rounds) | B µs/query (rounds) | A median | B median | B/A |")
 print("|---|---|---|---|---|---|")
 for q in ["a", "srv", "mix", "nx"]:

@@ -7,6 +7,10 @@
 //!     valgrind --tool=callgrind target/release/examples/query_cost a 100000 # set-up + queries
 //!
 //! (difference of the two totals) / N = instructions per query. Kinds: a, srv, nx, inst.
+//! `ROUTING=weights` registers weights 1:3:96 (a weighted schedule per service set);
+//! `ROUTING=locality` also gives the instances `zone` metadata and a `dns.locality` holding
+//! the client (127.0.0.0/8), so every service answer places the client and takes its zone's
+//! order; unset: equal weights, no locality (plain rotation).
 
 use std::sync::Arc;
 
@@ -39,6 +43,17 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = Config::default();
     cfg.dns.zones_dir = dir.path().join("zones");
+    let routing = std::env::var("ROUTING").unwrap_or_default();
+    let weighted = routing == "weights" || routing == "locality";
+    let zoned = routing == "locality";
+    if zoned {
+        for (net, zone) in [("127.0.0.0/8", "a"), ("10.0.0.0/8", "b")] {
+            cfg.dns.locality.push(signpost::config::LocalityConfig {
+                networks: vec![signpost::config::Network::parse(net).unwrap()],
+                zone: zone.into(),
+            });
+        }
+    }
     let view = DnsView::new(&cfg).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -60,6 +75,12 @@ fn main() {
                     let registration = Registration {
                         address: format!("10.{}.{}.{}", s / 250, s % 250, i + 1),
                         port: 8000 + i as u16,
+                        weight: weighted.then_some([1, 3, 96][i]),
+                        meta: if zoned {
+                            [("zone".into(), if i < 2 { "a" } else { "b" }.into())].into()
+                        } else {
+                            Default::default()
+                        },
                         ..Registration::default()
                     };
                     r.register(Instance::new(key, registration).unwrap())
@@ -87,8 +108,15 @@ fn main() {
     let mut bytes = 0usize;
     for k in 0..n {
         let table = view.table();
-        handle(&table, &queries[k % 1000], Transport::Udp, false, &mut out);
+        handle(
+            &table,
+            &queries[k % 1000],
+            Transport::Udp,
+            false,
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            &mut out,
+        );
         bytes += out.len();
     }
-    println!("{kind}: {n} queries, {bytes} bytes answered");
+    println!("{kind} ({routing:?}): {n} queries, {bytes} bytes answered");
 }

@@ -209,9 +209,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .map_err(|e| Error::Bind(format!("cannot bind HTTP {}: {e}", config.http.listen)))?;
     let http_addr = http_listener.local_addr()?;
 
-    let dns_stats = Arc::new(dns::Stats::new(
-        bound.iter().map(dns::Bound::udp_workers).sum(),
-    ));
+    let dns_stats = Arc::new(
+        dns::Stats::new(bound.iter().map(dns::Bound::udp_workers).sum())
+            .with_fail_open(view.fail_open()),
+    );
     let metrics = metrics::Metrics::new(dns_stats.clone(), registry.clone());
     let writer = writer.timing_commits(metrics.commit_timing());
     // Not in the tracker: the writer serves until `Running::wait` flushes it, after every

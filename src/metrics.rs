@@ -289,6 +289,19 @@ impl Collector for DnsCollector {
             "signpost_dns_forward_requests",
             "DNS queries forwarded upstream, by the RCODE their client got (SERVFAIL when no upstream answered).",
             by_rcode(t.forwarded),
+        )?;
+        let entered = ConstCounter::new(t.fail_open_entered);
+        entered.encode(encoder.encode_descriptor(
+            "signpost_dns_fail_open",
+            "Times a service started failing open: no instance in service, so its DNS answers list every instance not in maintenance.",
+            None,
+            MetricType::Counter,
+        )?)?;
+        gauge(
+            &mut encoder,
+            "signpost_dns_fail_open_services",
+            "Services failing open now.",
+            t.fail_open_services as i64,
         )
     }
 }

@@ -653,3 +653,50 @@ async fn the_consul_api_gives_every_replica_the_same_index_and_blocks_across_the
     assert_eq!(body.as_array().unwrap().len(), 2);
     assert_eq!(health(&a).await.0, i, "and a shows the same index");
 }
+
+/// Routing fields (CONTRACT §2 "Routing") reach every replica: a registration with named
+/// ports and fail-open, written through one replica, is served by the other: the named port's
+/// SRV, answered failing open (its only instance is critical until its TTL check passes),
+/// and the same instance JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_ports_and_fail_open_reach_every_replica() {
+    let (_serial, _cluster, a, b) = setup(1).await;
+    a.register(
+        "api",
+        "a1",
+        json!({"address": "10.1.0.9", "port": 80, "ports": {"grpc": 9090},
+               "fail_open": true, "check": {"ttl": "60s"}}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (m, _) = b
+            .udp(
+                "_grpc._tcp.api.service.internal.",
+                RecordType::SRV,
+                Some(1232),
+            )
+            .await;
+        let srv: Vec<(u16, String)> = m
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SRV(s) => Some((s.port, s.target.to_ascii())),
+                _ => None,
+            })
+            .collect();
+        if srv == [(9090, "a1.api.instance.internal.".to_string())] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b never served the named port: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, _, on_a) = get(&a, "/v1/services/api/instances/a1").await;
+    let (_, _, on_b) = get(&b, "/v1/services/api/instances/a1").await;
+    assert_eq!(on_b["ports"], json!({"grpc": 9090}));
+    assert_eq!(on_b["fail_open"], true);
+    assert_eq!(on_a["ports"], on_b["ports"]);
+}

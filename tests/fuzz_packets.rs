@@ -110,7 +110,14 @@ fn a_hundred_thousand_mutated_packets() {
         let packet = mutate(&mut rng, seed, other);
         for transport in [Transport::Udp, Transport::Tcp] {
             let recursion = n % 2 == 0;
-            let outcome = handle(&table, &packet, transport, recursion, &mut out);
+            let outcome = handle(
+                &table,
+                &packet,
+                transport,
+                recursion,
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                &mut out,
+            );
             match outcome {
                 Outcome::Answered { .. } | Outcome::Signed { .. } => {}
                 Outcome::Dropped | Outcome::Forward { .. } => continue,

@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     for transport in [Transport::Udp, Transport::Tcp] {
         for recursion in [false, true] {
-            match handle(&table, data, transport, recursion, &mut out) {
+            match handle(&table, data, transport, recursion, std::net::Ipv4Addr::LOCALHOST.into(), &mut out) {
                 Outcome::Answered { .. } | Outcome::Signed { .. } => {
                     assert_eq!(&out[..2], &data[..2], "the query's ID");
                     if transport == Transport::Udp {

@@ -146,7 +146,30 @@ pub struct DnsConfig {
     /// At most one NOTIFY per this interval to each secondary; also the first retry's wait.
     #[serde(deserialize_with = "duration")]
     pub notify_interval: Duration,
+    /// Client networks by zone: a client in one gets that zone's instances (`zone`
+    /// metadata) first. Empty: answers do not depend on the client's address.
+    pub locality: Vec<LocalityConfig>,
+    /// Every service fails open: with no instance in service, its names answer with every
+    /// instance not in maintenance instead of NXDOMAIN (a registration's `fail_open` sets it
+    /// for its own service).
+    pub fail_open: bool,
 }
+
+/// One entry of `dns.locality`: the client networks of one zone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalityConfig {
+    /// Client networks (CIDR) in the zone.
+    pub networks: Vec<Network>,
+    /// The zone's name, as instances carry it in their `zone` metadata.
+    pub zone: String,
+}
+
+/// Most networks `dns.locality` may list in all: each query from a client is matched
+/// against every one.
+pub const MAX_LOCALITY_NETWORKS: usize = 256;
+/// Most zones `dns.locality` may name: each keeps its own answer order per service name.
+pub const MAX_LOCALITY_ZONES: usize = 32;
 
 /// `[dns.transfer]`: the clients that may transfer signpost's zones, and the key they sign
 /// with.
@@ -241,6 +264,8 @@ impl Default for DnsConfig {
             transfer: TransferConfig::default(),
             notify: Vec::new(),
             notify_interval: Duration::from_secs(1),
+            locality: Vec::new(),
+            fail_open: false,
         }
     }
 }
@@ -507,6 +532,7 @@ impl Config {
         if self.dns.rate_limit_ipv6_prefix > 128 {
             return Err(invalid("dns.rate_limit_ipv6_prefix", "must be 0 to 128"));
         }
+        self.validate_locality()?;
         self.validate_etcd()?;
         if self.registry.backend == Backend::Etcd && !cfg!(feature = "etcd") {
             return Err(invalid("registry.backend", NO_ETCD));
@@ -668,6 +694,54 @@ impl Config {
     /// `[registry.etcd]` (checked whatever the backend, so a typo shows before it is used):
     /// endpoints are URLs, the prefix a key folder, the TTL a whole number
     /// of seconds (etcd's leases count seconds) of at least 2, the timeout sensible.
+    /// `dns.locality`: zone names as metadata values may spell them (1–255 bytes, no control
+    /// characters), each zone once, every network in one zone only, within the limits.
+    fn validate_locality(&mut self) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            key: "dns.locality",
+            message,
+        };
+        let mut zones: Vec<&str> = Vec::new();
+        let mut networks: Vec<ipnet::IpNet> = Vec::new();
+        for (i, entry) in self.dns.locality.iter().enumerate() {
+            let z = entry.zone.as_str();
+            if z.is_empty() || z.len() > 255 || z.chars().any(char::is_control) {
+                return Err(invalid(format!(
+                    "[{i}].zone {z:?} must be 1 to 255 bytes without control characters"
+                )));
+            }
+            if zones.contains(&z) {
+                return Err(invalid(format!(
+                    "[{i}].zone {z:?} is listed twice: give one entry all its networks"
+                )));
+            }
+            zones.push(z);
+            if entry.networks.is_empty() {
+                return Err(invalid(format!(
+                    "[{i}].networks needs at least one network"
+                )));
+            }
+            for n in &entry.networks {
+                // The network as written may have host bits (10.1.2.3/16); matching uses
+                // its prefix.
+                let net = n.0.trunc();
+                if networks.contains(&net) {
+                    return Err(invalid(format!("[{i}].networks: {net} is listed twice")));
+                }
+                networks.push(net);
+            }
+        }
+        if networks.len() > MAX_LOCALITY_NETWORKS {
+            return Err(invalid(format!(
+                "at most {MAX_LOCALITY_NETWORKS} networks in all"
+            )));
+        }
+        if zones.len() > MAX_LOCALITY_ZONES {
+            return Err(invalid(format!("at most {MAX_LOCALITY_ZONES} zones")));
+        }
+        Ok(())
+    }
+
     fn validate_etcd(&mut self) -> Result<(), ConfigError> {
         let invalid = |key, message: String| ConfigError::Invalid { key, message };
         let e = &mut self.registry.etcd;
@@ -866,6 +940,39 @@ mod tests {
                 Duration::from_secs(60)
             )
         );
+    }
+
+    #[test]
+    fn locality_and_fail_open_keys() {
+        let c = Config::parse(
+            "[dns]\nfail_open = true\n[[dns.locality]]\nnetworks = [\"10.1.0.0/16\", \"fd00:1::/32\"]\nzone = \"eu-1\"\n[[dns.locality]]\nnetworks = [\"10.2.0.0/16\"]\nzone = \"us-1\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert!(c.dns.fail_open);
+        assert_eq!(c.dns.locality.len(), 2);
+        assert_eq!(c.dns.locality[1].zone, "us-1");
+        assert!(!Config::parse("", Path::new("x")).unwrap().dns.fail_open);
+        for (bad, why) in [
+            ("networks = [\"10.1.0.0/16\"]\nzone = \"\"", "zone"),
+            ("networks = []\nzone = \"a\"", "at least one"),
+            ("networks = [\"10.1.0.0/33\"]\nzone = \"a\"", "network"),
+            (
+                "networks = [\"10.1.0.0/16\"]\nzone = \"a\"\nregion = \"x\"",
+                "unknown field",
+            ),
+        ] {
+            let e = Config::parse(&format!("[[dns.locality]]\n{bad}\n"), Path::new("x"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let twice = "[[dns.locality]]\nnetworks = [\"10.1.0.0/16\"]\nzone = \"a\"\n\
+            [[dns.locality]]\nnetworks = [\"10.1.0.0/16\"]\nzone = \"b\"\n";
+        let e = Config::parse(twice, Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dns.locality") && e.contains("twice"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! `truncate` cuts a finished response down to its slipped form (header with TC, question,
 //! OPT), what response-rate limiting (`rrl`) sends in place of an answer.
 
-use super::query::skip_name;
+use super::query::{ECS, Ecs, skip_name};
 use super::table::Zone;
 use super::wire::{CLASS_IN, HEADER_LEN, MAX_POINTER, OPT, POINTER, QR, SOA, TC};
 
@@ -44,6 +44,9 @@ pub(crate) struct Response<'b> {
     /// Once one additional record did not fit, the rest are left out too, so the additional
     /// section is a prefix of what it would have been.
     additional_full: bool,
+    /// The query's Client Subnet, echoed in the OPT with `scope` (RFC 7871 §7.2.2).
+    ecs: Option<Ecs>,
+    scope: u8,
 }
 
 impl<'b> Response<'b> {
@@ -74,7 +77,27 @@ impl<'b> Response<'b> {
             dnssec_ok: false,
             truncated: false,
             additional_full: false,
+            ecs: None,
+            scope: 0,
         }
+    }
+
+    /// Echoes the query's Client Subnet in the reply's OPT (only with EDNS), its room taken
+    /// from the sections' before any is written.
+    pub(crate) fn client_subnet(mut self, ecs: Option<Ecs>) -> Self {
+        if self.edns
+            && let Some(e) = ecs
+        {
+            self.room = self.room.saturating_sub(4 + 4 + e.addr_len());
+            self.ecs = Some(e);
+        }
+        self
+    }
+
+    /// Sets the echoed Client Subnet's SCOPE PREFIX-LENGTH: how far around the client's
+    /// address the answer holds. Left at 0 when it does not depend on the address.
+    pub(crate) fn set_scope(&mut self, scope: u8) {
+        self.scope = scope;
     }
 
     /// Sets what the reply's OPT says: the UDP payload size signpost accepts
@@ -223,7 +246,20 @@ impl<'b> Response<'b> {
             self.buf.push((rcode >> 4) as u8);
             self.buf
                 .extend_from_slice(&[0, if self.dnssec_ok { 0x80 } else { 0 }, 0]);
-            self.buf.extend_from_slice(&0u16.to_be_bytes());
+            match self.ecs {
+                None => self.buf.extend_from_slice(&0u16.to_be_bytes()),
+                Some(e) => {
+                    // FAMILY, SOURCE PREFIX-LENGTH and ADDRESS as sent, the scope set.
+                    let len = e.addr_len();
+                    self.buf
+                        .extend_from_slice(&(4 + 4 + len as u16).to_be_bytes());
+                    self.buf.extend_from_slice(&ECS.to_be_bytes());
+                    self.buf.extend_from_slice(&(4 + len as u16).to_be_bytes());
+                    self.buf.extend_from_slice(&e.family.to_be_bytes());
+                    self.buf.extend_from_slice(&[e.source, self.scope]);
+                    self.buf.extend_from_slice(&e.addr[..len]);
+                }
+            }
         }
         let buf = &mut *self.buf;
         if self.truncated {

@@ -48,6 +48,9 @@ const EXAMPLE_ZONE: &str = "$ORIGIN example.test.\n$TTL 600\n\
     alias IN CNAME www\n\
     a.b   IN A   192.0.2.9\n";
 
+/// The client address of the cases: no `dns.locality` zone holds it.
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 /// `dns.ttl` and `dns.negative_ttl` of the fixture: different, so a TTL says which rule set it.
 const TTL: u32 = 5;
 const NEGATIVE_TTL: u32 = 3;
@@ -60,6 +63,8 @@ fn settings(include_warning: bool) -> Settings {
         include_warning,
         max_answers: 0,
         max_udp_payload: 1232,
+        locality: Default::default(),
+        fail_open: false,
     }
 }
 
@@ -116,6 +121,16 @@ impl Inst {
         self
     }
 
+    fn port_named(mut self, name: &str, port: u16) -> Self {
+        self.instance = self.instance.port_named(name, port);
+        self
+    }
+
+    fn fail_open(mut self) -> Self {
+        self.instance = self.instance.fail_open();
+        self
+    }
+
     fn entry(self) -> Arc<Entry> {
         Arc::new(Entry {
             instance: self.instance.build(),
@@ -155,6 +170,11 @@ fn registry() -> Snapshot {
         Inst::new("pool", "pool-2", "10.0.2.2", 80),
         Inst::new("pool", "pool-3", "10.0.2.3", 80),
     ];
+    snapshot_of(instances)
+}
+
+/// A registry snapshot of `instances`.
+fn snapshot_of(instances: impl IntoIterator<Item = Inst>) -> Snapshot {
     let mut snap = Snapshot::default();
     for i in instances {
         let e = i.entry();
@@ -916,7 +936,7 @@ fn sorted_str(records: &[&str]) -> Vec<String> {
 /// Sends `packet` to the handler as a client not allowed to forward; the reply's bytes.
 fn exchange(table: &Table, packet: &[u8], transport: Transport) -> Vec<u8> {
     let mut out = Vec::new();
-    match handle(table, packet, transport, false, &mut out) {
+    match handle(table, packet, transport, false, LOOPBACK, &mut out) {
         Outcome::Answered { .. } => out,
         other => panic!("{transport:?}: no reply ({other:?})"),
     }
@@ -1153,7 +1173,7 @@ fn recursion_only_for_clients_allowed_to_forward() {
     let mut out = Vec::new();
     let inside = query("web.service.internal.", RecordType::A);
     assert_eq!(
-        handle(&table, &inside, Transport::Udp, true, &mut out),
+        handle(&table, &inside, Transport::Udp, true, LOOPBACK, &mut out),
         Outcome::Answered {
             rcode: u16::from(wire::NOERROR),
             qtype: wire::A
@@ -1163,11 +1183,658 @@ fn recursion_only_for_clients_allowed_to_forward() {
     let mut outside = query("example.com.", RecordType::A);
     outside[2] |= (RD >> 8) as u8;
     assert_eq!(
-        handle(&table, &outside, Transport::Udp, true, &mut out),
+        handle(&table, &outside, Transport::Udp, true, LOOPBACK, &mut out),
         Outcome::Forward { qtype: wire::A }
     );
     // The same client without forwarding: REFUSED, no RA.
     let reply = exchange(&table, &outside, Transport::Udp);
     assert_eq!(reply[3] & 0x0f, wire::REFUSED);
     assert_eq!(wire::flags(&reply) & (AA | RA), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// routing (CONTRACT §2 "Routing")
+
+/// The table of `instances` with `settings`, built as `DnsView` builds it; the builder is
+/// handed back for later changes.
+fn routing_table(settings: Settings, snap: &Snapshot) -> (Arc<Table>, Builder, Statics) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    std::fs::write(dir.path().join("internal.zone"), INTERNAL_ZONE).expect("a zone file");
+    let files = zonefile::load_dir(dir.path()).expect("the zone file loads");
+    let statics = Statics::new(settings, &files, 0);
+    let mut builder = Builder::default();
+    builder.set_all(&statics, snap);
+    let mut published = Arc::new(Builder::empty_table(&statics));
+    builder.publish(&statics, |t| std::mem::replace(&mut published, t));
+    (published, builder, statics)
+}
+
+/// `dns.locality` of the routing cases: eu-1 is 10.1.0.0/16, us-1 10.2.0.0/16 and
+/// fd00:2::/32.
+fn locality_settings() -> Settings {
+    let cfg: Vec<crate::config::LocalityConfig> = vec![
+        crate::config::LocalityConfig {
+            networks: vec![crate::config::Network::parse("10.1.0.0/16").unwrap()],
+            zone: "eu-1".into(),
+        },
+        crate::config::LocalityConfig {
+            networks: ["10.2.0.0/16", "fd00:2::/32"]
+                .into_iter()
+                .filter_map(crate::config::Network::parse)
+                .collect(),
+            zone: "us-1".into(),
+        },
+    ];
+    Settings {
+        locality: Arc::new(super::routing::Locality::new(&cfg)),
+        ..settings(false)
+    }
+}
+
+/// The data of the first answer record of a reply.
+fn first_of(reply: &[u8]) -> String {
+    let m = Message::from_vec(reply).expect("a reply that parses");
+    let t = text(m.answers.first().expect("an answer"));
+    t.splitn(5, ' ').nth(4).expect("data").to_string()
+}
+
+/// Asks `qname`/`qtype` `n` times from `peer` over `transport`; the firsts in order.
+fn firsts(
+    table: &Table,
+    qname: &str,
+    qtype: RecordType,
+    n: usize,
+    transport: Transport,
+    peer: std::net::IpAddr,
+) -> Vec<String> {
+    let packet = query(qname, qtype);
+    (0..n)
+        .map(|_| {
+            let mut out = Vec::new();
+            let o = handle(table, &packet, transport, false, peer, &mut out);
+            assert!(
+                matches!(o, Outcome::Answered { rcode: 0, .. }),
+                "{qname}: {o:?}"
+            );
+            first_of(&out)
+        })
+        .collect()
+}
+
+/// Every window of `w` consecutive firsts holds each of `want` (first, times) exactly.
+fn assert_windows(firsts: &[String], want: &[(&str, usize)], what: &str) {
+    let w: usize = want.iter().map(|(_, n)| n).sum();
+    assert!(firsts.len() >= w, "{what}");
+    for start in 0..=firsts.len() - w {
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        for f in &firsts[start..start + w] {
+            *counts.entry(f.as_str()).or_default() += 1;
+        }
+        let want: std::collections::BTreeMap<&str, usize> =
+            want.iter().copied().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(counts, want, "{what}: window from query {start}");
+    }
+}
+
+fn weighted_registry() -> Snapshot {
+    snapshot_of([
+        Inst::new("canary", "stable", "10.0.5.1", 80).weight(99),
+        Inst::new("canary", "canary", "10.0.5.2", 80).weight(1),
+        Inst::new("mix", "m1", "10.0.6.1", 81)
+            .weight(3)
+            .tags(&["blue"]),
+        Inst::new("mix", "m2", "10.0.6.2", 82)
+            .weight(1)
+            .tags(&["blue"]),
+        Inst::new("mix", "m3", "10.0.6.3", 83)
+            .weight(2)
+            .tags(&["blue"]),
+        Inst::new("mix", "m4", "10.0.6.4", 84).weight(5),
+        Inst::new("even", "e1", "10.0.7.1", 80).weight(4),
+        Inst::new("even", "e2", "10.0.7.2", 80).weight(4),
+        Inst::new("even", "e3", "10.0.7.3", 80).weight(4),
+    ])
+}
+
+/// Weights decide how often each instance comes first: over W (the sum of the in-service
+/// weights) consecutive queries, exactly `weight` times each, in every window of W; A and SRV
+/// alike, over UDP and TCP, through a tag filter, and again after a health change.
+#[test]
+fn weights_decide_first_positions() {
+    let (table, mut builder, statics) = routing_table(settings(false), &weighted_registry());
+    let srv = |id: &str, w: u16, port: u16, svc: &str| {
+        format!("0 {w} {port} {id}.{svc}.instance.internal.")
+    };
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let what = |n: &str| format!("{n} over {transport:?}");
+        let f = firsts(
+            &table,
+            "canary.service.internal.",
+            RecordType::A,
+            200,
+            transport,
+            LOOPBACK,
+        );
+        assert_windows(
+            &f,
+            &[("10.0.5.1", 99), ("10.0.5.2", 1)],
+            &what("canary A 1:99"),
+        );
+        let f = firsts(
+            &table,
+            "canary.service.internal.",
+            RecordType::SRV,
+            200,
+            transport,
+            LOOPBACK,
+        );
+        assert_windows(
+            &f,
+            &[
+                (&srv("stable", 99, 80, "canary"), 99),
+                (&srv("canary", 1, 80, "canary"), 1),
+            ],
+            &what("canary SRV 1:99"),
+        );
+        // The tag filter: m1..m3 (3:1:2), without m4.
+        let f = firsts(
+            &table,
+            "blue.mix.service.internal.",
+            RecordType::A,
+            18,
+            transport,
+            LOOPBACK,
+        );
+        assert_windows(
+            &f,
+            &[("10.0.6.1", 3), ("10.0.6.2", 1), ("10.0.6.3", 2)],
+            &what("blue.mix A 3:1:2"),
+        );
+        let f = firsts(
+            &table,
+            "_mix._blue.service.internal.",
+            RecordType::SRV,
+            18,
+            transport,
+            LOOPBACK,
+        );
+        assert_windows(
+            &f,
+            &[
+                (&srv("m1", 3, 81, "mix"), 3),
+                (&srv("m2", 1, 82, "mix"), 1),
+                (&srv("m3", 2, 83, "mix"), 2),
+            ],
+            &what("_mix._blue SRV 3:1:2"),
+        );
+        let f = firsts(
+            &table,
+            "mix.service.internal.",
+            RecordType::A,
+            33,
+            transport,
+            LOOPBACK,
+        );
+        assert_windows(
+            &f,
+            &[
+                ("10.0.6.1", 3),
+                ("10.0.6.2", 1),
+                ("10.0.6.3", 2),
+                ("10.0.6.4", 5),
+            ],
+            &what("mix A 3:1:2:5"),
+        );
+        // Equal weights: plain round-robin.
+        let f = firsts(
+            &table,
+            "even.service.internal.",
+            RecordType::A,
+            9,
+            transport,
+            LOOPBACK,
+        );
+        assert_windows(
+            &f,
+            &[("10.0.7.1", 1), ("10.0.7.2", 1), ("10.0.7.3", 1)],
+            &what("even A"),
+        );
+    }
+    // Spread evenly: nginx's order for 3:1:2 over one round.
+    let f = firsts(
+        &table,
+        "blue.mix.service.internal.",
+        RecordType::A,
+        12,
+        Transport::Udp,
+        LOOPBACK,
+    );
+    let letters: String = f
+        .iter()
+        .map(|a| match a.as_str() {
+            "10.0.6.1" => 'a',
+            "10.0.6.2" => 'b',
+            _ => 'c',
+        })
+        .collect();
+    assert!(
+        ["acabca", "cabcaa", "abcaac", "bcaaca", "caacab", "aacabc"]
+            .iter()
+            .any(|r| letters.starts_with(r) && letters.ends_with(r)),
+        "smooth: {letters}"
+    );
+    // A health change: m1 fails; the rest share W = 1 + 2 (blue) and 1 + 2 + 5.
+    let mut snap = weighted_registry();
+    let svc = crate::model::ServiceName::parse("mix").unwrap();
+    let mut set = (**snap.services.get(&svc).unwrap()).clone();
+    set.insert(
+        Inst::new("mix", "m1", "10.0.6.1", 81)
+            .weight(3)
+            .tags(&["blue"])
+            .status(Status::Critical)
+            .entry(),
+    );
+    snap.services.insert(svc.clone(), Arc::new(set));
+    builder.set_service(&statics, &svc, snap.services.get(&svc).map(|s| &**s));
+    let mut table = table;
+    builder.publish(&statics, |t| std::mem::replace(&mut table, t));
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let f = firsts(
+            &table,
+            "blue.mix.service.internal.",
+            RecordType::A,
+            9,
+            transport,
+            LOOPBACK,
+        );
+        assert_windows(
+            &f,
+            &[("10.0.6.2", 1), ("10.0.6.3", 2)],
+            "blue.mix after m1 failed",
+        );
+        let f = firsts(
+            &table,
+            "mix.service.internal.",
+            RecordType::SRV,
+            16,
+            transport,
+            LOOPBACK,
+        );
+        assert_windows(
+            &f,
+            &[
+                (&srv("m2", 1, 82, "mix"), 1),
+                (&srv("m3", 2, 83, "mix"), 2),
+                (&srv("m4", 5, 84, "mix"), 5),
+            ],
+            "mix SRV after m1 failed",
+        );
+    }
+}
+
+fn geo_registry() -> Snapshot {
+    snapshot_of([
+        Inst::new("geo", "g1", "10.0.8.1", 80).meta(&[("zone", "eu-1")]),
+        Inst::new("geo", "g2", "10.0.8.2", 80).meta(&[("zone", "eu-1")]),
+        Inst::new("geo", "g3", "10.0.8.3", 80).meta(&[("zone", "us-1")]),
+        Inst::new("geo", "g4", "10.0.8.4", 80),
+        Inst::new("geo", "g5", "10.0.8.5", 80).meta(&[("zone", "mars")]),
+        Inst::new("plain", "p1", "10.0.9.1", 80),
+        Inst::new("plain", "p2", "10.0.9.2", 80),
+    ])
+}
+
+fn ip(s: &str) -> std::net::IpAddr {
+    s.parse().unwrap()
+}
+
+/// Locality by the client's address: a client in a zone gets that zone's instances first,
+/// rotating among them, then the others; a client outside every network gets the plain
+/// rotation over all.
+#[test]
+fn locality_puts_the_clients_zone_first() {
+    let (table, _, _) = routing_table(locality_settings(), &geo_registry());
+    let eu = ["10.0.8.1", "10.0.8.2"];
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let packet = query("geo.service.internal.", RecordType::A);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let mut out = Vec::new();
+            handle(&table, &packet, transport, false, ip("10.1.3.4"), &mut out);
+            let m = Message::from_vec(&out).unwrap();
+            let order: Vec<String> = m.answers.iter().map(text).collect();
+            assert_eq!(order.len(), 5, "{order:?}");
+            for a in &order[..2] {
+                assert!(eu.iter().any(|e| a.ends_with(e)), "eu-1 first: {order:?}");
+            }
+            seen.push(first_of(&out));
+        }
+        assert_windows(&seen, &[("10.0.8.1", 1), ("10.0.8.2", 1)], "eu-1 rotates");
+        let f = firsts_from(&table, "10.2.0.9", transport, 3);
+        assert_eq!(f, ["10.0.8.3"; 3], "us-1: its one instance first");
+        let f = firsts_from(&table, "fd00:2::1", transport, 3);
+        assert_eq!(f, ["10.0.8.3"; 3], "us-1 by its IPv6 network");
+        let f = firsts_from(&table, "192.0.2.1", transport, 10);
+        assert_windows(
+            &f,
+            &[
+                ("10.0.8.1", 1),
+                ("10.0.8.2", 1),
+                ("10.0.8.3", 1),
+                ("10.0.8.4", 1),
+                ("10.0.8.5", 1),
+            ],
+            "outside every zone: plain rotation",
+        );
+        // SRV alike.
+        let f = firsts(
+            &table,
+            "geo.service.internal.",
+            RecordType::SRV,
+            2,
+            transport,
+            ip("10.2.1.1"),
+        );
+        assert_eq!(f, ["0 1 80 g3.geo.instance.internal."; 2]);
+    }
+}
+
+fn firsts_from(table: &Table, peer: &str, transport: Transport, n: usize) -> Vec<String> {
+    firsts(
+        table,
+        "geo.service.internal.",
+        RecordType::A,
+        n,
+        transport,
+        ip(peer),
+    )
+}
+
+/// A query with an EDNS Client Subnet of `addr`/`source`.
+fn ecs_query(qname: &str, qtype: RecordType, addr: &str, source: u8) -> Vec<u8> {
+    use hickory_proto::op::Edns;
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+    let mut m = Message::query();
+    m.metadata.id = ID;
+    m.add_query(Query::query(Name::from_ascii(qname).unwrap(), qtype));
+    let mut e = Edns::new();
+    e.set_max_payload(1232);
+    e.options_mut()
+        .insert(EdnsOption::Subnet(ClientSubnet::new(ip(addr), source, 0)));
+    m.set_edns(e);
+    m.to_vec().unwrap()
+}
+
+/// The reply's Client Subnet: (address, source, scope).
+fn ecs_of(reply: &[u8]) -> Option<(std::net::IpAddr, u8, u8)> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    let m = Message::from_vec(reply).unwrap();
+    match m.edns.as_ref()?.option(EdnsCode::Subnet)? {
+        EdnsOption::Subnet(s) => Some((s.addr(), s.source_prefix(), s.scope_prefix())),
+        _ => None,
+    }
+}
+
+/// EDNS Client Subnet stands for the client's address (the packet's source is a resolver's),
+/// and the reply echoes it with a scope within which every address is in the same zone; an
+/// answer that does not depend on the address has scope 0, and so has a source prefix of 0
+/// (the resolver asks for no tailoring). A malformed option is FORMERR.
+#[test]
+fn client_subnet_places_the_client_and_scopes_the_answer() {
+    let (table, _, _) = routing_table(locality_settings(), &geo_registry());
+    let resolver = ip("127.0.0.1");
+    let ask = |qname: &str, qtype: RecordType, addr: &str, source: u8, transport| {
+        let mut out = Vec::new();
+        let packet = ecs_query(qname, qtype, addr, source);
+        handle(&table, &packet, transport, false, resolver, &mut out);
+        out
+    };
+    for transport in [Transport::Udp, Transport::Tcp] {
+        // us-1 by the subnet: g3 first; the us-1 /16 is the scope (10.2/16 vs eu-1's 10.1/16
+        // share 14 bits: a /15 would reach eu-1).
+        let r = ask(
+            "geo.service.internal.",
+            RecordType::A,
+            "10.2.7.0",
+            24,
+            transport,
+        );
+        assert_eq!(first_of(&r), "10.0.8.3");
+        assert_eq!(ecs_of(&r), Some((ip("10.2.7.0"), 24, 16)));
+        let r = ask(
+            "geo.service.internal.",
+            RecordType::SRV,
+            "10.1.0.0",
+            16,
+            transport,
+        );
+        assert!(first_of(&r).contains(".geo.instance"), "an SRV answer");
+        assert!(["g1.", "g2."].iter().any(|g| first_of(&r).contains(g)));
+        assert_eq!(ecs_of(&r), Some((ip("10.1.0.0"), 16, 16)));
+        // Outside every zone: the plain answer, valid as far as no zone's network reaches.
+        let r = ask(
+            "geo.service.internal.",
+            RecordType::A,
+            "192.0.2.0",
+            24,
+            transport,
+        );
+        assert_eq!(ecs_of(&r), Some((ip("192.0.2.0"), 24, 1)));
+        let r = ask(
+            "geo.service.internal.",
+            RecordType::A,
+            "fd00:2:1::",
+            48,
+            transport,
+        );
+        assert_eq!(first_of(&r), "10.0.8.3");
+        assert_eq!(ecs_of(&r), Some((ip("fd00:2:1::"), 48, 32)));
+        // Names whose answer does not depend on the address: scope 0.
+        for (qname, qtype) in [
+            ("plain.service.internal.", RecordType::A),
+            ("g1.geo.instance.internal.", RecordType::A),
+            ("nope.service.internal.", RecordType::A),
+        ] {
+            let r = ask(qname, qtype, "10.2.7.0", 24, transport);
+            assert_eq!(ecs_of(&r), Some((ip("10.2.7.0"), 24, 0)), "{qname}");
+        }
+        // Source prefix 0: no location; the resolver's own address does not count either.
+        let mut out = Vec::new();
+        let packet = ecs_query("geo.service.internal.", RecordType::A, "0.0.0.0", 0);
+        handle(&table, &packet, transport, false, ip("10.2.0.1"), &mut out);
+        assert_eq!(ecs_of(&out), Some((ip("0.0.0.0"), 0, 0)));
+    }
+    // Without an ECS option the packet's source places the client, and no option comes back.
+    let mut out = Vec::new();
+    handle(
+        &table,
+        &query("geo.service.internal.", RecordType::A),
+        Transport::Udp,
+        false,
+        ip("10.2.0.1"),
+        &mut out,
+    );
+    assert_eq!(first_of(&out), "10.0.8.3");
+    // Malformed: a bit set past the source prefix (10.2.7.0/23). FORMERR, with an OPT.
+    let mut bad = ecs_query("geo.service.internal.", RecordType::A, "10.2.6.0", 23);
+    let n = bad.len();
+    assert_eq!(bad[n - 1], 6, "the address's last byte ends the query");
+    bad[n - 1] = 7;
+    let mut out = Vec::new();
+    handle(&table, &bad, Transport::Udp, false, resolver, &mut out);
+    assert_eq!(out[3] & 0x0f, wire::FORMERR);
+    assert_eq!(&out[10..12], &[0, 1], "an OPT");
+    // Without dns.locality nothing depends on the address: scope 0.
+    let (plain, _, _) = routing_table(settings(false), &geo_registry());
+    let mut out = Vec::new();
+    let packet = ecs_query("geo.service.internal.", RecordType::A, "10.2.7.0", 24);
+    handle(&plain, &packet, Transport::Udp, false, resolver, &mut out);
+    assert_eq!(ecs_of(&out), Some((ip("10.2.7.0"), 24, 0)));
+}
+
+fn failing_registry() -> Snapshot {
+    snapshot_of([
+        Inst::new("down", "d1", "10.0.10.1", 80).status(Status::Critical),
+        Inst::new("down", "d2", "10.0.10.2", 80).status(Status::Warning),
+        Inst::new("down", "d3", "10.0.10.3", 80)
+            .status(Status::Passing)
+            .maintenance(),
+        Inst::new("opt", "o1", "10.0.11.1", 80)
+            .status(Status::Critical)
+            .fail_open(),
+        Inst::new("opt", "o2", "10.0.11.2", 80).status(Status::Critical),
+        Inst::new("up", "u1", "10.0.12.1", 80),
+        Inst::new("up", "u2", "10.0.12.2", 80).status(Status::Critical),
+    ])
+}
+
+/// Fail-open: with no instance in service, a service failing open answers with every
+/// instance not in maintenance (by `dns.fail_open`, or a registration's `fail_open` for its
+/// service); off, NXDOMAIN. A service with an instance in service answers with it alone.
+#[test]
+fn fail_open_answers_every_instance_not_in_maintenance() {
+    const OPT: &[&str] = &[
+        "opt.service.internal. 5 IN A 10.0.11.1",
+        "opt.service.internal. 5 IN A 10.0.11.2",
+    ];
+    const UP: &[&str] = &["up.service.internal. 5 IN A 10.0.12.1"];
+    let (off, _, _) = routing_table(settings(false), &failing_registry());
+    run(
+        &off,
+        &[
+            Case {
+                qname: "down.service.internal.",
+                ..NXDOMAIN
+            },
+            Case {
+                qname: "opt.service.internal.",
+                answer: OPT,
+                ..NOERROR
+            },
+            Case {
+                qname: "_opt._tcp.service.internal.",
+                qtype: RecordType::SRV,
+                answer: &[
+                    "_opt._tcp.service.internal. 5 IN SRV 0 1 80 o1.opt.instance.internal.",
+                    "_opt._tcp.service.internal. 5 IN SRV 0 1 80 o2.opt.instance.internal.",
+                ],
+                extra: &[
+                    "o1.opt.instance.internal. 5 IN A 10.0.11.1",
+                    "o2.opt.instance.internal. 5 IN A 10.0.11.2",
+                ],
+                ..NOERROR
+            },
+            Case {
+                qname: "up.service.internal.",
+                answer: UP,
+                ..NOERROR
+            },
+        ],
+    );
+    let (on, _, _) = routing_table(
+        Settings {
+            fail_open: true,
+            ..settings(false)
+        },
+        &failing_registry(),
+    );
+    run(
+        &on,
+        &[
+            Case {
+                qname: "down.service.internal.",
+                answer: &[
+                    "down.service.internal. 5 IN A 10.0.10.1",
+                    "down.service.internal. 5 IN A 10.0.10.2",
+                ],
+                ..NOERROR
+            },
+            Case {
+                qname: "up.service.internal.",
+                answer: UP,
+                ..NOERROR
+            },
+        ],
+    );
+}
+
+/// Named ports: `_<name>._tcp.<service>.service.D` SRV of the instances registering that
+/// name, on that port, with glue, in service only, rotating; the ENT above it is NODATA.
+#[test]
+fn named_ports_are_srv_names_with_glue() {
+    let snap = snapshot_of([
+        Inst::new("rpc", "r1", "10.0.13.1", 8080)
+            .port_named("grpc", 9090)
+            .weight(2),
+        Inst::new("rpc", "r2", "fd00::13:2", 8080)
+            .port_named("grpc", 9091)
+            .port_named("admin", 8081),
+        Inst::new("rpc", "r3", "10.0.13.3", 8080).port_named("grpc", 9092),
+        Inst::new("rpc", "r4", "10.0.13.4", 8080)
+            .port_named("grpc", 9093)
+            .status(Status::Critical),
+    ]);
+    let (table, _, _) = routing_table(settings(false), &snap);
+    run(
+        &table,
+        &[
+            Case {
+                qname: "_grpc._tcp.rpc.service.internal.",
+                qtype: RecordType::SRV,
+                answer: &[
+                    "_grpc._tcp.rpc.service.internal. 5 IN SRV 0 2 9090 r1.rpc.instance.internal.",
+                    "_grpc._tcp.rpc.service.internal. 5 IN SRV 0 1 9091 r2.rpc.instance.internal.",
+                    "_grpc._tcp.rpc.service.internal. 5 IN SRV 0 1 9092 r3.rpc.instance.internal.",
+                ],
+                extra: &[
+                    "r1.rpc.instance.internal. 5 IN A 10.0.13.1",
+                    "r2.rpc.instance.internal. 5 IN AAAA fd00::13:2",
+                    "r3.rpc.instance.internal. 5 IN A 10.0.13.3",
+                ],
+                ..NOERROR
+            },
+            Case {
+                qname: "_ADMIN._tcp.rpc.service.internal.",
+                qtype: RecordType::SRV,
+                answer: &[
+                    "_admin._tcp.rpc.service.internal. 5 IN SRV 0 1 8081 r2.rpc.instance.internal.",
+                ],
+                extra: &["r2.rpc.instance.internal. 5 IN AAAA fd00::13:2"],
+                ..NOERROR
+            },
+            Case {
+                qname: "_grpc._tcp.rpc.service.internal.",
+                qtype: RecordType::A,
+                ..NODATA
+            },
+            Case {
+                qname: "_tcp.rpc.service.internal.",
+                qtype: RecordType::SRV,
+                ..NODATA
+            },
+            Case {
+                qname: "_http._tcp.rpc.service.internal.",
+                qtype: RecordType::SRV,
+                ..NXDOMAIN
+            },
+        ],
+    );
+    // Weighted like the service's own SRV: r1 (2) first twice in four.
+    let f = firsts(
+        &table,
+        "_grpc._tcp.rpc.service.internal.",
+        RecordType::SRV,
+        8,
+        Transport::Udp,
+        LOOPBACK,
+    );
+    assert_windows(
+        &f,
+        &[
+            ("0 2 9090 r1.rpc.instance.internal.", 2),
+            ("0 1 9091 r2.rpc.instance.internal.", 1),
+            ("0 1 9092 r3.rpc.instance.internal.", 1),
+        ],
+        "named port rotation",
+    );
 }

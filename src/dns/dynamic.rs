@@ -17,9 +17,10 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::stats::FailOpen;
 use super::table::{
     self, DynamicNames, Member, Node, RRSet, RRSets, Rec, Statics, Table, addr_rec, addr_type,
-    service_node, srv_rec,
+    port_node, service_node, srv_rec, srv_rec_on,
 };
 use super::wire::{PTR, TXT};
 use super::{name_map, names};
@@ -60,9 +61,12 @@ struct Produced {
     /// By id, in id order (the order of `ServiceInstances`). A sorted vector rather than a
     /// map: services are small, and a map per service cost ~1 KiB each at 25,000 services.
     instances: Vec<Built>,
-    /// Service-level owner names (service, RFC 2782, tag forms), present while any instance
-    /// is in service.
+    /// Service-level owner names (service, RFC 2782, tag forms, named ports), present while
+    /// any instance is in service (or served failing open).
     names: Vec<Arc<[u8]>>,
+    /// The names were built from every instance not in maintenance, none being in service
+    /// (fail-open).
+    failing_open: bool,
 }
 
 /// What a publish changed: the names whose node changed, with the node before and after
@@ -101,6 +105,8 @@ pub(crate) struct Builder {
     /// Instance names per registered address, across services: sorted, without repeats (the
     /// PTR order). Usually one name, so a vector rather than a set.
     reverse: HashMap<IpAddr, Vec<Arc<[u8]>>>,
+    /// Fail-open episodes and the services failing open now, for `/metrics`.
+    fail_open: Arc<FailOpen>,
 }
 
 fn empty_non_terminal() -> Arc<Node> {
@@ -126,7 +132,38 @@ fn same_service_view(a: &Arc<Entry>, b: &Arc<Entry>) -> bool {
             && x.port() == y.port()
             && x.priority() == y.priority()
             && x.weight() == y.weight()
-            && x.tags() == y.tags())
+            && x.tags() == y.tags()
+            && x.ports() == y.ports()
+            && x.fail_open() == y.fail_open()
+            && x.meta().get(ZONE_KEY) == y.meta().get(ZONE_KEY))
+}
+
+/// The metadata key naming an instance's zone (`dns.locality`).
+pub(crate) const ZONE_KEY: &str = "zone";
+
+/// The entries a service's names answer with: those in service; or, when there are none
+/// and the service fails open, every one not in maintenance (then `true`).
+fn served<'e, T>(
+    entries: impl Iterator<Item = &'e T> + Clone,
+    entry: impl Fn(&T) -> &Arc<Entry>,
+    include_warning: bool,
+    fail_open: bool,
+) -> (Vec<&'e T>, bool)
+where
+    T: 'e,
+{
+    let in_service: Vec<&T> = entries
+        .clone()
+        .filter(|b| entry(b).in_service(include_warning))
+        .collect();
+    if !in_service.is_empty() || !fail_open {
+        return (in_service, false);
+    }
+    let open: Vec<&T> = entries
+        .filter(|b| entry(b).instance.maintenance().is_none())
+        .collect();
+    let failing = !open.is_empty();
+    (open, failing)
 }
 
 impl Default for Builder {
@@ -140,6 +177,7 @@ impl Default for Builder {
             below: HashMap::default(),
             produced: HashMap::default(),
             reverse: HashMap::default(),
+            fail_open: Arc::default(),
         }
     }
 }
@@ -171,6 +209,14 @@ fn apply(map: &mut DynamicNames, (hash, name, node): Op) {
 }
 
 impl Builder {
+    /// A builder counting fail-open episodes into `fail_open`.
+    pub(crate) fn counting(fail_open: Arc<FailOpen>) -> Self {
+        Self {
+            fail_open,
+            ..Self::default()
+        }
+    }
+
     /// The working copy, brought up to date first if the last publish took it away.
     fn names(&mut self) -> &mut DynamicNames {
         if self.working.is_none() {
@@ -310,13 +356,20 @@ impl Builder {
         let s = &statics.settings;
         let instances = instances.filter(|i| !i.is_empty());
         let mut old = self.produced.remove(svc).unwrap_or_default();
-        // The in-service instances `old.names` were built from.
-        let old_healthy: Vec<Arc<Entry>> = old
-            .instances
-            .iter()
-            .filter(|b| b.entry.in_service(s.include_warning))
-            .map(|b| b.entry.clone())
-            .collect();
+        // The instances `old.names` were built from.
+        let old_healthy: Vec<Arc<Entry>> = if old.failing_open {
+            old.instances
+                .iter()
+                .filter(|b| b.entry.instance.maintenance().is_none())
+                .map(|b| b.entry.clone())
+                .collect()
+        } else {
+            old.instances
+                .iter()
+                .filter(|b| b.entry.in_service(s.include_warning))
+                .map(|b| b.entry.clone())
+                .collect()
+        };
         let ttl = instances.map_or(s.ttl, |i| service_ttl(s, i));
         let rebuild_all = ttl != old.ttl;
         let mut touched: BTreeSet<IpAddr> = BTreeSet::new();
@@ -354,13 +407,22 @@ impl Builder {
             self.remove_instance(statics, b, &mut touched);
         }
 
-        // The service-level names.
-        let healthy: Vec<&Built> = produced
-            .instances
-            .iter()
-            .filter(|b| b.entry.in_service(s.include_warning))
-            .collect();
+        // The service-level names: of the instances in service, or failing open.
+        let fail_open = s.fail_open
+            || produced
+                .instances
+                .iter()
+                .any(|b| b.entry.instance.fail_open());
+        let (healthy, failing_open) = served(
+            produced.instances.iter(),
+            |b: &Built| &b.entry,
+            s.include_warning,
+            fail_open,
+        );
+        self.note_fail_open(svc, old.failing_open, failing_open, healthy.len());
+        produced.failing_open = failing_open;
         let unchanged = !rebuild_all
+            && failing_open == old.failing_open
             && healthy.len() == old_healthy.len()
             && healthy
                 .iter()
@@ -370,13 +432,22 @@ impl Builder {
         if unchanged {
             service_names = std::mem::take(&mut old.names);
         } else {
+            let locality = &s.locality;
             let members: Vec<Member<'_>> = healthy
                 .iter()
                 .map(|b| Member {
-                    address: b.entry.instance.address(),
-                    tags: b.entry.instance.tags(),
+                    instance: &b.entry.instance,
                     addr: &b.addr,
                     srv: &b.srv,
+                    zone: if locality.is_empty() {
+                        None
+                    } else {
+                        b.entry
+                            .instance
+                            .meta()
+                            .get(ZONE_KEY)
+                            .and_then(|z| locality.zone_named(z))
+                    },
                 })
                 .collect();
             let built = build_service_names(s, svc.as_str(), &members, ttl);
@@ -408,6 +479,23 @@ impl Builder {
         }
         if !produced.instances.is_empty() {
             self.produced.insert(svc.clone(), produced);
+        }
+    }
+
+    /// Logs and counts a service entering or leaving fail-open: once per episode.
+    fn note_fail_open(&self, svc: &ServiceName, was: bool, is: bool, served: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if is && !was {
+            self.fail_open.entered.fetch_add(1, Relaxed);
+            self.fail_open.services.fetch_add(1, Relaxed);
+            tracing::warn!(
+                service = %svc,
+                instances = served,
+                "no instance in service: failing open, answering with every instance not in maintenance"
+            );
+        } else if was && !is {
+            self.fail_open.services.fetch_sub(1, Relaxed);
+            tracing::info!(service = %svc, "no longer failing open");
         }
     }
 
@@ -576,32 +664,52 @@ fn build_service_names(
     if healthy.is_empty() {
         return nodes;
     }
+    let l = &s.locality;
     let all: Vec<&Member<'_>> = healthy.iter().collect();
-    nodes.push((names::service(svc, d), service_node(&all, ttl, true)));
+    nodes.push((names::service(svc, d), service_node(&all, ttl, true, l)));
     for proto in ["tcp", "udp"] {
         nodes.push((
             names::rfc2782(svc, proto, d),
-            service_node(&all, ttl, false),
+            service_node(&all, ttl, false, l),
         ));
+    }
+    // Named ports: `_<name>._tcp.<service>.service.D`, the members registering that name.
+    let ports: BTreeSet<&str> = healthy
+        .iter()
+        .flat_map(|m| m.instance.ports().iter().map(|(n, _)| n.as_str()))
+        .collect();
+    for port in ports {
+        let members: Vec<(&Member<'_>, Rec)> = healthy
+            .iter()
+            .filter_map(|m| {
+                let (_, p) = m
+                    .instance
+                    .ports()
+                    .iter()
+                    .find(|(n, _)| n.as_str() == port)?;
+                Some((m, srv_rec_on(svc, d, m.instance, *p, m.addr)))
+            })
+            .collect();
+        nodes.push((names::named_port(port, svc, d), port_node(&members, ttl, l)));
     }
     let tags: BTreeSet<&str> = healthy
         .iter()
-        .flat_map(|m| m.tags.iter().map(|t| t.as_str()))
+        .flat_map(|m| m.instance.tags().iter().map(|t| t.as_str()))
         .collect();
     for tag in tags {
         let subset: Vec<&Member<'_>> = healthy
             .iter()
-            .filter(|m| m.tags.iter().any(|t| t.as_str() == tag))
+            .filter(|m| m.instance.tags().iter().any(|t| t.as_str() == tag))
             .collect();
         nodes.push((
             names::tagged_service(tag, svc, d),
-            service_node(&subset, ttl, true),
+            service_node(&subset, ttl, true, l),
         ));
         // `_svc._tcp` and `_svc._udp` are the protocol forms, never a tag filter.
         if tag != "tcp" && tag != "udp" {
             nodes.push((
                 names::rfc2782(svc, tag, d),
-                service_node(&subset, ttl, false),
+                service_node(&subset, ttl, false, l),
             ));
         }
     }
@@ -625,6 +733,8 @@ mod tests {
             include_warning: false,
             max_answers: 0,
             max_udp_payload: 1232,
+            locality: Default::default(),
+            fail_open: false,
         };
         Statics::new(settings, &[], 1)
     }
@@ -637,7 +747,7 @@ mod tests {
     }
 
     /// Names and, per name, its record sets (type and RDATA), in a comparable form.
-    type Contents = BTreeMap<String, Vec<(u16, u32, Vec<Vec<u8>>)>>;
+    type Contents = BTreeMap<String, Vec<(u16, u32, Vec<Vec<u8>>, String)>>;
 
     fn contents(t: &DynamicNames) -> Contents {
         t.iter()
@@ -650,6 +760,7 @@ mod tests {
                             s.rtype,
                             s.ttl,
                             s.records.iter().map(|r| r.rdata.to_vec()).collect(),
+                            s.routing_text(),
                         )
                     })
                     .collect();
@@ -711,6 +822,14 @@ mod tests {
                 if rng(&mut seed).is_multiple_of(3) {
                     d = d.meta("v", &(rng(&mut seed) % 2).to_string());
                 }
+                // And the routing inputs: weight, named ports, fail-open.
+                d = d.weight(1 + (rng(&mut seed) % 3) as u16);
+                if rng(&mut seed).is_multiple_of(3) {
+                    d = d.port_named("grpc", 9000 + (rng(&mut seed) % 2) as u16);
+                }
+                if rng(&mut seed).is_multiple_of(4) {
+                    d = d.fail_open();
+                }
                 insts.insert(entry_of(d, status));
             }
             if insts.is_empty() {
@@ -752,5 +871,12 @@ mod tests {
         }
         assert!(contents(b.names()).is_empty());
         assert!(b.below.is_empty() && b.reverse.is_empty());
+        assert_eq!(
+            b.fail_open
+                .services
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "every fail-open episode ended"
+        );
     }
 }

@@ -7,9 +7,12 @@
 
 use smallvec::SmallVec;
 
+use std::net::IpAddr;
+
 use super::answer::Response;
 use super::names::{self, MAX_NAME};
 use super::query;
+use super::routing::Client;
 use super::table::{Lookup, RRSet, Rec, Table, Zone};
 use super::wire::{
     self, A, AA, AAAA, ANY, AXFR, BADVERS, CD, CLASS_ANY, CLASS_IN, CNAME, FORMERR, HEADER_LEN,
@@ -56,14 +59,17 @@ pub enum Outcome {
     },
 }
 
-/// Writes the response to `packet` into `out`; `Dropped` when none should be sent.
-/// `recursion`: forwarding is on and this client may use it, so responses carry RA and names
-/// outside every zone are forwarded (when the query asks for recursion) instead of REFUSED.
+/// Writes the response to `packet`, from a client at `peer`, into `out`; `Dropped` when
+/// none should be sent. `recursion`: forwarding is on and this client may use it, so
+/// responses carry RA and names outside every zone are forwarded (when the query asks for
+/// recursion) instead of REFUSED. `peer` (or the query's EDNS Client Subnet) places the
+/// client in a `dns.locality` zone.
 pub fn handle(
     table: &Table,
     packet: &[u8],
     transport: Transport,
     recursion: bool,
+    peer: IpAddr,
     out: &mut Vec<u8>,
 ) -> Outcome {
     if packet.len() < HEADER_LEN || wire::flags(packet) & QR != 0 {
@@ -109,8 +115,13 @@ pub fn handle(
             usize::from(edns.map_or(512, |e| e.payload.clamp(512, advertised.max(512))))
         }
     };
+    let ecs = match edns {
+        Some(e) if e.ecs != 0 => e.client_subnet(packet),
+        _ => None,
+    };
     let mut r = Response::new(out, id, echo, q.question(packet), limit, edns.is_some())
-        .edns(advertised, edns.is_some_and(|e| e.dnssec_ok));
+        .edns(advertised, edns.is_some_and(|e| e.dnssec_ok))
+        .client_subnet(ecs);
     if edns.is_some_and(|e| e.version != 0) {
         r.finish(BADVERS);
         return Outcome::Answered {
@@ -125,7 +136,17 @@ pub fn handle(
     } else if qtype == MAILA || qtype == MAILB {
         NOTIMP
     } else {
-        match answer(table, &key[..qlen], qtype, &mut r) {
+        // A resolver's Client Subnet stands for its client's address (RFC 7871).
+        let mut client = Client::new(match ecs {
+            Some(e) => e.client(),
+            // An IPv4 client on an IPv6 socket is an IPv4 client.
+            None => Some(peer.to_canonical()),
+        });
+        let rcode = answer(table, &key[..qlen], qtype, &mut r, &mut client);
+        if ecs.is_some() {
+            r.set_scope(client.scope());
+        }
+        match rcode {
             Some(rcode) => rcode,
             None if recursion && wants_recursion => return Outcome::Forward { qtype },
             // Outside every zone: no recursion for this client or query.
@@ -155,7 +176,13 @@ pub(crate) fn servfail(packet: &[u8], out: &mut Vec<u8>) {
 
 /// Answers a well-formed IN query; returns the RCODE, or `None` for a name outside every
 /// zone. Sets AA inside our zones.
-fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> Option<u8> {
+fn answer(
+    table: &Table,
+    key: &[u8],
+    qtype: u16,
+    r: &mut Response<'_>,
+    client: &mut Client,
+) -> Option<u8> {
     Some(match table.lookup(key) {
         Lookup::Outside => return None,
         Lookup::NxDomain(zone, apex) => {
@@ -175,18 +202,18 @@ fn answer(table: &Table, key: &[u8], qtype: u16, r: &mut Response<'_>) -> Option
             if host_apex(NS)
                 && let Some(ns) = table.domain_ns()
             {
-                wrote |= write_set(table, &table.zones[0], ns, r, qtype == NS);
+                wrote |= write_set(table, &table.zones[0], ns, r, qtype == NS, client);
             }
             if qtype == ANY {
                 // Additional records follow the answers, so only the last set's glue goes.
                 let last = node.rrsets.len().saturating_sub(1);
                 for (i, set) in node.rrsets.iter().enumerate() {
-                    wrote |= write_set(table, zone, set, r, i == last);
+                    wrote |= write_set(table, zone, set, r, i == last, client);
                 }
             } else if let Some(set) = node.get(qtype) {
-                wrote |= write_set(table, zone, set, r, true);
+                wrote |= write_set(table, zone, set, r, true, client);
             } else if let Some(cname) = node.get(CNAME) {
-                wrote |= write_set(table, zone, cname, r, true);
+                wrote |= write_set(table, zone, cname, r, true, client);
             }
             if !wrote && !r.is_truncated() {
                 negative(table, r, key, zone, apex);
@@ -236,11 +263,19 @@ fn ns_glue(table: &Table, set: &RRSet, targets: &[(usize, usize)], r: &mut Respo
 /// SRV targets whose glue owners are kept without a heap allocation.
 const GLUE_INLINE: usize = 16;
 
-/// Writes one record set from its round-robin start (capped by `dns.max_answers` for service
-/// sets), then, with `glue`, the SRV or NS targets' addresses as additional records (which
-/// must follow every answer: an ANY answer asks for the last set's only). True if a record
-/// was written or had to be left out for size.
-fn write_set(table: &Table, zone: &Zone, set: &RRSet, r: &mut Response<'_>, glue: bool) -> bool {
+/// Writes one record set in its order (round-robin by weight, the client's zone first when
+/// it routes; capped by `dns.max_answers` for service sets), then, with `glue`, the SRV or
+/// NS targets' addresses as additional records (which must follow every answer: an ANY
+/// answer asks for the last set's only). True if a record was written or had to be left
+/// out for size.
+fn write_set(
+    table: &Table,
+    zone: &Zone,
+    set: &RRSet,
+    r: &mut Response<'_>,
+    glue: bool,
+    client: &mut Client,
+) -> bool {
     let n = set.records.len();
     if n == 0 {
         return false;
@@ -257,18 +292,19 @@ fn write_set(table: &Table, zone: &Zone, set: &RRSet, r: &mut Response<'_>, glue
         r.answer(SOA, set.ttl, &soa);
         return true;
     }
-    let start = set.start();
+    let order = set.order(client, &table.settings.locality);
     // (record index, offset of its SRV target) of each SRV record written, for glue owners;
     // at most `take` of them, inline for the common small answer so it allocates nothing.
     let mut targets: SmallVec<[(usize, usize); GLUE_INLINE]> = SmallVec::new();
     for k in 0..take {
-        let rec = &set.records[(start + k) % n];
+        let i = order.at(k);
+        let rec = &set.records[i];
         match r.answer(set.rtype, set.ttl, &rec.rdata) {
             Some(at) => {
                 if set.rtype == SRV {
-                    targets.push(((start + k) % n, at + SRV_TARGET));
+                    targets.push((i, at + SRV_TARGET));
                 } else if set.rtype == NS {
-                    targets.push(((start + k) % n, at));
+                    targets.push((i, at));
                 }
             }
             None => return true,

@@ -17,6 +17,7 @@ mod name_map;
 pub(crate) mod names;
 mod notify;
 pub(crate) mod query;
+pub(crate) mod routing;
 pub(crate) mod rrl;
 pub(crate) mod stats;
 pub(crate) mod table;
@@ -66,6 +67,8 @@ pub struct DnsView {
     /// `dns.notify` and `dns.notify_interval`.
     notify: Vec<SocketAddr>,
     notify_interval: Duration,
+    /// Fail-open episodes, counted by the builder.
+    fail_open: Arc<stats::FailOpen>,
 }
 
 impl DnsView {
@@ -82,9 +85,12 @@ impl DnsView {
             include_warning: config.dns.include_warning,
             max_answers: config.dns.max_answers,
             max_udp_payload: config.dns.max_udp_payload,
+            locality: Arc::new(routing::Locality::new(&config.dns.locality)),
+            fail_open: config.dns.fail_open,
         };
         let statics = Statics::new(settings, &zones, 0);
-        let builder = dynamic::Builder::default();
+        let fail_open = Arc::new(stats::FailOpen::default());
+        let builder = dynamic::Builder::counting(fail_open.clone());
         let table = ArcSwap::from_pointee(dynamic::Builder::empty_table(&statics));
         let transfer = transfer::Policy::new(config).map_err(|message| ZoneError {
             path: config.dns.zones_dir.clone(),
@@ -103,7 +109,13 @@ impl DnsView {
             published: tokio::sync::watch::channel(0).0,
             notify: config.dns.notify.clone(),
             notify_interval: config.dns.notify_interval,
+            fail_open,
         }))
+    }
+
+    /// The fail-open counts the name builder keeps, for `/metrics` (`Stats::with_fail_open`).
+    pub(crate) fn fail_open(&self) -> Arc<stats::FailOpen> {
+        self.fail_open.clone()
     }
 
     /// The current table.

@@ -90,6 +90,11 @@ pub(crate) fn rfc2782(svc: &str, second: &str, domain: &[u8]) -> Box<[u8]> {
     )
 }
 
+/// `_<port>._tcp.<service>.service.D`: a named port's SRV name.
+pub(crate) fn named_port(port: &str, svc: &str, domain: &[u8]) -> Box<[u8]> {
+    wire(&[&format!("_{port}"), "_tcp", svc, "service"], domain)
+}
+
 /// `<id>.<service>.instance.D`
 pub(crate) fn instance(id: &str, svc: &str, domain: &[u8]) -> Box<[u8]> {
     wire(&[id, svc, "instance"], domain)

@@ -17,6 +17,94 @@ pub(crate) struct Edns {
     pub version: u8,
     /// The DO bit (RFC 3225): copied into the reply's OPT.
     pub dnssec_ok: bool,
+    /// Where the data of the query's EDNS Client Subnet option (RFC 7871) starts in the
+    /// packet, already checked well formed; 0 when it has none. An offset rather than the
+    /// option read out, so a query without one (nearly all) copies two bytes, not twenty.
+    pub ecs: u16,
+}
+
+impl Edns {
+    /// The query's Client Subnet, when it has one (`packet` is the query `parse` read). Out
+    /// of line: nearly no query has one.
+    #[inline(never)]
+    pub(crate) fn client_subnet(&self, packet: &[u8]) -> Option<Ecs> {
+        if self.ecs == 0 {
+            return None;
+        }
+        let at = usize::from(self.ecs);
+        let len = usize::from(u16_at(packet, at - 2)?);
+        Ecs::parse(packet.get(at..at + len)?)
+    }
+}
+
+/// The EDNS option code of Client Subnet (RFC 7871 §6).
+pub(crate) const ECS: u16 = 8;
+
+/// An EDNS Client Subnet option as sent (RFC 7871 §6): echoed in the reply with its scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ecs {
+    /// 1: IPv4, 2: IPv6.
+    pub family: u16,
+    pub source: u8,
+    /// The address's first `ceil(source / 8)` bytes (the rest zero).
+    pub addr: [u8; 16],
+}
+
+impl Ecs {
+    /// Bytes of ADDRESS on the wire.
+    pub(crate) fn addr_len(&self) -> usize {
+        usize::from(self.source).div_ceil(8)
+    }
+
+    /// The client's address as the resolver gave it, the bits past SOURCE PREFIX-LENGTH
+    /// zero; `None` for a source prefix of 0, by which a resolver asks that the answer not
+    /// depend on where its client is (RFC 7871 §7.1.2).
+    pub(crate) fn client(&self) -> Option<std::net::IpAddr> {
+        if self.source == 0 {
+            return None;
+        }
+        Some(if self.family == 1 {
+            let a: [u8; 4] = self.addr[..4].try_into().expect("4 bytes");
+            std::net::IpAddr::from(a)
+        } else {
+            std::net::IpAddr::from(self.addr)
+        })
+    }
+
+    /// Reads an ECS option's data: FAMILY 1 or 2, SOURCE PREFIX-LENGTH within it, ADDRESS of
+    /// exactly the bytes the prefix needs with no bit set past it (RFC 7871 §6: otherwise
+    /// FORMERR). A query's SCOPE PREFIX-LENGTH is not looked at.
+    #[cold]
+    fn parse(data: &[u8]) -> Option<Self> {
+        let family = u16_at(data, 0)?;
+        let source = *data.get(2)?;
+        let _scope = *data.get(3)?;
+        let max = match family {
+            1 => 32,
+            2 => 128,
+            _ => return None,
+        };
+        if source > max {
+            return None;
+        }
+        let addr = &data[4..];
+        let mut ecs = Ecs {
+            family,
+            source,
+            addr: [0; 16],
+        };
+        if addr.len() != ecs.addr_len() {
+            return None;
+        }
+        ecs.addr[..addr.len()].copy_from_slice(addr);
+        let spare = (8 - source % 8) % 8;
+        if let Some(&last) = addr.last()
+            && last & ((1u16 << spare) - 1) as u8 != 0
+        {
+            return None;
+        }
+        Some(ecs)
+    }
 }
 
 /// What an answer needs of a well-formed query.
@@ -142,14 +230,19 @@ fn records(packet: &[u8], mut at: usize) -> Result<(Option<Edns>, bool), Malform
         }
         if rtype == OPT {
             // For an OPT, TTL is extended RCODE (unused in a query), version, flags.
-            let opt = Edns {
+            let mut opt = Edns {
                 payload: class,
                 version: packet[at - 5],
                 dnssec_ok: packet[at - 4] & 0x80 != 0,
+                ecs: 0,
             };
             // RFC 6891 §6.1.1: one OPT, in the additional section, owned by the root.
             bad |= i < additional_from || edns.is_some() || packet[name_at] != 0;
-            bad |= !options_fill(&packet[at..at + rdlen]);
+            match options(&packet[at..at + rdlen]) {
+                // A message is at most 65,535 bytes, so the offset fits.
+                Ok(ecs) => opt.ecs = ecs.map_or(0, |o| (at + o) as u16),
+                Err(()) => bad = true,
+            }
             edns = edns.or(Some(opt));
         }
         tsig = rtype == TSIG && i + 1 == an + ns + ar && i >= additional_from;
@@ -162,18 +255,29 @@ fn records(packet: &[u8], mut at: usize) -> Result<(Option<Edns>, bool), Malform
     }
 }
 
-/// Whether `rdata` is a whole number of EDNS options (code, length, that many bytes):
-/// an option running past the RDATA, or a stray byte after the last, is malformed. Option
-/// codes are not looked at: unknown options are ignored (RFC 6891 §6.1.2).
-fn options_fill(rdata: &[u8]) -> bool {
+/// Reads an OPT's options: a whole number of them (code, length, that many bytes; an option
+/// running past the RDATA, or a stray byte after the last, is malformed), at most one Client
+/// Subnet and that one well formed (RFC 7871 §6, §7.1.1). Other codes are ignored (RFC 6891
+/// §6.1.2). `Ok`: where the Client Subnet's data starts in `rdata`, if there is one.
+fn options(rdata: &[u8]) -> Result<Option<usize>, ()> {
     let mut at = 0;
+    let mut ecs = None;
     while at < rdata.len() {
-        match u16_at(rdata, at + 2) {
-            Some(len) => at += 4 + usize::from(len),
-            None => return false,
+        let (Some(code), Some(len)) = (u16_at(rdata, at), u16_at(rdata, at + 2)) else {
+            return Err(());
+        };
+        let end = at + 4 + usize::from(len);
+        if code == ECS {
+            let data = rdata.get(at + 4..end).ok_or(())?;
+            if ecs.is_some() {
+                return Err(());
+            }
+            Ecs::parse(data).ok_or(())?;
+            ecs = Some(at + 4);
         }
+        at = end;
     }
-    at == rdata.len()
+    if at == rdata.len() { Ok(ecs) } else { Err(()) }
 }
 
 #[cfg(test)]
@@ -207,6 +311,7 @@ mod tests {
                 payload: 1232,
                 version: 0,
                 dnssec_ok: false,
+                ecs: 0,
             })
         );
         assert_eq!(
@@ -266,6 +371,7 @@ mod tests {
             payload: 1232,
             version: 0,
             dnssec_ok: true,
+            ecs: 0,
         });
         // Two options, one of an unassigned code: fine.
         let good = with_options(&[0xfd, 0xe9, 0, 2, 1, 2, 0, 10, 0, 0]);
@@ -290,6 +396,50 @@ mod tests {
     }
 
     #[test]
+    fn client_subnet_is_read_and_malformed_ones_refused() {
+        let mut key = [0u8; MAX_NAME];
+        let ecs = |data: &[u8]| {
+            let mut o = vec![0, 8];
+            o.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            o.extend_from_slice(data);
+            o
+        };
+        let got = |data: &[u8]| {
+            let mut key = [0u8; MAX_NAME];
+            let packet = with_options(&ecs(data));
+            parse(&packet, &mut key).map(|q| q.edns.and_then(|e| e.client_subnet(&packet)))
+        };
+        // 10.1.2.0/24: three address bytes.
+        let e = got(&[0, 1, 24, 0, 10, 1, 2]).unwrap().unwrap();
+        assert_eq!((e.family, e.source), (1, 24));
+        assert_eq!(e.client(), Some("10.1.2.0".parse().unwrap()));
+        // 2001:db8::/32, and /0 (no location wanted).
+        let e = got(&[0, 2, 32, 0, 0x20, 0x01, 0x0d, 0xb8])
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.client(), Some("2001:db8::".parse().unwrap()));
+        assert_eq!(got(&[0, 1, 0, 0]).unwrap().unwrap().client(), None);
+        // An unknown option beside it is ignored.
+        let mut both = ecs(&[0, 1, 8, 0, 10]);
+        both.extend_from_slice(&[0xfd, 0xe9, 0, 0]);
+        assert!(parse(&with_options(&both), &mut key).is_ok());
+        for bad in [
+            &[0, 3, 8, 0, 10][..],          // unknown family
+            &[0, 1, 33, 0, 10, 0, 0, 0, 0], // prefix longer than IPv4
+            &[0, 1, 24, 0, 10, 1],          // too few address bytes
+            &[0, 1, 16, 0, 10, 1, 2],       // too many
+            &[0, 1, 23, 0, 10, 1, 3],       // a bit set past the prefix
+            &[0, 1, 24],                    // cut short
+        ] {
+            assert!(got(bad).is_err(), "{bad:?}");
+        }
+        // Two Client Subnet options.
+        let mut two = ecs(&[0, 1, 8, 0, 10]);
+        two.extend_from_slice(&ecs(&[0, 1, 8, 0, 10]));
+        assert!(parse(&with_options(&two), &mut key).is_err());
+    }
+
+    #[test]
     fn records_before_the_opt_are_skipped() {
         let mut key = [0u8; MAX_NAME];
         let mut q = wire("web.service.internal.", None);
@@ -305,6 +455,7 @@ mod tests {
                 payload: 4096,
                 version: 1,
                 dnssec_ok: false,
+                ecs: 0,
             })
         );
     }

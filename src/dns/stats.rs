@@ -228,10 +228,21 @@ impl<const OWNED: bool> Recorder<'_, OWNED> {
     }
 }
 
+/// Fail-open (CONTRACT §2 "Routing"), counted by the name builder on the registry writer,
+/// never on the query path: how many times a service started failing open, and how many do
+/// now.
+#[derive(Debug, Default)]
+pub(crate) struct FailOpen {
+    pub entered: AtomicU64,
+    pub services: AtomicU64,
+}
+
 /// Every block: one per UDP worker and the shared one.
 pub(crate) struct Stats {
     workers: Box<[Block]>,
     shared: Block,
+    /// The builder's fail-open counts (`DnsView::fail_open`).
+    fail_open: std::sync::Arc<FailOpen>,
 }
 
 impl Stats {
@@ -240,7 +251,14 @@ impl Stats {
         Self {
             workers: (0..workers).map(|_| Block::default()).collect(),
             shared: Block::default(),
+            fail_open: Default::default(),
         }
+    }
+
+    /// Reports the fail-open counts of `fail_open` (the `DnsView`'s) with the rest.
+    pub(crate) fn with_fail_open(mut self, fail_open: std::sync::Arc<FailOpen>) -> Self {
+        self.fail_open = fail_open;
+        self
     }
 
     /// The block of UDP worker `i`, which only that worker's thread may write (a second
@@ -282,6 +300,8 @@ impl Stats {
             }
             t.latency_sum_ns += b.latency_sum_ns.load(Relaxed);
         }
+        t.fail_open_entered = self.fail_open.entered.load(Relaxed);
+        t.fail_open_services = self.fail_open.services.load(Relaxed);
         t
     }
 }
@@ -296,6 +316,10 @@ pub(crate) struct Totals {
     /// Per bucket, not cumulative; the last is +Inf.
     pub latency: [u64; BUCKETS + 1],
     pub latency_sum_ns: u64,
+    /// Times a service started failing open.
+    pub fail_open_entered: u64,
+    /// Services failing open now.
+    pub fail_open_services: u64,
 }
 
 #[cfg(test)]

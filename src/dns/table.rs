@@ -8,7 +8,7 @@
 //! against the few zone apexes to choose NXDOMAIN or REFUSED, so a miss costs no more than a
 //! hit whatever the registry's size.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use smallvec::SmallVec;
 
 use super::names;
+use super::routing::{Client, Locality, Order, Routing};
 use super::wire::{A, AAAA, NS, SOA, SRV, SRV_TARGET};
 use super::zonefile::StaticZone;
 
@@ -53,6 +54,9 @@ pub(crate) struct RRSet {
     /// Round-robin position when `rotating`: incremented by every query that reads the
     /// set; wraps harmlessly.
     rotation: AtomicU32,
+    /// Weights and locality (`routing.rs`), when the set needs more than plain rotation;
+    /// boxed so the common set pays one pointer.
+    routing: Option<Box<Routing>>,
 }
 
 impl RRSet {
@@ -63,6 +67,7 @@ impl RRSet {
             ttl,
             records: records.into_iter().collect(),
             rotation: AtomicU32::new(0),
+            routing: None,
         }
     }
 
@@ -73,12 +78,26 @@ impl RRSet {
         }
     }
 
-    /// The index of the first record of this answer: the next round-robin position.
-    pub(crate) fn start(&self) -> usize {
-        if self.rotating && !self.records.is_empty() {
-            self.rotation.fetch_add(1, Ordering::Relaxed) as usize % self.records.len()
-        } else {
-            0
+    /// The set's routing as text, for tests comparing two builds.
+    #[cfg(test)]
+    pub(crate) fn routing_text(&self) -> String {
+        format!("{:?}", self.routing)
+    }
+
+    /// The order of this answer's records: the next round-robin position, by weight and
+    /// the client's zone when the set routes.
+    #[inline]
+    pub(crate) fn order(&self, client: &mut Client, locality: &Locality) -> Order<'_> {
+        let n = self.records.len();
+        if !self.rotating || n == 0 {
+            return Order::Rotate { start: 0, n };
+        }
+        match &self.routing {
+            None => Order::Rotate {
+                start: self.rotation.fetch_add(1, Ordering::Relaxed) as usize % n,
+                n,
+            },
+            Some(r) => r.order(&self.rotation, n, client, locality),
         }
     }
 }
@@ -233,6 +252,10 @@ pub(crate) struct Settings {
     pub max_answers: usize,
     /// `dns.max_udp_payload`: the largest UDP answer, and what replies' OPT advertises.
     pub max_udp_payload: u16,
+    /// `dns.locality`: client networks by zone.
+    pub locality: Arc<Locality>,
+    /// `dns.fail_open`: every service fails open.
+    pub fail_open: bool,
 }
 
 /// The parts of a table that do not change with the registry.
@@ -290,6 +313,7 @@ pub struct Table {
 }
 
 impl Table {
+    #[inline]
     pub(crate) fn lookup(&self, key: &[u8]) -> Lookup<'_> {
         if let Some(n) = self.node(key) {
             let zone = &self.zones[n.zone];
@@ -550,21 +574,28 @@ pub(crate) fn addr_rec(a: IpAddr) -> Rec {
 
 /// An in-service instance as the service-level answers use it: its address record and its
 /// SRV record (target = its instance name, glue = its address), built once per registration
-/// so a health change only clones (reference-counts) them.
+/// so a health change only clones (reference-counts) them; its zone's number in
+/// `dns.locality`.
 pub(crate) struct Member<'a> {
-    pub address: IpAddr,
-    pub tags: &'a [crate::model::Tag],
+    pub instance: &'a crate::model::Instance,
     pub addr: &'a Rec,
     pub srv: &'a Rec,
+    pub zone: Option<usize>,
 }
 
-/// The SRV record of an instance of `svc`: its priority, weight and port, its instance name
-/// as target, its address as glue.
-pub(crate) fn srv_rec(svc: &str, d: &[u8], i: &crate::model::Instance, addr: &Rec) -> Rec {
+/// The SRV record of an instance of `svc` on `port`: its priority and weight, its instance
+/// name as target, its address as glue.
+pub(crate) fn srv_rec_on(
+    svc: &str,
+    d: &[u8],
+    i: &crate::model::Instance,
+    port: u16,
+    addr: &Rec,
+) -> Rec {
     let mut r = Vec::with_capacity(SRV_TARGET + 64);
     r.extend_from_slice(&i.priority().to_be_bytes());
     r.extend_from_slice(&i.weight().to_be_bytes());
-    r.extend_from_slice(&i.port().to_be_bytes());
+    r.extend_from_slice(&port.to_be_bytes());
     r.extend_from_slice(&names::instance(i.key().id.as_str(), svc, d));
     Rec {
         rdata: r.into(),
@@ -572,24 +603,78 @@ pub(crate) fn srv_rec(svc: &str, d: &[u8], i: &crate::model::Instance, addr: &Re
     }
 }
 
-/// A service-level node: the members' A/AAAA (once per address, when `with_addresses`) and
-/// SRV records, both rotating.
-pub(crate) fn service_node(members: &[&Member<'_>], ttl: u32, with_addresses: bool) -> Node {
+/// The SRV record of an instance of `svc`: its priority, weight and port, its instance name
+/// as target, its address as glue.
+pub(crate) fn srv_rec(svc: &str, d: &[u8], i: &crate::model::Instance, addr: &Rec) -> Rec {
+    srv_rec_on(svc, d, i, i.port(), addr)
+}
+
+/// A rotating set of `records`, each with its weight and zone, routing when they need it.
+fn routed(
+    rtype: u16,
+    ttl: u32,
+    records: Vec<(Rec, u32, Option<usize>)>,
+    locality: &Locality,
+) -> RRSet {
+    let weights: Vec<u32> = records.iter().map(|r| r.1).collect();
+    let zones: Vec<Option<usize>> = records.iter().map(|r| r.2).collect();
+    RRSet {
+        routing: Routing::new(&weights, &zones, locality.zones()),
+        ..RRSet::rotating(rtype, ttl, records.into_iter().map(|r| r.0))
+    }
+}
+
+/// A service-level node: the members' A/AAAA (once per address, when `with_addresses`: an
+/// address shared by several members weighs their sum) and SRV records, all rotating and
+/// routing by weight and zone.
+pub(crate) fn service_node(
+    members: &[&Member<'_>],
+    ttl: u32,
+    with_addresses: bool,
+    locality: &Locality,
+) -> Node {
     let mut rrsets = RRSets::new();
     if with_addresses {
         for rtype in [A, AAAA] {
-            let mut seen = BTreeSet::new();
-            let recs: Vec<Rec> = members
-                .iter()
-                .filter(|m| addr_type(m.address) == rtype && seen.insert(m.address))
-                .map(|m| m.addr.clone())
-                .collect();
+            let mut recs: Vec<(Rec, u32, Option<usize>)> = Vec::new();
+            // Address → its record's position in `recs`.
+            let mut seen: BTreeMap<IpAddr, usize> = BTreeMap::new();
+            for m in members {
+                let a = m.instance.address();
+                if addr_type(a) != rtype {
+                    continue;
+                }
+                let w = u32::from(m.instance.weight());
+                match seen.get(&a) {
+                    Some(&at) => recs[at].1 += w,
+                    None => {
+                        seen.insert(a, recs.len());
+                        recs.push((m.addr.clone(), w, m.zone));
+                    }
+                }
+            }
             if !recs.is_empty() {
-                rrsets.push(RRSet::rotating(rtype, ttl, recs));
+                rrsets.push(routed(rtype, ttl, recs, locality));
             }
         }
     }
-    let srv = members.iter().map(|m| m.srv.clone());
-    rrsets.push(RRSet::rotating(SRV, ttl, srv));
+    let srv = members
+        .iter()
+        .map(|m| (m.srv.clone(), u32::from(m.instance.weight()), m.zone))
+        .collect();
+    rrsets.push(routed(SRV, ttl, srv, locality));
     Node { zone: 0, rrsets }
+}
+
+/// The node of a named port: each member's SRV record on that port (`recs`, by member),
+/// rotating and routing like the service's own SRV.
+pub(crate) fn port_node(members: &[(&Member<'_>, Rec)], ttl: u32, locality: &Locality) -> Node {
+    let srv = members
+        .iter()
+        .map(|(m, r)| (r.clone(), u32::from(m.instance.weight()), m.zone))
+        .collect();
+    Node {
+        zone: 0,
+        rrsets: smallvec::smallvec![routed(SRV, ttl, srv, locality)],
+    }
 }

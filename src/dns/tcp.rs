@@ -207,6 +207,7 @@ async fn connection(
                 query,
                 Transport::Tcp,
                 forwarder.is_some(),
+                peer.ip(),
                 &mut out,
             ) {
                 Outcome::Answered { rcode, qtype } => {

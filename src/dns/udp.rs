@@ -76,6 +76,7 @@ pub(crate) fn run(
             &buf[..n],
             Transport::Udp,
             recursion,
+            peer.ip(),
             &mut out,
         ) {
             Outcome::Signed { rcode, qtype } => {

@@ -34,6 +34,10 @@ fn cases() -> Vec<Case> {
     let full = json(serde_json::json!({
         "address": "10.0.0.2", "port": 8080, "tags": ["v2"], "meta": {"version": "2.1.0"},
         "weight": 5, "check": {"ttl": "30s"}, "deregister_after": "10m",
+        "ports": {"grpc": 9090}, "fail_open": true,
+    }));
+    let bad_port = json(serde_json::json!({
+        "address": "10.0.0.2", "port": 8080, "ports": {"_grpc": 9090},
     }));
     let mut big = serde_json::json!({"address": "10.0.0.1", "port": 80});
     big["meta"] = serde_json::json!({"k": "x".repeat(70 * 1024)});
@@ -47,6 +51,7 @@ fn cases() -> Vec<Case> {
             none(),
             full,
         ),
+        ("PUT", reg.clone(), none(), bad_port),
         ("PUT", reg.clone(), none(), b"{not json".to_vec()),
         ("PUT", reg.clone(), none(), b"".to_vec()),
         (
@@ -228,8 +233,8 @@ async fn every_request_gets_the_same_answer_with_and_without_the_registration_pa
     assert_eq!(
         statuses,
         [
-            200, 200, 200, 400, 400, 400, 400, 400, 413, 413, 403, 200, 403, 200, 400, 200, 200,
-            404, 404, 414, 405, 200
+            200, 200, 200, 400, 400, 400, 400, 400, 400, 413, 413, 403, 200, 403, 200, 400, 200,
+            200, 404, 404, 414, 405, 200
         ]
     );
     let counts = |m: &Metrics| -> std::collections::BTreeSet<String> {

@@ -29,6 +29,10 @@ pub(crate) struct RegisterBody {
     ttl: Option<u32>,
     check: Option<CheckBody>,
     deregister_after: Option<String>,
+    #[serde(default)]
+    ports: BTreeMap<String, u16>,
+    #[serde(default)]
+    fail_open: bool,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +92,8 @@ impl RegisterBody {
                 ttl: self.ttl,
                 check,
                 deregister_after,
+                ports: self.ports,
+                fail_open: self.fail_open,
             },
         )
     }
@@ -182,6 +188,9 @@ pub(crate) struct InstanceOut<'a> {
     ttl: Option<u32>,
     check: Option<CheckOut<'a>>,
     deregister_after: Option<String>,
+    /// Named ports by name (`{}` when none).
+    ports: BTreeMap<&'a str, u16>,
+    fail_open: bool,
     health: HealthOut<'a>,
     maintenance: Option<MaintenanceOut<'a>>,
 }
@@ -220,6 +229,8 @@ impl<'a> From<&'a Entry> for InstanceOut<'a> {
                 }
             }),
             deregister_after: i.deregister_after().map(dur),
+            ports: i.ports().iter().map(|(n, p)| (n.as_str(), *p)).collect(),
+            fail_open: i.fail_open(),
             health: HealthOut {
                 status: e.health.status.as_str(),
                 output: &e.health.output,

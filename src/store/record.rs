@@ -15,30 +15,48 @@ use crate::model::{
     CheckKind, CheckSpec, Instance, InstanceId, InstanceKey, Maintenance, Registration, ServiceName,
 };
 
-/// Format version written in every record; a reader refuses versions it does not know.
-pub(crate) const VERSION: u32 = 1;
+/// Format version of a record with named ports or fail-open (version 2); a reader refuses
+/// versions it does not know. A record without them is written as version 1, byte for byte
+/// what earlier versions wrote, so they still read it (a replica not yet upgraded, a
+/// downgrade).
+pub(crate) const VERSION: u32 = 2;
 
-/// First byte of a postcard-encoded record (never the first byte of a JSON one).
+/// First byte of a postcard-encoded version-1 record (never the first byte of a JSON one).
 const POSTCARD: u8 = 0x01;
+/// First byte of a postcard-encoded version-2 record: postcard is positional, so a record
+/// with more fields needs its own marker.
+const POSTCARD_V2: u8 = 0x02;
 
-/// Appends `inst`'s stored form to `buf`.
-pub(crate) fn encode_into(buf: &mut Vec<u8>, inst: &Instance) -> Result<(), String> {
-    buf.push(POSTCARD);
-    *buf =
-        postcard::to_extend(&Record::from(inst), std::mem::take(buf)).map_err(|e| e.to_string())?;
+fn postcard_into<T: Serialize>(buf: &mut Vec<u8>, marker: u8, t: &T) -> Result<(), String> {
+    buf.push(marker);
+    *buf = postcard::to_extend(t, std::mem::take(buf)).map_err(|e| e.to_string())?;
     Ok(())
 }
 
-/// Reads a stored record (either encoding) back into an instance, re-validating it.
+/// Appends `inst`'s stored form to `buf`: version 1 when it has no field of version 2.
+pub(crate) fn encode_into(buf: &mut Vec<u8>, inst: &Instance) -> Result<(), String> {
+    let rec = Record::from(inst);
+    match rec.versioned() {
+        Versioned::V1(v1) => postcard_into(buf, POSTCARD, &v1),
+        Versioned::V2(rec) => postcard_into(buf, POSTCARD_V2, &rec),
+    }
+}
+
+fn postcard_from<'a, T: Deserialize<'a>>(rest: &'a [u8]) -> Result<T, String> {
+    let (rec, left) = postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
+    if !left.is_empty() {
+        return Err(format!("{} bytes after the record", left.len()));
+    }
+    Ok(rec)
+}
+
+/// Reads a stored record (any encoding, any known version) back into an instance,
+/// re-validating it.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Instance, String> {
     let rec: Record = match bytes.split_first() {
-        Some((&POSTCARD, rest)) => {
-            let (rec, left) = postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
-            if !left.is_empty() {
-                return Err(format!("{} bytes after the record", left.len()));
-            }
-            rec
-        }
+        Some((&POSTCARD, rest)) => postcard_from::<RecordV1>(rest)?.into(),
+        Some((&POSTCARD_V2, rest)) => postcard_from(rest)?,
+        // JSON of either version: version 1 has no `ports` or `fail_open` (their defaults).
         _ => serde_json::from_slice(bytes).map_err(|e| e.to_string())?,
     };
     rec.into_instance()
@@ -60,6 +78,84 @@ pub(crate) struct Record {
     check: Option<CheckRecord>,
     deregister_after_ms: Option<u64>,
     maintenance: Option<MaintenanceRecord>,
+    /// Version 2: named ports.
+    #[serde(default)]
+    ports: BTreeMap<String, u16>,
+    /// Version 2: fail-open.
+    #[serde(default)]
+    fail_open: bool,
+}
+
+/// Version 1 of `Record`, field for field: how postcard records without version 2's fields
+/// are written and read (postcard has no defaults for missing fields).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordV1 {
+    v: u32,
+    service: String,
+    id: String,
+    address: String,
+    port: u16,
+    tags: Vec<String>,
+    meta: BTreeMap<String, String>,
+    weight: u16,
+    priority: u16,
+    ttl: Option<u32>,
+    check: Option<CheckRecord>,
+    deregister_after_ms: Option<u64>,
+    maintenance: Option<MaintenanceRecord>,
+}
+
+impl From<RecordV1> for Record {
+    fn from(r: RecordV1) -> Self {
+        Record {
+            v: r.v,
+            service: r.service,
+            id: r.id,
+            address: r.address,
+            port: r.port,
+            tags: r.tags,
+            meta: r.meta,
+            weight: r.weight,
+            priority: r.priority,
+            ttl: r.ttl,
+            check: r.check,
+            deregister_after_ms: r.deregister_after_ms,
+            maintenance: r.maintenance,
+            ports: BTreeMap::new(),
+            fail_open: false,
+        }
+    }
+}
+
+/// A record in the earliest version that holds it.
+enum Versioned {
+    V1(RecordV1),
+    V2(Record),
+}
+
+impl Record {
+    /// The version-1 form, when nothing of version 2 is set.
+    fn versioned(self) -> Versioned {
+        if !self.ports.is_empty() || self.fail_open {
+            return Versioned::V2(self);
+        }
+        Versioned::V1(RecordV1 {
+            v: 1,
+            service: self.service,
+            id: self.id,
+            address: self.address,
+            port: self.port,
+            tags: self.tags,
+            meta: self.meta,
+            weight: self.weight,
+            priority: self.priority,
+            ttl: self.ttl,
+            check: self.check,
+            deregister_after_ms: self.deregister_after_ms,
+            maintenance: self.maintenance,
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -103,7 +199,11 @@ impl From<&CheckSpec> for CheckRecord {
 /// `inst`'s stored form as JSON (the shared store's values: readable with `etcdctl get`).
 #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 pub(crate) fn encode_json(inst: &Instance) -> Vec<u8> {
-    serde_json::to_vec(&Record::from(inst)).expect("a record always serializes")
+    let json = match Record::from(inst).versioned() {
+        Versioned::V1(v1) => serde_json::to_vec(&v1),
+        Versioned::V2(v2) => serde_json::to_vec(&v2),
+    };
+    json.expect("a record always serializes")
 }
 
 /// A stable name of a check's settings: a stored status names the check it belongs to, so a
@@ -134,6 +234,8 @@ impl From<&Instance> for Record {
             ttl: i.ttl(),
             check: i.check().map(CheckRecord::from),
             deregister_after_ms: i.deregister_after().map(ms),
+            ports: i.ports().iter().map(|(n, p)| (n.to_string(), *p)).collect(),
+            fail_open: i.fail_open(),
             maintenance: i.maintenance().as_ref().map(|m| MaintenanceRecord {
                 reason: m.reason().to_string(),
                 since_ms: m
@@ -149,8 +251,11 @@ impl From<&Instance> for Record {
 impl Record {
     /// Rebuilds the instance, re-validating every field as if it came from a client.
     pub(crate) fn into_instance(self) -> Result<Instance, String> {
-        if self.v != VERSION {
-            return Err(format!("record version {} is not {VERSION}", self.v));
+        if self.v == 0 || self.v > VERSION {
+            return Err(format!("record version {} is not 1 to {VERSION}", self.v));
+        }
+        if self.v == 1 && (!self.ports.is_empty() || self.fail_open) {
+            return Err("a version 1 record with ports or fail_open".into());
         }
         // The same rules as a client's registration: a record that breaks one (written by
         // another version, or by another replica) is an error, never encoded silently.
@@ -188,6 +293,8 @@ impl Record {
             ttl: self.ttl,
             check,
             deregister_after: self.deregister_after_ms.map(Duration::from_millis),
+            ports: self.ports,
+            fail_open: self.fail_open,
         };
         let maintenance = self
             .maintenance
@@ -286,9 +393,53 @@ mod tests {
 
     #[test]
     fn json_records_written_before_still_read() {
-        let json = serde_json::to_vec(&Record::from(&full())).unwrap();
+        let json = encode_json(&full());
         assert_eq!(json[0], b'{');
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value["v"], 1, "nothing of version 2: written as version 1");
+        assert!(value.get("ports").is_none() && value.get("fail_open").is_none());
         assert_eq!(decode(&json).unwrap(), full());
+    }
+
+    /// An instance with version 2's fields (named ports, fail-open).
+    fn routed() -> Instance {
+        testing::instance("web", "web-2")
+            .port_named("grpc", 9090)
+            .port_named("admin", 8081)
+            .fail_open()
+            .build()
+    }
+
+    #[test]
+    fn version_2_records_round_trip_in_both_encodings() {
+        let mut buf = Vec::new();
+        encode_into(&mut buf, &routed()).unwrap();
+        assert_eq!(buf[0], POSTCARD_V2);
+        assert_eq!(decode(&buf).unwrap(), routed());
+        let json = encode_json(&routed());
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value["v"], 2);
+        assert_eq!(value["ports"]["grpc"], 9090);
+        assert_eq!(value["fail_open"], true);
+        assert_eq!(decode(&json).unwrap(), routed());
+        // A version 1 record never carries them; an unknown version is refused.
+        let mut v1 = value.clone();
+        v1["v"] = 1.into();
+        assert!(decode(&serde_json::to_vec(&v1).unwrap()).is_err());
+        let mut v3 = value;
+        v3["v"] = 3.into();
+        assert!(decode(&serde_json::to_vec(&v3).unwrap()).is_err());
+    }
+
+    /// Postcard records of version 1, as earlier builds wrote them, still read.
+    #[test]
+    fn version_1_binary_records_still_read() {
+        let Versioned::V1(v1) = Record::from(&full()).versioned() else {
+            panic!("full() has nothing of version 2")
+        };
+        let mut buf = vec![POSTCARD];
+        buf = postcard::to_extend(&v1, buf).unwrap();
+        assert_eq!(decode(&buf).unwrap(), full());
     }
 
     #[test]

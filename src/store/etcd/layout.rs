@@ -224,6 +224,16 @@ mod tests {
         assert_eq!(back, inst);
         assert_eq!(some.unwrap().health_for(None).unwrap(), Some(h));
         assert!(decode_instance(b"{\"instance\":{},\"health\":1}").is_err());
+        // Replicas carry named ports and fail-open (a version 2 record), with a health too.
+        let routed = testing::instance("web", "b")
+            .port_named("grpc", 9090)
+            .fail_open()
+            .build();
+        let h = Health::new(Status::Critical, "awaiting", UNIX_EPOCH);
+        let (back, _) = decode_instance(&encode_instance(&routed, Some((&h, None)))).unwrap();
+        assert_eq!(back, routed);
+        assert_eq!(back.ports().len(), 1);
+        assert!(back.fail_open());
     }
 
     #[test]
