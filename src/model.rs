@@ -96,11 +96,16 @@ label_type!(
     InstanceId,
     "id"
 );
-label_type!(
-    /// A tag an instance carries, usable as a DNS filter label: lowercase.
-    Tag,
-    "tags"
-);
+/// A tag an instance carries. Through the native API it is a DNS label (lowercased), usable
+/// as a DNS filter label (`<tag>.<service>.service.D`). Through the Consul API (CONTRACT §5,
+/// which asks labels of names and IDs only) it may also be other text, as the tools that
+/// speak it use tags (Traefik's `traefik.enable=true`, Fabio's `urlprefix-/`): such a tag is
+/// kept and shown by both APIs but names nothing in DNS (`is_label` is false).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tag(String);
+
+/// Longest tag that is not a DNS label, in bytes.
+pub const MAX_TEXT_TAG: usize = 255;
 
 label_type!(
     /// The name of a named port (`grpc` in `_grpc._tcp.<service>.service.D`): lowercase.
@@ -109,9 +114,61 @@ label_type!(
 );
 
 impl Tag {
-    /// Validates a tag sent at position `i` of the `tags` list, naming that position on error.
+    /// Validates and lowercases a DNS label tag (a `?tag=` filter, say).
+    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+        label("tags", raw).map(Self)
+    }
+
+    /// Validates a tag sent at position `i` of the `tags` list as a DNS label, naming that
+    /// position on error.
     pub fn parse_at(raw: &str, i: usize) -> Result<Self, InvalidField> {
         label(&format!("tags[{i}]"), raw).map(Self)
+    }
+
+    /// A tag sent at position `i` that may be any text: a DNS label (any case) becomes the
+    /// lowercase label, as through `parse_at`; anything else is kept as sent, when it is
+    /// 1 to 255 bytes without control characters.
+    pub fn parse_text_at(raw: &str, i: usize) -> Result<Self, InvalidField> {
+        if let Ok(l) = label("tags", raw) {
+            return Ok(Self(l));
+        }
+        let field = || format!("tags[{i}]");
+        if raw.is_empty() || raw.len() > MAX_TEXT_TAG {
+            return Err(InvalidField::new(
+                field(),
+                format!("{raw:?} must be 1 to {MAX_TEXT_TAG} bytes"),
+            ));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(InvalidField::new(
+                field(),
+                format!("{raw:?} may not hold control characters"),
+            ));
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    /// The tag as stored: a lowercase label, or the text as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the tag is a DNS label, and so names a DNS filter (`<tag>.<service>.service.D`).
+    /// A stored tag is either a lowercase label or text that is none, so this is the check
+    /// of a label's characters alone.
+    pub fn is_label(&self) -> bool {
+        let b = self.0.as_bytes();
+        (1..=63).contains(&b.len())
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -385,8 +442,11 @@ pub struct Registration {
     pub address: String,
     /// The port, 1–65535 (also the SRV target port).
     pub port: u16,
-    /// Tags as sent; each must be a DNS label (at most 32).
+    /// Tags as sent (at most 32); each must be a DNS label unless `text_tags`.
     pub tags: Vec<String>,
+    /// Tags that are not DNS labels are kept as text (`Tag::parse_text_at`): the Consul API's
+    /// registrations, and stored records (which may hold one).
+    pub text_tags: bool,
     /// Metadata served as TXT `key=value` strings (at most 64, each at most 255 bytes).
     pub meta: BTreeMap<String, String>,
     /// Default 1.
@@ -450,7 +510,11 @@ impl Instance {
         }
         let mut tags: Vec<Tag> = Vec::with_capacity(r.tags.len());
         for (i, t) in r.tags.iter().enumerate() {
-            let t = Tag::parse_at(t, i)?;
+            let t = if r.text_tags {
+                Tag::parse_text_at(t, i)?
+            } else {
+                Tag::parse_at(t, i)?
+            };
             if !tags.contains(&t) {
                 tags.push(t);
             }
@@ -700,6 +764,11 @@ pub(crate) mod testing {
         pub(crate) fn tags(mut self, t: &[&str]) -> Self {
             self.r.tags = t.iter().map(|s| s.to_string()).collect();
             self
+        }
+        /// Tags that need not be DNS labels, as the Consul API takes them.
+        pub(crate) fn text_tags(mut self, t: &[&str]) -> Self {
+            self.r.text_tags = true;
+            self.tags(t)
         }
         pub(crate) fn meta(mut self, k: &str, v: &str) -> Self {
             self.r.meta.insert(k.into(), v.into());

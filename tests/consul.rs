@@ -343,6 +343,79 @@ async fn one_registry_behind_both_apis_and_dns() {
     assert_eq!(get(&s, "/v1/health/service/shop").await.text, "[]");
 }
 
+/// Tags through the Consul API need not be DNS labels (CONTRACT §5 asks that of names and IDs
+/// only): Traefik's and Fabio's tags are kept and shown by both APIs, and filter with `tag`;
+/// label tags (any case) also name DNS filters, other tags name nothing in DNS.
+#[tokio::test]
+async fn tags_that_are_not_labels_are_kept_but_name_nothing_in_dns() {
+    let s = server().await;
+    let tags = [
+        "V2",
+        "traefik.enable=true",
+        "urlprefix-/web strip=/web",
+        "blue_green",
+    ];
+    register(
+        &s,
+        json!({"Name": "web", "ID": "web-1", "Address": "10.0.0.7", "Port": 80, "Tags": tags}),
+    )
+    .await;
+    let shown = [
+        "v2",
+        "traefik.enable=true",
+        "urlprefix-/web strip=/web",
+        "blue_green",
+    ];
+    let v = get(&s, "/v1/catalog/service/web").await.json();
+    assert_eq!(v[0]["ServiceTags"], json!(shown));
+    let v = get(&s, "/v1/agent/services").await.json();
+    assert_eq!(v["web-1"]["Tags"], json!(shown));
+    let r = s
+        .client
+        .get(s.url("/v1/services/web/instances/web-1"))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!(shown));
+    // `tag` selects by any tag, without case, as Consul's.
+    for (tag, n) in [
+        ("Traefik.Enable=true", 1),
+        ("traefik.enable=false", 0),
+        ("v2", 1),
+    ] {
+        let q = form_urlencoded::byte_serialize(tag.as_bytes()).collect::<String>();
+        let v = get(&s, &format!("/v1/health/service/web?tag={q}"))
+            .await
+            .json();
+        assert_eq!(v.as_array().unwrap().len(), n, "tag {tag}");
+    }
+    // The label tag is a DNS filter; the others are none (and break no name).
+    let (m, _) = s.udp("v2.web.service.internal.", RecordType::A, None).await;
+    assert_eq!(m.answers.len(), 1);
+    let (m, _) = s.udp("web.service.internal.", RecordType::A, None).await;
+    assert_eq!(m.answers.len(), 1);
+    // `blue_green` is no DNS label (an underscore) but can be asked as a name: nothing.
+    let (m, _) = s
+        .udp("blue_green.web.service.internal.", RecordType::A, None)
+        .await;
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::NXDomain
+    );
+    // The native API still takes label tags only (CONTRACT §3).
+    let r = s
+        .client
+        .put(s.url("/v1/services/api/instances/api-1"))
+        .bearer_auth(WRITE)
+        .json(&json!({"address": "10.0.0.9", "port": 9000, "tags": ["traefik.enable=true"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("tags[0]"));
+}
+
 /// The status and output of check `check` in web's health answer.
 async fn check_status(s: &TestServer, check: &str) -> Option<(String, String)> {
     let v = get(s, "/v1/health/service/web").await.json();
@@ -511,7 +584,9 @@ async fn every_error_is_refused_with_its_field_and_changes_nothing() {
         (valid(json!({"Address": "web.example"})), "Address:"),
         (valid(json!({"Port": 0})), "Port:"),
         (valid(json!({"Port": "80"})), "Port:"),
-        (valid(json!({"Tags": ["ok", "not a label"]})), "Tags[1]:"),
+        (valid(json!({"Tags": ["ok", ""]})), "Tags[1]:"),
+        (valid(json!({"Tags": ["ok", "a\u{7}b"]})), "Tags[1]:"),
+        (valid(json!({"Tags": ["x".repeat(256)]})), "Tags[0]:"),
         (valid(json!({"Meta": {"bad key": "x"}})), "Meta.bad key:"),
         (
             valid(json!({"Weights": {"Passing": 0}})),

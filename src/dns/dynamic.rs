@@ -692,9 +692,13 @@ fn build_service_names(
             .collect();
         nodes.push((names::named_port(port, svc, d), port_node(&members, ttl, l)));
     }
+    // Only tags that are DNS labels name a filter; others (the Consul API's `a=b` tags) are
+    // kept for the HTTP APIs alone.
     let tags: BTreeSet<&str> = healthy
         .iter()
-        .flat_map(|m| m.instance.tags().iter().map(|t| t.as_str()))
+        .flat_map(|m| m.instance.tags().iter())
+        .filter(|t| t.is_label())
+        .map(|t| t.as_str())
         .collect();
     for tag in tags {
         let subset: Vec<&Member<'_>> = healthy

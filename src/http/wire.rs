@@ -86,6 +86,8 @@ impl RegisterBody {
                 address: self.address,
                 port: self.port,
                 tags: self.tags,
+                // The native API takes DNS labels only (CONTRACT §3).
+                text_tags: false,
                 meta: self.meta,
                 weight: self.weight,
                 priority: self.priority,

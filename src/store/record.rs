@@ -84,6 +84,7 @@ pub(crate) struct Record {
     /// Version 2: fail-open.
     #[serde(default)]
     fail_open: bool,
+    // Version 2 also: tags that are not DNS labels (taken through the Consul API).
 }
 
 /// Version 1 of `Record`, field for field: how postcard records without version 2's fields
@@ -137,7 +138,11 @@ enum Versioned {
 impl Record {
     /// The version-1 form, when nothing of version 2 is set.
     fn versioned(self) -> Versioned {
-        if !self.ports.is_empty() || self.fail_open {
+        let text_tag = self
+            .tags
+            .iter()
+            .any(|t| !crate::model::Tag::parse(t).is_ok_and(|l| l.as_str() == t));
+        if !self.ports.is_empty() || self.fail_open || text_tag {
             return Versioned::V2(self);
         }
         Versioned::V1(RecordV1 {
@@ -287,6 +292,8 @@ impl Record {
             address: self.address,
             port: self.port,
             tags: self.tags,
+            // A version 2 record may hold a tag the Consul API took as text.
+            text_tags: self.v >= 2,
             meta: self.meta,
             weight: Some(self.weight),
             priority: Some(self.priority),
@@ -357,7 +364,7 @@ mod tests {
             ("check.interval", serde_json::json!(5)),
             ("check.failures_before_critical", serde_json::json!(101)),
             ("ttl", serde_json::json!(86_401)),
-            ("tags[0]", serde_json::json!(["-bad"])),
+            ("tags[0]", serde_json::json!([""])),
         ];
         for (field, value) in cases {
             let mut rec = good.clone();
@@ -429,6 +436,35 @@ mod tests {
         let mut v3 = value;
         v3["v"] = 3.into();
         assert!(decode(&serde_json::to_vec(&v3).unwrap()).is_err());
+    }
+
+    /// A tag that is not a DNS label (the Consul API's) makes a version 2 record, which
+    /// earlier builds refuse instead of misreading; a version 1 record may not hold one.
+    #[test]
+    fn text_tags_round_trip_as_version_2() {
+        let inst = testing::instance("web", "web-1")
+            .text_tags(&["v2", "traefik.enable=true"])
+            .build();
+        assert!(!inst.tags()[1].is_label());
+        let mut buf = Vec::new();
+        encode_into(&mut buf, &inst).unwrap();
+        assert_eq!(buf[0], POSTCARD_V2);
+        assert_eq!(decode(&buf).unwrap(), inst);
+        let json = encode_json(&inst);
+        let mut value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value["v"], 2);
+        assert_eq!(decode(&json).unwrap(), inst);
+        value["v"] = 1.into();
+        let err = decode(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+        assert!(err.contains("tags[1]"), "{err}");
+        // Label tags alone keep version 1.
+        let mut buf = Vec::new();
+        encode_into(
+            &mut buf,
+            &testing::instance("web", "web-1").text_tags(&["V2"]).build(),
+        )
+        .unwrap();
+        assert_eq!(buf[0], POSTCARD);
     }
 
     /// Postcard records of version 1, as earlier builds wrote them, still read.

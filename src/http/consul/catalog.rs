@@ -19,14 +19,15 @@ use crate::http::error::ApiError;
 use crate::model::ServiceName;
 use crate::registry::Entry;
 
-/// Whether `e` passes the request's `tag`s (all of them) and `filter`.
+/// Whether `e` passes the request's `tag`s (all of them, compared without case as Consul
+/// does) and `filter`.
 pub(super) fn selected(p: &Params, e: &Entry) -> bool {
     let i = &e.instance;
-    if !p
-        .tags
-        .iter()
-        .all(|t| i.tags().iter().any(|have| have.as_str() == t))
-    {
+    if !p.tags.iter().all(|t| {
+        i.tags()
+            .iter()
+            .any(|have| have.as_str().eq_ignore_ascii_case(t))
+    }) {
         return false;
     }
     let Some(f) = &p.filter else {

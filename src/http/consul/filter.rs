@@ -20,8 +20,9 @@
 //! the tags (a list: `contains`, `in`, `is empty`), the metadata (a map: `contains`/`in` test
 //! a key, `is empty`), one metadata value (`Service.Meta.<key>`: a string), the service name
 //! and the instance ID (strings: `==`, `!=`, `contains`/`in` as substring, `is empty`).
-//! Names and tags are DNS labels compared lowercased, as everywhere in signpost; metadata is
-//! compared exactly. A missing metadata key is the empty string.
+//! Names and tags are compared without case (names are DNS labels, compared lowercased
+//! everywhere in signpost; tags as Consul's tag filter compares them); metadata is compared
+//! exactly. A missing metadata key is the empty string.
 
 use std::collections::BTreeMap;
 

@@ -147,7 +147,11 @@ impl ServiceRegistration {
     pub(crate) fn from_json(v: &Value) -> Result<Self, InvalidField> {
         let mut name = None;
         let mut id = None;
-        let mut r = Registration::default();
+        // Tags as Consul takes them: any text (CONTRACT §5 asks labels of names and IDs only).
+        let mut r = Registration {
+            text_tags: true,
+            ..Registration::default()
+        };
         let mut checks: Vec<(String, &Value)> = Vec::new();
         for (key, v) in members(v, "body")? {
             match key.as_str() {
