@@ -94,13 +94,12 @@ async fn populate(s: &TestServer) {
         (2, json!(["v2"])),
         (3, json!(["v1"])),
     ] {
-        s.register(
-            "api",
-            &format!("api-{i}"),
-            json!({"address": format!("10.0.1.{i}"), "port": 8080, "tags": tags,
-                   "weight": i * 5, "check": {"ttl": "10m"}}),
-        )
-        .await;
+        let mut body = json!({"address": format!("10.0.1.{i}"), "port": 8080, "tags": tags,
+                              "weight": i * 5, "check": {"ttl": "10m"}});
+        if i == 1 {
+            body["ports"] = json!({"grpc": 9090});
+        }
+        s.register("api", &format!("api-{i}"), body).await;
     }
     let report = |id: &str, status: &str, output: &str| {
         let url = s.url(&format!("/v1/services/api/instances/{id}/health"));
@@ -254,6 +253,7 @@ async fn the_pages_show_the_registry_and_follow_its_changes() {
     for shown in [
         "api-1",
         "10.0.1.1:8080",
+        "grpc 9090",
         "v2",
         "canary",
         "5",
@@ -297,6 +297,7 @@ async fn the_pages_show_the_registry_and_follow_its_changes() {
         "_api._tcp.service.internal.".to_string(),
         "canary.api.service.internal.".to_string(),
         "v1.api.service.internal.".to_string(),
+        "_grpc._tcp.api.service.internal.".to_string(),
         format!("dig @127.0.0.1 -p {port} api.service.internal. SRV"),
     ] {
         assert!(dns.contains(&shown), "{shown} in {dns:?}");

@@ -514,7 +514,8 @@
       [`${service}.service.${domain}`, 'SRV', 'A, AAAA, SRV: healthy instances'],
       [`_${service}._tcp.service.${domain}`, 'SRV', 'SRV, RFC 2782 form'],
     ];
-    const tags = [...new Set(instances.flatMap((i) => i.tags || []))].sort();
+    // Only tags that are DNS labels name a filter (the Consul API also takes others).
+    const tags = [...new Set(instances.flatMap((i) => i.tags || []))].filter((t) => LABEL.test(t)).sort();
     for (const t of tags) {
       names.push([`${t}.${service}.service.${domain}`, 'SRV', `tagged ${t}`]);
     }
@@ -571,7 +572,8 @@
       }
       return el('tr', { 'data-id': inst.id, 'data-status': st },
         el('td', { 'data-label': 'ID' }, el('code', {}, inst.id)),
-        el('td', { 'data-label': 'Address' }, el('code', {}, inst.address.includes(':') ? `[${inst.address}]:${inst.port}` : `${inst.address}:${inst.port}`)),
+        el('td', { 'data-label': 'Address' }, el('code', {}, inst.address.includes(':') ? `[${inst.address}]:${inst.port}` : `${inst.address}:${inst.port}`),
+          Object.entries(inst.ports || {}).map(([name, port]) => el('span', { class: 'port', 'data-port': name }, `${name} ${port}`))),
         el('td', { 'data-label': 'Tags' }, (inst.tags || []).length
           ? el('span', { class: 'tags' }, inst.tags.map((t) => el('span', { class: 'tag' }, t)))
           : el('span', { class: 'muted' }, '—')),
