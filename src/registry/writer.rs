@@ -535,8 +535,10 @@ impl Writer {
                 // share is a few microseconds, and waiting here for the disk saves the
                 // wake-up of this task that handing the commit to another thread costs.
                 Some(here) if keys.len() <= HERE_MAX && can_block_here() => {
-                    for v in &self.views {
-                        v.prepare(&snap, Changed::Some(&keys));
+                    if !keys.is_empty() {
+                        for v in &self.views {
+                            v.prepare(&snap, Changed::Some(&keys));
+                        }
                     }
                     tokio::task::block_in_place(|| here.commit_here(&changes, snap.index))
                 }
