@@ -43,20 +43,52 @@ impl Reclaim {
     }
 
     /// A connection closed: after a flood has drained, the freed buffers go back to the system
-    /// (on the blocking pool: a trim of a large heap takes milliseconds).
+    /// (on the blocking pool: a trim of a large heap takes milliseconds). The first trim comes
+    /// when a quarter of the peak is left; while more than a quarter of `FLOOD` is still open
+    /// then, one more comes when that many are left, so the buffers of the flood's last
+    /// quarter are handed back too (they were still held at the first trim).
     pub(crate) fn closed(&self) {
         use std::sync::atomic::Ordering::Relaxed;
         let n = self.open.fetch_sub(1, Relaxed).saturating_sub(1);
         let peak = self.peak.load(Relaxed);
+        // Armed again at `FLOOD` (its next trim at `FLOOD / 4` open) or disarmed at `n`.
+        let next = if n > FLOOD / 4 { FLOOD } else { n };
         if peak >= FLOOD
             && n <= peak / 4
             && self
                 .peak
-                .compare_exchange(peak, n, Relaxed, Relaxed)
+                .compare_exchange(peak, next, Relaxed, Relaxed)
                 .is_ok()
         {
             tracing::debug!(peak, "connection flood drained; returning freed memory");
             tokio::task::spawn_blocking(release_free_memory);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// A flood of 800 is trimmed at 200 open (a quarter of its peak), then once more at 64 (a
+    /// quarter of `FLOOD`), and no more after that: the peak is what arms it.
+    #[tokio::test]
+    async fn a_flood_is_trimmed_when_a_quarter_is_left_and_again_near_its_end() {
+        let r = Reclaim::default();
+        for _ in 0..800 {
+            r.opened();
+        }
+        let mut armed = Vec::new();
+        for _ in 0..800 {
+            r.closed();
+            armed.push(r.peak.load(Relaxed));
+        }
+        // `armed[k]`: the peak after k + 1 closes (n = 799 - k open).
+        assert_eq!(armed[598], 800, "no trim before a quarter is left");
+        assert_eq!(armed[599], FLOOD, "the first trim, at 200 open, re-arms");
+        assert_eq!(armed[734], FLOOD);
+        assert_eq!(armed[735], 64, "the second, at 64 open, disarms");
+        assert_eq!(armed[799], 64, "and nothing more");
     }
 }
