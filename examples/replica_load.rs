@@ -118,31 +118,10 @@ async fn register(args: &[String]) {
                 }
                 let (svc, id) = names(&prefix, per, i);
                 let path = format!("/v1/services/{svc}/instances/{id}");
-                let body = format!(
-                    r#"{{"address":"{}","port":{},"weight":1,"priority":0}}"#,
-                    address(i),
-                    8000 + i % per
-                );
-                let t = Instant::now();
-                let r = match conn.send("PUT", &path, &body).await {
-                    Ok(()) => conn.response().await,
-                    Err(e) => Err(e),
-                };
-                match r {
-                    Ok(200) => lat.push(t.elapsed().as_micros() as u64),
-                    Ok(status) => {
-                        if errors.fetch_add(1, Ordering::Relaxed) < 5 {
-                            eprintln!("PUT {path} on {addr}: HTTP {status}");
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("PUT {path} on {addr}: {e}");
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        match Conn::connect(addr).await {
-                            Ok(c) => conn = c,
-                            Err(_) => break,
-                        }
-                    }
+                match put_instance(&mut conn, addr, &path, (i, per), &errors).await {
+                    Some(Some(us)) => lat.push(us),
+                    Some(None) => {}
+                    None => break,
                 }
             }
             lat

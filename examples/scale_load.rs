@@ -81,19 +81,9 @@ async fn register(args: &[String]) {
                     i / per,
                     i % per
                 );
-                let body = format!(
-                    r#"{{"address":"{}","port":{},"weight":1,"priority":0}}"#,
-                    address(i),
-                    8000 + i % per
-                );
-                let t = Instant::now();
-                let ok = match conn.send("PUT", &path, &body).await {
-                    Ok(()) => conn.response().await,
-                    Err(e) => Err(e),
-                };
-                match ok {
-                    Ok(200) => {
-                        lat.push(t.elapsed().as_micros() as u64);
+                match put_instance(&mut conn, http, &path, (i, per), &errors).await {
+                    Some(Some(us)) => {
+                        lat.push(us);
                         let d = done.fetch_add(1, Ordering::Relaxed) + 1;
                         if d % slice == 0 {
                             marks
@@ -102,19 +92,8 @@ async fn register(args: &[String]) {
                                 .push((d, start.elapsed().as_secs_f64()));
                         }
                     }
-                    Ok(status) => {
-                        if errors.fetch_add(1, Ordering::Relaxed) < 5 {
-                            eprintln!("PUT {path}: HTTP {status}");
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("PUT {path}: {e}");
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        match Conn::connect(http).await {
-                            Ok(c) => conn = c,
-                            Err(_) => break,
-                        }
-                    }
+                    Some(None) => {}
+                    None => break,
                 }
             }
             lat

@@ -125,6 +125,45 @@ impl Conn {
     }
 }
 
+/// One registration PUT of instance `i` (address from `i`, port 8000 + `i % per`) on `conn`,
+/// counted in `errors` when it fails: `Some(Some(µs))` when answered 200, `Some(None)` when
+/// refused or when the connection broke and was replaced, `None` when no new connection to
+/// `addr` could be made (the caller stops).
+pub async fn put_instance(
+    conn: &mut Conn,
+    addr: SocketAddr,
+    path: &str,
+    (i, per): (u64, u64),
+    errors: &std::sync::atomic::AtomicU64,
+) -> Option<Option<u64>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let body = format!(
+        r#"{{"address":"{}","port":{},"weight":1,"priority":0}}"#,
+        address(i),
+        8000 + i % per
+    );
+    let t = std::time::Instant::now();
+    let r = match conn.send("PUT", path, &body).await {
+        Ok(()) => conn.response().await,
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(200) => Some(Some(t.elapsed().as_micros() as u64)),
+        Ok(status) => {
+            if errors.fetch_add(1, Relaxed) < 5 {
+                eprintln!("PUT {path} on {addr}: HTTP {status}");
+            }
+            Some(None)
+        }
+        Err(e) => {
+            eprintln!("PUT {path} on {addr}: {e}");
+            errors.fetch_add(1, Relaxed);
+            *conn = Conn::connect(addr).await.ok()?;
+            Some(None)
+        }
+    }
+}
+
 pub fn address(i: u64) -> String {
     format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)
 }
