@@ -157,13 +157,19 @@ impl Tag {
     /// A stored tag is either a lowercase label or text that is none, so this is the check
     /// of a label's characters alone.
     pub fn is_label(&self) -> bool {
-        let b = self.0.as_bytes();
-        (1..=63).contains(&b.len())
-            && b[0] != b'-'
-            && b[b.len() - 1] != b'-'
-            && b.iter()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        is_lowercase_label(&self.0)
     }
+}
+
+/// Whether `s` is a DNS label as stored: lowercase `[a-z0-9-]`, 1–63 characters, no leading
+/// or trailing hyphen (no allocation, unlike `label`).
+pub fn is_lowercase_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=63).contains(&b.len())
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 impl fmt::Display for Tag {

@@ -141,7 +141,7 @@ impl Record {
         let text_tag = self
             .tags
             .iter()
-            .any(|t| !crate::model::Tag::parse(t).is_ok_and(|l| l.as_str() == t));
+            .any(|t| !crate::model::is_lowercase_label(t));
         if !self.ports.is_empty() || self.fail_open || text_tag {
             return Versioned::V2(self);
         }
