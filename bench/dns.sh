@@ -83,8 +83,10 @@ RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
 export EDNS=${EDNS:-1}        # dnsperf -e (EDNS(0)); 0 = plain DNS
 # ROUTING=1: signpost's instances get weights 1:3:96 and zone metadata, and its config a
 # dns.locality holding the client (CONTRACT §2 "Routing"), so every service answer takes the
-# zone path with weighted schedules; ROUTING=weights: the weights alone; 0 (default): equal
-# weights, no locality (plain rotation).
+# zone path with weighted schedules; ROUTING=weights: the weights alone; ROUTING=meta: the
+# zone metadata alone (served as TXT at the instance names; equal weights, no dns.locality:
+# plain rotation over the same registry as ROUTING=1); 0 (default): equal weights, no
+# metadata, no locality (plain rotation).
 export ROUTING=${ROUTING:-0}
 # RT_PRIO=N (default 10; 0 = off; needs root, else off) runs the server and dnsperf under the
 # SCHED_RR real-time policy at priority N (chrt -r): on a machine shared with other work (other
@@ -202,10 +204,10 @@ def register(http_port):
         c = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
         for n, k in chunk:
             reg = {"address": addr(n, k), "port": port(k), "weight": 1, "priority": 0}
-            if ROUTING:
+            if ROUTING in ("1", "weights"):
                 # Unequal weights (a canary at 1): a weighted schedule per set.
                 reg["weight"] = (1, 3, 96)[k]
-            if ROUTING == "1":
+            if ROUTING in ("1", "meta"):
                 # And zones: the client's zone "a" holds i0 and i1, so every service answer
                 # places the client and takes the zone's order, weighted in both parts.
                 reg["meta"] = {"zone": "a" if k < 2 else "b"}

@@ -17,11 +17,15 @@
 #
 #   With B_ROUTING=1 (or =weights) side B runs with that ROUTING (dns.sh: weights 1:3:96,
 #   and with 1 zone metadata and a dns.locality holding the client), so A=B=one binary
-#   compares routed answers against plain rotation.
+#   compares routed answers against plain rotation. A_ROUTING likewise for side A:
+#   A_ROUTING=meta gives A the same registry as B_ROUTING=1 (the zone metadata, which is
+#   served as TXT at each instance name) without weights or dns.locality, so the difference
+#   is the routing alone.
 #
 # Usage
 #   A=path/to/before B=path/to/after bench/dns_ab.sh
 #   A=target/release/signpost B=target/release/signpost B_ROUTING=1 bench/dns_ab.sh
+#   A=target/release/signpost B=target/release/signpost A_ROUTING=meta B_ROUTING=1 bench/dns_ab.sh
 #   ROUNDS=5 FIXED_SECONDS=10 QUERY_SETS="a srv mix nx" QUIET_WAIT=30 A=... B=... bench/dns_ab.sh
 #   REPORT=bench/results/ab-<date> bench/dns_ab.sh    # the report of an earlier run again
 # Output: a markdown table on stdout and in bench/results/dns-ab-<date>.md; each run's own
@@ -45,7 +49,7 @@ else
         for side in A B; do
             bin=${!side}
             echo "[dns_ab.sh $(date +%H:%M:%S)] round $round/$ROUNDS: $side ($bin)" >&2
-            routing=0; [ "$side" = B ] && routing=${B_ROUTING:-0}
+            routing=${A_ROUTING:-0}; [ "$side" = B ] && routing=${B_ROUTING:-0}
             ROUTING=$routing RESULTS_DIR=$DIR/$side-$round SIGNPOST_BIN=$bin SERVERS=signpost \
                 ROUNDS=1 SEARCH_STEPS=0 "$ROOT/bench/dns.sh" >/dev/null
         done
@@ -66,9 +70,12 @@ for side in "AB":
                 other.setdefault((side, rec["qset"]), []).append(fx.get("other_util_on_server_cpu", 0))
 print("# DNS CPU per query, A/B, %s\n" % d.rsplit("/", 1)[1][3:])
 import os
-routed = {"1": " (ROUTING=1: weights 1:3:96, dns.locality holding the client)",
-          "weights": " (ROUTING=weights: weights 1:3:96)"}.get(os.environ.get("B_ROUTING", ""), "")
-print("A: `%s`  \nB: `%s`%s  \n%d rounds, alternated A, B, A, B, ...\n" % (a, b, routed, rounds))
+modes = {"1": " (ROUTING=1: weights 1:3:96, zone metadata, dns.locality holding the client)",
+         "weights": " (ROUTING=weights: weights 1:3:96)",
+         "meta": " (ROUTING=meta: zone metadata, equal weights, no dns.locality)"}
+print("A: `%s`%s  \nB: `%s`%s  \n%d rounds, alternated A, B, A, B, ...\n"
+      % (a, modes.get(os.environ.get("A_ROUTING", ""), ""), b,
+         modes.get(os.environ.get("B_ROUTING", ""), ""), rounds))
 print("| query set | A µs/query (rounds) | B µs/query (rounds) | A median | B median | B/A |")
 print("|---|---|---|---|---|---|")
 for q in ["a", "srv", "mix", "nx"]:

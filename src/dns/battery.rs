@@ -1226,7 +1226,7 @@ fn locality_settings() -> Settings {
         },
     ];
     Settings {
-        locality: Arc::new(super::routing::Locality::new(&cfg)),
+        locality: super::routing::Locality::new(&cfg),
         ..settings(false)
     }
 }

@@ -85,7 +85,7 @@ impl DnsView {
             include_warning: config.dns.include_warning,
             max_answers: config.dns.max_answers,
             max_udp_payload: config.dns.max_udp_payload,
-            locality: Arc::new(routing::Locality::new(&config.dns.locality)),
+            locality: routing::Locality::new(&config.dns.locality),
             fail_open: config.dns.fail_open,
         };
         let statics = Statics::new(settings, &zones, 0);

@@ -17,9 +17,11 @@
 //! no set carries zone orders and nothing is looked up.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnet::IpNet;
+use thin_vec::ThinVec;
 
 use crate::config::LocalityConfig;
 
@@ -82,24 +84,34 @@ pub(crate) fn schedule(weights: &[u32]) -> Box<[u32]> {
 }
 
 /// `dns.locality`, ready for lookups: each network (its prefix) with its zone's number, and
-/// the zone names by number.
-#[derive(Debug, Default)]
+/// the zone names by number. Cheap to clone (it sits in every table's settings, one pointer
+/// from the networks a query scans).
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Locality {
-    networks: Vec<Net>,
-    zones: Vec<Box<str>>,
+    networks: Arc<[Net]>,
+    zones: Arc<[Box<str>]>,
 }
 
 /// One network as plain integers, so matching an address is a few word operations (through
 /// `ipnet` it was a third of a placement's instructions): its address's bits, left-aligned in
-/// a `u128` (an IPv4 network in the top 32 bits), the mask of its prefix, its length, its
-/// family and its zone.
+/// a `u128` (an IPv4 network in the top 32 bits), its prefix length, its family and its
+/// zone. 32 bytes, so the few networks of a typical `dns.locality` take a line or two.
 #[derive(Debug)]
 struct Net {
     bits: u128,
-    mask: u128,
     len: u8,
     v4: bool,
-    zone: usize,
+    zone: u16,
+}
+
+impl Net {
+    /// The mask of the prefix (computed rather than stored: a stored one made a network 48
+    /// bytes).
+    fn mask(&self) -> u128 {
+        u128::MAX
+            .checked_shl(128 - u32::from(self.len))
+            .unwrap_or(0)
+    }
 }
 
 /// An address's bits left-aligned in a `u128`, and whether it is IPv4.
@@ -121,23 +133,24 @@ pub(crate) struct Placement {
 impl Locality {
     /// From the validated config (zones named once, networks without host bits).
     pub(crate) fn new(config: &[LocalityConfig]) -> Self {
-        let mut l = Self::default();
+        let mut networks = Vec::new();
         for (z, entry) in config.iter().enumerate() {
-            l.zones.push(entry.zone.as_str().into());
             for n in &entry.networks {
                 let net: IpNet = n.0.trunc();
                 let (bits, v4) = aligned(net.addr());
-                let len = net.prefix_len();
-                l.networks.push(Net {
+                networks.push(Net {
                     bits,
-                    mask: u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0),
-                    len,
+                    len: net.prefix_len(),
                     v4,
-                    zone: z,
+                    // `dns.locality` holds at most `config::MAX_LOCALITY_ZONES` (32) zones.
+                    zone: u16::try_from(z).unwrap_or(u16::MAX),
                 });
             }
         }
-        l
+        Self {
+            networks: networks.into(),
+            zones: config.iter().map(|e| e.zone.as_str().into()).collect(),
+        }
     }
 
     /// No zones: answers never depend on the client's address.
@@ -165,15 +178,15 @@ impl Locality {
         let (bits, v4) = aligned(addr);
         let mut best: Option<(u8, usize)> = None;
         let mut scope = 0u8;
-        for net in &self.networks {
+        for net in self.networks.iter() {
             if net.v4 != v4 {
                 continue;
             }
             let differ = bits ^ net.bits;
-            if differ & net.mask == 0 {
+            if differ & net.mask() == 0 {
                 scope = scope.max(net.len);
                 if best.is_none_or(|(l, _)| net.len > l) {
-                    best = Some((net.len, net.zone));
+                    best = Some((net.len, usize::from(net.zone)));
                 }
             } else {
                 // Outside it: the prefix must be long enough to leave it out (the bits
@@ -233,34 +246,44 @@ impl Client {
 
 /// How a set's records are ordered beyond plain rotation: the weighted schedule, and the
 /// order of each zone's clients. Only built when one of them is needed.
+///
+/// All of it is one allocation of 32-bit words behind a thin pointer (`ThinVec`: the set
+/// pays 8 bytes, as a `Box` did): an answer follows one pointer from its set to the line or
+/// two it reads, and a set with zones costs one allocation, not two plus one per zone. (It
+/// did not measurably change CPU per query: BENCHMARKS.md, "Where the locality cost is
+/// not".) The words, by offset:
+///
+/// - `0`: Z, the number of zone slots (the `dns.locality` zones; 0 when no record is in
+///   one); `1`, `2`: where the weighted schedule starts and its length (0: plain rotation).
+/// - `3..3 + Z`: each zone's block's offset, 0 when none of the records is in that zone.
+/// - a zone's block: its own rotation counter (each zone's clients see exact rotation),
+///   `local` (how many records are in the zone), the lengths of the locals' and the rest's
+///   schedules, then the `n` record indexes (the locals, then the rest), then the locals'
+///   schedule and the rest's.
+/// - the weighted schedule (first positions, indexed by the set's rotation counter modulo
+///   its length), last: it can be long, and a zone's clients never read it.
+///
+/// Every word is an `AtomicU32` so the counters can live among them; the others are written
+/// once, before the set is published, and read with relaxed loads (plain loads).
 #[derive(Debug)]
-pub(crate) struct Routing {
-    /// First positions, indexed by the rotation counter modulo its length; empty: the
-    /// counter modulo the number of records.
-    schedule: Box<[u32]>,
-    /// By zone number; empty when no record is in a configured zone.
-    zones: Box<[Option<ZoneOrder>]>,
-}
+pub(crate) struct Routing(ThinVec<AtomicU32>);
 
-/// The order a zone's clients get: the zone's records, then the others.
-#[derive(Debug)]
-struct ZoneOrder {
-    /// One allocation, so an answer follows one pointer more, not three: the record indexes
-    /// (the `local` ones of the zone, then the rest; `n` in all), then the locals' weighted
-    /// schedule (`local_w` entries), then the rest's.
-    data: Box<[u32]>,
-    n: usize,
-    local: usize,
-    local_w: usize,
-    /// This zone's own round-robin position, so each zone's clients see exact rotation.
-    rotation: AtomicU32,
-}
+/// Offsets of `Routing`'s fixed words and of a zone block's.
+const ZONE_SLOTS: usize = 0;
+const SCHEDULE_AT: usize = 1;
+const SCHEDULE_LEN: usize = 2;
+const HEADER: usize = 3;
+const ZONE_COUNTER: usize = 0;
+const ZONE_LOCAL: usize = 1;
+const ZONE_LOCAL_W: usize = 2;
+const ZONE_REST_W: usize = 3;
+const ZONE_HEADER: usize = 4;
 
-fn pick(schedule: &[u32], counter: u32, n: usize) -> usize {
+fn pick(schedule: &[AtomicU32], counter: u32, n: usize) -> usize {
     if schedule.is_empty() {
         counter as usize % n
     } else {
-        schedule[counter as usize % schedule.len()] as usize
+        schedule[counter as usize % schedule.len()].load(Ordering::Relaxed) as usize
     }
 }
 
@@ -268,48 +291,52 @@ impl Routing {
     /// The routing of a set whose records have `weights` and zones (numbers of `dns.locality`
     /// zones) `zones`, out of `nzones`; `None` when plain rotation does (equal weights, no
     /// record in a zone).
-    pub(crate) fn new(
-        weights: &[u32],
-        zones: &[Option<usize>],
-        nzones: usize,
-    ) -> Option<Box<Self>> {
+    pub(crate) fn new(weights: &[u32], zones: &[Option<usize>], nzones: usize) -> Option<Self> {
         let first = schedule(weights);
-        let mut orders: Vec<Option<ZoneOrder>> = Vec::new();
-        if zones.iter().any(Option::is_some) {
-            orders = (0..nzones)
-                .map(|z| {
-                    let (local, rest): (Vec<u32>, Vec<u32>) =
-                        (0..weights.len() as u32).partition(|&i| zones[i as usize] == Some(z));
-                    if local.is_empty() {
-                        return None;
-                    }
-                    let of = |ix: &[u32]| -> Vec<u32> {
-                        ix.iter().map(|&i| weights[i as usize]).collect()
-                    };
-                    let (local_schedule, rest_schedule) =
-                        (schedule(&of(&local)), schedule(&of(&rest)));
-                    Some(ZoneOrder {
-                        n: weights.len(),
-                        local: local.len(),
-                        local_w: local_schedule.len(),
-                        data: local
-                            .into_iter()
-                            .chain(rest)
-                            .chain(local_schedule)
-                            .chain(rest_schedule)
-                            .collect(),
-                        rotation: AtomicU32::new(0),
-                    })
-                })
-                .collect();
-        }
-        if first.is_empty() && orders.is_empty() {
+        let zoned = zones.iter().any(Option::is_some);
+        if first.is_empty() && !zoned {
             return None;
         }
-        Some(Box::new(Self {
-            schedule: first,
-            zones: orders.into_boxed_slice(),
-        }))
+        let slots = if zoned { nzones } else { 0 };
+        let mut words: Vec<u32> = vec![slots as u32, 0, first.len() as u32];
+        words.resize(HEADER + slots, 0);
+        for z in 0..slots {
+            let (local, rest): (Vec<u32>, Vec<u32>) =
+                (0..weights.len() as u32).partition(|&i| zones[i as usize] == Some(z));
+            if local.is_empty() {
+                continue;
+            }
+            let of = |ix: &[u32]| -> Vec<u32> { ix.iter().map(|&i| weights[i as usize]).collect() };
+            let (local_schedule, rest_schedule) = (schedule(&of(&local)), schedule(&of(&rest)));
+            words[HEADER + z] = words.len() as u32;
+            words.extend([
+                0,
+                local.len() as u32,
+                local_schedule.len() as u32,
+                rest_schedule.len() as u32,
+            ]);
+            words.extend(local.into_iter().chain(rest));
+            words.extend(local_schedule);
+            words.extend(rest_schedule);
+        }
+        words[SCHEDULE_AT] = words.len() as u32;
+        words.extend(first);
+        // Exactly as long as it must be: collecting would leave the growth's spare capacity.
+        let mut all = ThinVec::with_capacity(words.len());
+        all.extend(words.into_iter().map(AtomicU32::new));
+        Some(Self(all))
+    }
+
+    fn word(&self, at: usize) -> usize {
+        self.0[at].load(Ordering::Relaxed) as usize
+    }
+
+    /// Where zone `z`'s block starts, if any record is in it.
+    fn zone_block(&self, z: usize) -> Option<usize> {
+        if z >= self.word(ZONE_SLOTS) {
+            return None;
+        }
+        Some(self.word(HEADER + z)).filter(|&at| at != 0)
     }
 
     /// The order of this answer, advancing the set's counter (`rotation`) or, for a client in
@@ -321,18 +348,22 @@ impl Routing {
         client: &mut Client,
         locality: &Locality,
     ) -> Order<'_> {
-        if !self.zones.is_empty()
+        if self.word(ZONE_SLOTS) != 0
             && let Some(z) = client.placement(locality).zone
-            && let Some(Some(zo)) = self.zones.get(z)
+            && let Some(at) = self.zone_block(z)
         {
-            let c = zo.rotation.fetch_add(1, Ordering::Relaxed);
-            let rest = n - zo.local;
-            let (order, schedules) = zo.data.split_at(zo.n);
-            let (local_schedule, rest_schedule) = schedules.split_at(zo.local_w);
+            let block = &self.0[at..];
+            let c = block[ZONE_COUNTER].fetch_add(1, Ordering::Relaxed);
+            let local = block[ZONE_LOCAL].load(Ordering::Relaxed) as usize;
+            let local_w = block[ZONE_LOCAL_W].load(Ordering::Relaxed) as usize;
+            let rest_w = block[ZONE_REST_W].load(Ordering::Relaxed) as usize;
+            let (order, schedules) = block[ZONE_HEADER..].split_at(n);
+            let (local_schedule, rest_schedule) = schedules[..local_w + rest_w].split_at(local_w);
+            let rest = n - local;
             return Order::Zoned {
                 order,
-                local: zo.local,
-                local_start: pick(local_schedule, c, zo.local),
+                local,
+                local_start: pick(local_schedule, c, local),
                 rest_start: if rest == 0 {
                     0
                 } else {
@@ -341,8 +372,10 @@ impl Routing {
             };
         }
         let c = rotation.fetch_add(1, Ordering::Relaxed);
+        let at = self.word(SCHEDULE_AT);
+        let schedule = &self.0[at..at + self.word(SCHEDULE_LEN)];
         Order::Rotate {
-            start: pick(&self.schedule, c, n),
+            start: pick(schedule, c, n),
             n,
         }
     }
@@ -355,7 +388,7 @@ pub(crate) enum Order<'a> {
     Rotate { start: usize, n: usize },
     /// A zone's records from `local_start` cyclically, then the others from `rest_start`.
     Zoned {
-        order: &'a [u32],
+        order: &'a [AtomicU32],
         local: usize,
         local_start: usize,
         rest_start: usize,
@@ -379,7 +412,7 @@ impl Order<'_> {
                 } else {
                     local + (rest_start + k - local) % (order.len() - local)
                 };
-                order[pos] as usize
+                order[pos].load(Ordering::Relaxed) as usize
             }
         }
     }
@@ -497,6 +530,43 @@ mod tests {
         );
         assert_eq!(l.zone_named("us"), Some(2));
         assert_eq!(l.zone_named("mars"), None);
+    }
+
+    #[test]
+    fn whole_and_host_networks_match_as_their_prefixes_say() {
+        let cfg: Vec<LocalityConfig> = toml::from_str::<std::collections::BTreeMap<String, Vec<LocalityConfig>>>(
+            "l = [{networks = [\"0.0.0.0/0\", \"::/0\"], zone = \"any\"}, {networks = [\"192.0.2.7/32\", \"2001:db8::7/128\"], zone = \"host\"}]",
+        )
+        .unwrap()
+        .remove("l")
+        .unwrap();
+        let l = Locality::new(&cfg);
+        let at = |a: &str| l.place(a.parse().unwrap());
+        // /0 holds every address of its family; the /32 and /128 only their own.
+        assert_eq!(at("198.51.100.1").zone, Some(0));
+        assert_eq!(at("2001:db8::8").zone, Some(0));
+        assert_eq!(
+            at("192.0.2.7"),
+            Placement {
+                zone: Some(1),
+                scope: 32
+            }
+        );
+        assert_eq!(
+            at("2001:db8::7"),
+            Placement {
+                zone: Some(1),
+                scope: 128
+            }
+        );
+        // Beside the host: the scope must leave 192.0.2.7 out (192.0.2.6 shares 31 bits).
+        assert_eq!(
+            at("192.0.2.6"),
+            Placement {
+                zone: Some(0),
+                scope: 32
+            }
+        );
     }
 
     #[test]
