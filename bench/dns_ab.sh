@@ -3,9 +3,10 @@
 #
 # Method
 #   bench/dns.sh (its header has the data, query sets, pinning and CPU accounting) is run with
-#   SERVERS=signpost ROUNDS=1 for binary A, then binary B, then A again, ... ($ROUNDS times
-#   each), so drift on a shared machine hits both alike. Each run registers the same 1,000
-#   services x 3 instances, then per query set takes a closed-loop probe and the fixed-rate run
+#   SERVERS=signpost ROUNDS=1 for binary A, then binary B, then B again, then A, ... ($ROUNDS
+#   times each, in the order A B, B A, A B, ...), so drift on a shared machine hits both
+#   alike, whichever way it goes. Each run registers the same 1,000 services x 3 instances,
+#   then per query set takes a closed-loop probe and the fixed-rate run
 #   (a 40k, srv 20k, mix 10k, nx 40k QPS for $FIXED_SECONDS s) whose server CPU time per
 #   answered query (utime + stime of every thread, /proc/<pid>/stat) is the figure. The
 #   max-QPS search is skipped (SEARCH_STEPS=0): this compares cost, not capacity. The report
@@ -46,7 +47,11 @@ else
     DIR=$ROOT/bench/results/ab-$STAMP
     mkdir -p "$DIR"
     for round in $(seq "$ROUNDS"); do
-        for side in A B; do
+        # A, B in odd rounds and B, A in even ones: a drift that grows through the run (the
+        # machine's other work) then favours neither side, where always running B second
+        # would put it on B.
+        order="A B"; [ $((round % 2)) = 0 ] && order="B A"
+        for side in $order; do
             bin=${!side}
             echo "[dns_ab.sh $(date +%H:%M:%S)] round $round/$ROUNDS: $side ($bin)" >&2
             routing=${A_ROUTING:-0}; [ "$side" = B ] && routing=${B_ROUTING:-0}
@@ -73,7 +78,7 @@ import os
 modes = {"1": " (ROUTING=1: weights 1:3:96, zone metadata, dns.locality holding the client)",
          "weights": " (ROUTING=weights: weights 1:3:96)",
          "meta": " (ROUTING=meta: zone metadata, equal weights, no dns.locality)"}
-print("A: `%s`%s  \nB: `%s`%s  \n%d rounds, alternated A, B, A, B, ...\n"
+print("A: `%s`%s  \nB: `%s`%s  \n%d rounds, alternated A, B, B, A, A, B, ...\n"
       % (a, modes.get(os.environ.get("A_ROUTING", ""), ""), b,
          modes.get(os.environ.get("B_ROUTING", ""), ""), rounds))
 print("| query set | A µs/query (rounds) | B µs/query (rounds) | A median | B median | B/A |")
