@@ -11,6 +11,15 @@
 //! `ROUTING=locality` also gives the instances `zone` metadata and a `dns.locality` holding
 //! the client (127.0.0.0/8), so every service answer places the client and takes its zone's
 //! order; unset: equal weights, no locality (plain rotation).
+//!
+//!     COLD=1 ROUTING=locality target/release/examples/query_cost a 200000
+//!
+//! times `handle` alone, in nanoseconds, as it runs in the server: each query arrives
+//! through a loopback UDP socket and its answer goes back through it, so the kernel's work
+//! has taken the caches and branch predictors before every answer, as it does in
+//! `signpost serve`; a plain registry answers in turn with the routed one, so the two
+//! figures share the machine's state. Far less noisy than the whole server's CPU per query
+//! (`bench/dns_ab.sh`), which it does not replace: it leaves out the kernel and the threads.
 
 use std::sync::Arc;
 
@@ -40,10 +49,104 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let kind = args.next().unwrap_or_else(|| "a".into());
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config::default();
-    cfg.dns.zones_dir = dir.path().join("zones");
     let routing = std::env::var("ROUTING").unwrap_or_default();
+    let dir = tempfile::tempdir().unwrap();
+    let view = build(dir.path(), &routing);
+    let queries: Vec<Vec<u8>> = (0..1000)
+        .map(|s| match kind.as_str() {
+            "srv" => query(&format!("svc-{s:04}.service.internal."), 33),
+            "nx" => query(&format!("nosuch-{s:04}.service.internal."), 1),
+            "inst" => query(&format!("i1.svc-{s:04}.instance.internal."), 1),
+            _ => query(&format!("svc-{s:04}.service.internal."), 1),
+        })
+        .collect();
+    if std::env::var_os("COLD").is_some() {
+        cold(dir.path(), &view, &queries, n, &kind, &routing);
+        return;
+    }
+    let mut out = Vec::with_capacity(4096);
+    let mut bytes = 0usize;
+    for k in 0..n {
+        let table = view.table();
+        handle(
+            &table,
+            &queries[k % 1000],
+            Transport::Udp,
+            false,
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            &mut out,
+        );
+        bytes += out.len();
+    }
+    println!("{kind} ({routing:?}): {n} queries, {bytes} bytes answered");
+}
+
+/// `COLD=1`: the answer path as it runs in the server, after the kernel's work has taken the
+/// caches and branch predictors, with neither the kernel's time nor its noise. A second,
+/// plain registry (equal weights, no locality) is built beside `view`, and the two answer in
+/// turn (plain then routed, then routed then plain, ...), each query arriving through a
+/// loopback UDP socket and its answer sent back, as the server's loop does; only `handle`
+/// is timed. Prints, for each, the mean and median nanoseconds per answer, and the routed
+/// one's difference.
+fn cold(
+    dir: &std::path::Path,
+    view: &DnsView,
+    queries: &[Vec<u8>],
+    n: usize,
+    kind: &str,
+    routing: &str,
+) {
+    let plain_dir = dir.join("plain");
+    std::fs::create_dir_all(&plain_dir).unwrap();
+    let plain = build(&plain_dir, "");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = socket.local_addr().unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut out = Vec::with_capacity(4096);
+    let mut ns = [Vec::with_capacity(n), Vec::with_capacity(n)];
+    for k in 0..2 * n {
+        // 0: plain, 1: routed; the order swaps every pair so neither always goes first.
+        let side = (k ^ (k >> 1)) & 1;
+        let v = if side == 0 { &plain } else { view };
+        socket
+            .send_to(&queries[(k / 2) % queries.len()], me)
+            .unwrap();
+        let (len, peer) = socket.recv_from(&mut buf).unwrap();
+        let t = std::time::Instant::now();
+        let table = v.table();
+        handle(
+            &table,
+            &buf[..len],
+            Transport::Udp,
+            false,
+            peer.ip(),
+            &mut out,
+        );
+        drop(table);
+        ns[side].push(t.elapsed().as_nanos() as u64);
+        socket.send_to(&out, me).unwrap();
+        socket.recv_from(&mut buf).unwrap();
+    }
+    let mut figures = [(0.0, 0u64); 2];
+    for (side, ns) in ns.iter_mut().enumerate() {
+        let mean = ns.iter().sum::<u64>() as f64 / ns.len() as f64;
+        ns.sort_unstable();
+        figures[side] = (mean, ns[ns.len() / 2]);
+    }
+    let [(pm, pmed), (rm, rmed)] = figures;
+    println!(
+        "{kind} cold, {n} answers each: plain mean {pm:.0} ns median {pmed} ns; \
+         {routing:?} mean {rm:.0} ns median {rmed} ns; difference mean {:+.0} ns median {:+} ns",
+        rm - pm,
+        rmed as i64 - pmed as i64
+    );
+}
+
+/// The name table of 1,000 services × 3 instances registered through a real registry and
+/// store under `dir`, with `routing` ("", "weights" or "locality") as the module says.
+fn build(dir: &std::path::Path, routing: &str) -> Arc<DnsView> {
+    let mut cfg = Config::default();
+    cfg.dns.zones_dir = dir.join("zones");
     let weighted = routing == "weights" || routing == "locality";
     let zoned = routing == "locality";
     if zoned {
@@ -57,7 +160,7 @@ fn main() {
     let view = DnsView::new(&cfg).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = Embedded::open(dir.path()).unwrap();
+        let store = Embedded::open(dir).unwrap();
         let (registry, writer) = Registry::open(Arc::new(store), vec![view.clone()])
             .await
             .unwrap();
@@ -96,27 +199,5 @@ fn main() {
         registry.flush().await.unwrap();
         w.await.unwrap();
     });
-    let queries: Vec<Vec<u8>> = (0..1000)
-        .map(|s| match kind.as_str() {
-            "srv" => query(&format!("svc-{s:04}.service.internal."), 33),
-            "nx" => query(&format!("nosuch-{s:04}.service.internal."), 1),
-            "inst" => query(&format!("i1.svc-{s:04}.instance.internal."), 1),
-            _ => query(&format!("svc-{s:04}.service.internal."), 1),
-        })
-        .collect();
-    let mut out = Vec::with_capacity(4096);
-    let mut bytes = 0usize;
-    for k in 0..n {
-        let table = view.table();
-        handle(
-            &table,
-            &queries[k % 1000],
-            Transport::Udp,
-            false,
-            std::net::Ipv4Addr::LOCALHOST.into(),
-            &mut out,
-        );
-        bytes += out.len();
-    }
-    println!("{kind} ({routing:?}): {n} queries, {bytes} bytes answered");
+    view
 }
