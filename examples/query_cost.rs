@@ -99,6 +99,14 @@ fn cold(
     let plain_dir = dir.join("plain");
     std::fs::create_dir_all(&plain_dir).unwrap();
     let plain = build(&plain_dir, "");
+    // WARM=1: no round trip, for the same figures with the caches warm.
+    let warm = std::env::var_os("WARM").is_some();
+    // EVICT=KiB: instead of the round trip, a read of that many KiB between answers, which
+    // takes the data caches and leaves the instruction cache.
+    let evict: Vec<u64> = std::env::var("EVICT")
+        .ok()
+        .and_then(|k| k.parse::<usize>().ok())
+        .map_or_else(Vec::new, |k| (0..k * 128).map(|i| i as u64).collect());
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let me = socket.local_addr().unwrap();
     let mut buf = vec![0u8; 4096];
@@ -108,10 +116,22 @@ fn cold(
         // 0: plain, 1: routed; the order swaps every pair so neither always goes first.
         let side = (k ^ (k >> 1)) & 1;
         let v = if side == 0 { &plain } else { view };
-        socket
-            .send_to(&queries[(k / 2) % queries.len()], me)
-            .unwrap();
-        let (len, peer) = socket.recv_from(&mut buf).unwrap();
+        let q = &queries[(k / 2) % queries.len()];
+        if !evict.is_empty() {
+            // Every line of `evict` once: the data caches are taken, the code is not.
+            let mut sum = 0u64;
+            for line in evict.chunks(8) {
+                sum = sum.wrapping_add(line[0]);
+            }
+            std::hint::black_box(sum);
+        }
+        let (len, peer) = if warm || !evict.is_empty() {
+            buf[..q.len()].copy_from_slice(q);
+            (q.len(), me)
+        } else {
+            socket.send_to(q, me).unwrap();
+            socket.recv_from(&mut buf).unwrap()
+        };
         let t = std::time::Instant::now();
         let table = v.table();
         handle(
@@ -124,8 +144,10 @@ fn cold(
         );
         drop(table);
         ns[side].push(t.elapsed().as_nanos() as u64);
-        socket.send_to(&out, me).unwrap();
-        socket.recv_from(&mut buf).unwrap();
+        if !warm && evict.is_empty() {
+            socket.send_to(&out, me).unwrap();
+            socket.recv_from(&mut buf).unwrap();
+        }
     }
     let mut figures = [(0.0, 0u64); 2];
     for (side, ns) in ns.iter_mut().enumerate() {
@@ -158,7 +180,11 @@ fn build(dir: &std::path::Path, routing: &str) -> Arc<DnsView> {
         }
     }
     let view = DnsView::new(&cfg).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    // One thread: the registrations land in one order, so a table is laid out alike every run.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let store = Embedded::open(dir).unwrap();
         let (registry, writer) = Registry::open(Arc::new(store), vec![view.clone()])

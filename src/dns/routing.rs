@@ -12,13 +12,14 @@
 //! Locality: `dns.locality` maps client networks to zones (`Locality`); a set holding any
 //! record of a configured zone carries, per zone with records in it, the order a client of
 //! that zone gets (that zone's records first, then the rest, each part rotating by weight on
-//! its own counter). The client's zone is looked up at most once per query (a linear scan of
-//! the few networks), and only when an answered set depends on it; with `dns.locality` empty
-//! no set carries zone orders and nothing is looked up.
+//! its own counter). The client's zone is looked up only when an answered set depends on it
+//! (a linear scan of the few networks, skipped when the thread's last lookup was for the
+//! same address); with `dns.locality` empty no set carries zone orders and nothing is looked
+//! up.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use ipnet::IpNet;
 use thin_vec::ThinVec;
@@ -83,43 +84,108 @@ pub(crate) fn schedule(weights: &[u32]) -> Box<[u32]> {
     out.into_boxed_slice()
 }
 
-/// `dns.locality`, ready for lookups: each network (its prefix) with its zone's number, and
-/// the zone names by number. Cheap to clone (it sits in every table's settings, one pointer
-/// from the networks a query scans).
+/// `dns.locality`, ready for lookups: each network (its prefix) with its zone's number, by
+/// family, and the zone names by number. Cheap to clone (it sits in every table's settings,
+/// one pointer from the networks a query scans).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Locality {
-    networks: Arc<[Net]>,
+    /// Which `dns.locality` this is, for the placements a thread remembers (`LAST`): unique
+    /// per `new`, shared by clones; 0 for the empty default, which places nothing.
+    id: u64,
+    v4: Arc<[Net<u32>]>,
+    v6: Arc<[Net<u128>]>,
     zones: Arc<[Box<str>]>,
 }
 
-/// One network as plain integers, so matching an address is a few word operations (through
-/// `ipnet` it was a third of a placement's instructions): its address's bits, left-aligned in
-/// a `u128` (an IPv4 network in the top 32 bits), its prefix length, its family and its
-/// zone. 32 bytes, so the few networks of a typical `dns.locality` take a line or two.
+/// The source of `Locality::id`.
+static LOCALITY_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// No zone, in a placement's scan (`dns.locality` holds at most 32).
+const NO_ZONE: u8 = u8::MAX;
+
+/// One network as plain integers, so matching an address is a few word operations: its
+/// address's bits, the mask of its prefix, the prefix's length and its zone. An IPv4
+/// network is 12 bytes and its scan is 32-bit arithmetic without a branch per network.
 #[derive(Debug)]
-struct Net {
-    bits: u128,
+struct Net<B> {
+    bits: B,
+    mask: B,
     len: u8,
-    v4: bool,
-    zone: u16,
+    zone: u8,
 }
 
-impl Net {
-    /// The mask of the prefix (computed rather than stored: a stored one made a network 48
-    /// bytes).
-    fn mask(&self) -> u128 {
-        u128::MAX
-            .checked_shl(128 - u32::from(self.len))
-            .unwrap_or(0)
+/// The address bits of one family: what a network scan needs of them.
+trait Bits: Copy + Eq + std::ops::BitXor<Output = Self> + std::ops::BitAnd<Output = Self> {
+    const ZERO: Self;
+    /// The mask of a prefix of `len` bits (up to the width).
+    fn mask(len: u8) -> Self;
+    fn leading_zeros(self) -> u32;
+}
+
+macro_rules! bits {
+    ($t:ty) => {
+        impl Bits for $t {
+            const ZERO: Self = 0;
+            fn mask(len: u8) -> Self {
+                <$t>::MAX
+                    .checked_shl(<$t>::BITS - u32::from(len))
+                    .unwrap_or(0)
+            }
+            fn leading_zeros(self) -> u32 {
+                <$t>::leading_zeros(self)
+            }
+        }
+    };
+}
+bits!(u32);
+bits!(u128);
+
+/// The zone of `bits` among `networks` (one family's): that of the longest network holding
+/// it, and the scope (`Locality::place`).
+fn scan<B: Bits>(networks: &[Net<B>], bits: B) -> Placement {
+    // The longest holding network's length + 1 (0: none holds it), and its zone.
+    let (mut best, mut zone) = (0u8, NO_ZONE);
+    let mut scope = 0u8;
+    for net in networks {
+        let differ = bits ^ net.bits;
+        let inside = differ & net.mask == B::ZERO;
+        // Inside it, the scope must not reach out of it; outside, it must be long enough to
+        // leave it out (the bits shared are fewer than its length).
+        let reach = if inside {
+            net.len
+        } else {
+            differ.leading_zeros() as u8 + 1
+        };
+        scope = scope.max(reach);
+        if inside && net.len >= best {
+            (best, zone) = (net.len + 1, net.zone);
+        }
+    }
+    Placement {
+        zone: (zone != NO_ZONE).then_some(usize::from(zone)),
+        scope,
     }
 }
 
-/// An address's bits left-aligned in a `u128`, and whether it is IPv4.
-fn aligned(addr: IpAddr) -> (u128, bool) {
-    match addr {
-        IpAddr::V4(a) => (u128::from(a.to_bits()) << 96, true),
-        IpAddr::V6(a) => (a.to_bits(), false),
-    }
+/// A placement a thread remembers: for which `Locality` (its id, shifted, the low bit set
+/// for IPv6) and address bits (an IPv4 address in the low 32), the zone (`NO_ZONE`: none)
+/// and the scope. Plain integers, so checking it is two comparisons.
+#[derive(Clone, Copy)]
+struct Remembered {
+    key: u64,
+    bits: u128,
+    zone: u8,
+    scope: u8,
+}
+
+thread_local! {
+    /// The last placement this thread made: a server's clients are mostly a few resolvers,
+    /// so most queries repeat the last one's client and skip the scan (BENCHMARKS.md,
+    /// "Routing's cost").
+    static LAST: std::cell::Cell<Remembered> = const {
+        // Key 0 is no `Locality`'s (ids start at 1; the empty default places nothing).
+        std::cell::Cell::new(Remembered { key: 0, bits: 0, zone: NO_ZONE, scope: 0 })
+    };
 }
 
 /// The client's zone, and the prefix length around its address within which every address
@@ -133,22 +199,31 @@ pub(crate) struct Placement {
 impl Locality {
     /// From the validated config (zones named once, networks without host bits).
     pub(crate) fn new(config: &[LocalityConfig]) -> Self {
-        let mut networks = Vec::new();
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for (z, entry) in config.iter().enumerate() {
+            // `dns.locality` holds at most `config::MAX_LOCALITY_ZONES` (32) zones.
+            let zone = u8::try_from(z).unwrap_or(NO_ZONE - 1);
             for n in &entry.networks {
-                let net: IpNet = n.0.trunc();
-                let (bits, v4) = aligned(net.addr());
-                networks.push(Net {
-                    bits,
-                    len: net.prefix_len(),
-                    v4,
-                    // `dns.locality` holds at most `config::MAX_LOCALITY_ZONES` (32) zones.
-                    zone: u16::try_from(z).unwrap_or(u16::MAX),
-                });
+                match n.0.trunc() {
+                    IpNet::V4(net) => v4.push(Net {
+                        bits: net.addr().to_bits(),
+                        mask: u32::mask(net.prefix_len()),
+                        len: net.prefix_len(),
+                        zone,
+                    }),
+                    IpNet::V6(net) => v6.push(Net {
+                        bits: net.addr().to_bits(),
+                        mask: u128::mask(net.prefix_len()),
+                        len: net.prefix_len(),
+                        zone,
+                    }),
+                }
             }
         }
         Self {
-            networks: networks.into(),
+            id: LOCALITY_IDS.fetch_add(1, Ordering::Relaxed),
+            v4: v4.into(),
+            v6: v6.into(),
             zones: config.iter().map(|e| e.zone.as_str().into()).collect(),
         }
     }
@@ -175,39 +250,46 @@ impl Locality {
     /// An IPv4-mapped IPv6 address is matched as IPv6 (the caller maps a peer's address to
     /// IPv4 first; an ECS address keeps its family, which its scope is counted in).
     pub(crate) fn place(&self, addr: IpAddr) -> Placement {
-        let (bits, v4) = aligned(addr);
-        let mut best: Option<(u8, usize)> = None;
-        let mut scope = 0u8;
-        for net in self.networks.iter() {
-            if net.v4 != v4 {
-                continue;
-            }
-            let differ = bits ^ net.bits;
-            if differ & net.mask() == 0 {
-                scope = scope.max(net.len);
-                if best.is_none_or(|(l, _)| net.len > l) {
-                    best = Some((net.len, usize::from(net.zone)));
-                }
-            } else {
-                // Outside it: the prefix must be long enough to leave it out (the bits
-                // shared are fewer than its length, since it does not hold the address).
-                scope = scope.max(differ.leading_zeros() as u8 + 1);
-            }
+        match addr {
+            IpAddr::V4(a) => scan(&self.v4, a.to_bits()),
+            IpAddr::V6(a) => scan(&self.v6, a.to_bits()),
         }
-        Placement {
-            zone: best.map(|(_, z)| z),
-            scope,
+    }
+
+    /// `place`, remembered per thread for the last address.
+    #[inline]
+    fn place_remembered(&self, addr: IpAddr) -> Placement {
+        let (family, bits) = match addr {
+            IpAddr::V4(a) => (0, u128::from(a.to_bits())),
+            IpAddr::V6(a) => (1, a.to_bits()),
+        };
+        let key = self.id << 1 | family;
+        let last = LAST.get();
+        if last.key == key && last.bits == bits {
+            return Placement {
+                zone: (last.zone != NO_ZONE).then_some(usize::from(last.zone)),
+                scope: last.scope,
+            };
         }
+        let placed = self.place(addr);
+        LAST.set(Remembered {
+            key,
+            bits,
+            zone: placed.zone.map_or(NO_ZONE, |z| z as u8),
+            scope: placed.scope,
+        });
+        placed
     }
 }
 
 /// What a client is, as far as an answer's order may depend on it: its address (ECS's, or
-/// the packet's source), placed at most once per query, and whether an answer used the
-/// placement (then a reply's ECS scope is the placement's, else 0).
+/// the packet's source), and whether an answer used its placement (then a reply's ECS scope
+/// is the placement's, else 0).
 #[derive(Debug)]
 pub(crate) struct Client {
     addr: Option<IpAddr>,
-    placed: Option<Placement>,
+    /// The ECS scope of the answer: the placement's once the answer depended on it, else 0.
+    scope: u8,
     pub(crate) depended: bool,
 }
 
@@ -216,31 +298,30 @@ impl Client {
     pub(crate) fn new(addr: Option<IpAddr>) -> Self {
         Self {
             addr,
-            placed: None,
+            scope: 0,
             depended: false,
         }
     }
 
     /// The ECS scope of the answer: the placement's when the answer depended on it, else 0.
     pub(crate) fn scope(&self) -> u8 {
-        match self.placed {
-            Some(p) if self.depended => p.scope,
-            _ => 0,
-        }
+        self.scope
     }
 
-    /// The client's placement (looked up the first time), noting that the answer depends on
-    /// it.
+    /// The client's placement (the thread remembers the last one), noting that the answer
+    /// depends on it.
+    #[inline]
     pub(crate) fn placement(&mut self, locality: &Locality) -> Placement {
-        self.depended = true;
-        let addr = self.addr;
-        *self.placed.get_or_insert_with(|| match addr {
-            Some(a) => locality.place(a),
+        let placed = match self.addr {
+            Some(a) => locality.place_remembered(a),
             None => Placement {
                 zone: None,
                 scope: 0,
             },
-        })
+        };
+        self.depended = true;
+        self.scope = placed.scope;
+        placed
     }
 }
 
@@ -248,35 +329,43 @@ impl Client {
 /// order of each zone's clients. Only built when one of them is needed.
 ///
 /// All of it is one allocation of 32-bit words behind a thin pointer (`ThinVec`: the set
-/// pays 8 bytes, as a `Box` did): an answer follows one pointer from its set to the line or
-/// two it reads, and a set with zones costs one allocation, not two plus one per zone. (It
-/// did not measurably change CPU per query: BENCHMARKS.md, "Where the locality cost is
-/// not".) The words, by offset:
+/// pays 8 bytes, as a `Box` did), and the two numbers needed to find a word in it, the
+/// schedule's length and the number of zone slots, are kept in the set itself (`Shape`):
+/// an answer goes from its set straight to the word it needs, never through a header
+/// first (BENCHMARKS.md, "Routing's cost"). The words, by offset:
 ///
-/// - `0`: Z, the number of zone slots (the `dns.locality` zones; 0 when no record is in
-///   one); `1`, `2`: where the weighted schedule starts and its length (0: plain rotation).
-/// - `3..3 + Z`: each zone's block's offset, 0 when none of the records is in that zone.
+/// - `0..L`: the weighted schedule (first positions, indexed by the set's rotation counter
+///   modulo L; L = 0: plain rotation), first, at an offset the set alone gives.
+/// - `L..L + Z`: each zone's block's offset (Z: the `dns.locality` zones, 0 when no record
+///   is in one), 0 when none of the records is in that zone.
 /// - a zone's block: its own rotation counter (each zone's clients see exact rotation),
 ///   `local` (how many records are in the zone), the lengths of the locals' and the rest's
 ///   schedules, then the `n` record indexes (the locals, then the rest), then the locals'
-///   schedule and the rest's.
-/// - the weighted schedule (first positions, indexed by the set's rotation counter modulo
-///   its length), last: it can be long, and a zone's clients never read it.
+///   schedule and the rest's (positions within each part, never empty: equal weights are
+///   0, 1, ... and no rest is a single 0); read right after its offset, in the same line
+///   or the next.
 ///
 /// Every word is an `AtomicU32` so the counters can live among them; the others are written
 /// once, before the set is published, and read with relaxed loads (plain loads).
 #[derive(Debug)]
 pub(crate) struct Routing(ThinVec<AtomicU32>);
 
-/// Offsets of `Routing`'s fixed words and of a zone block's.
-const ZONE_SLOTS: usize = 0;
-const SCHEDULE_AT: usize = 1;
-const SCHEDULE_LEN: usize = 2;
-const HEADER: usize = 3;
+/// The weighted schedule's length and the number of zone slots of a set's `Routing`, kept
+/// beside it in the set. Packed into 5 bytes, so they fill the set's padding and a set
+/// stays 64 bytes (RSS at 100,000 instances, BENCHMARKS.md); its fields are only copied out,
+/// never borrowed.
+#[repr(C, packed)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Shape {
+    schedule: u32,
+    zones: u8,
+}
+
+/// Offsets of a zone block's fixed words.
 const ZONE_COUNTER: usize = 0;
 const ZONE_LOCAL: usize = 1;
-const ZONE_LOCAL_W: usize = 2;
-const ZONE_REST_W: usize = 3;
+const ZONE_LOCAL_LEN: usize = 2;
+const ZONE_REST_LEN: usize = 3;
 const ZONE_HEADER: usize = 4;
 
 fn pick(schedule: &[AtomicU32], counter: u32, n: usize) -> usize {
@@ -289,17 +378,31 @@ fn pick(schedule: &[AtomicU32], counter: u32, n: usize) -> usize {
 
 impl Routing {
     /// The routing of a set whose records have `weights` and zones (numbers of `dns.locality`
-    /// zones) `zones`, out of `nzones`; `None` when plain rotation does (equal weights, no
-    /// record in a zone).
-    pub(crate) fn new(weights: &[u32], zones: &[Option<usize>], nzones: usize) -> Option<Self> {
+    /// zones) `zones`, out of `nzones`, with its shape; `None` when plain rotation does
+    /// (equal weights, no record in a zone).
+    pub(crate) fn new(
+        weights: &[u32],
+        zones: &[Option<usize>],
+        nzones: usize,
+    ) -> Option<(Self, Shape)> {
         let first = schedule(weights);
         let zoned = zones.iter().any(Option::is_some);
         if first.is_empty() && !zoned {
             return None;
         }
-        let slots = if zoned { nzones } else { 0 };
-        let mut words: Vec<u32> = vec![slots as u32, 0, first.len() as u32];
-        words.resize(HEADER + slots, 0);
+        // `dns.locality` holds at most `config::MAX_LOCALITY_ZONES` (32) zones.
+        let slots = if zoned {
+            nzones.min(usize::from(u8::MAX))
+        } else {
+            0
+        };
+        let shape = Shape {
+            schedule: first.len() as u32,
+            zones: slots as u8,
+        };
+        let mut words: Vec<u32> = first.into_vec();
+        let offsets = words.len();
+        words.resize(offsets + slots, 0);
         for z in 0..slots {
             let (local, rest): (Vec<u32>, Vec<u32>) =
                 (0..weights.len() as u32).partition(|&i| zones[i as usize] == Some(z));
@@ -307,8 +410,18 @@ impl Routing {
                 continue;
             }
             let of = |ix: &[u32]| -> Vec<u32> { ix.iter().map(|&i| weights[i as usize]).collect() };
-            let (local_schedule, rest_schedule) = (schedule(&of(&local)), schedule(&of(&rest)));
-            words[HEADER + z] = words.len() as u32;
+            // Each part's schedule, never empty, so an answer picks from it without a branch:
+            // equal weights rotate (0, 1, ... in turn), and no rest is one position, 0.
+            let never_empty = |part: &[u32]| -> Vec<u32> {
+                let s = schedule(&of(part));
+                if !s.is_empty() {
+                    s.into_vec()
+                } else {
+                    (0..part.len().max(1) as u32).collect()
+                }
+            };
+            let (local_schedule, rest_schedule) = (never_empty(&local), never_empty(&rest));
+            words[offsets + z] = words.len() as u32;
             words.extend([
                 0,
                 local.len() as u32,
@@ -319,65 +432,72 @@ impl Routing {
             words.extend(local_schedule);
             words.extend(rest_schedule);
         }
-        words[SCHEDULE_AT] = words.len() as u32;
-        words.extend(first);
         // Exactly as long as it must be: collecting would leave the growth's spare capacity.
         let mut all = ThinVec::with_capacity(words.len());
         all.extend(words.into_iter().map(AtomicU32::new));
-        Some(Self(all))
-    }
-
-    fn word(&self, at: usize) -> usize {
-        self.0[at].load(Ordering::Relaxed) as usize
-    }
-
-    /// Where zone `z`'s block starts, if any record is in it.
-    fn zone_block(&self, z: usize) -> Option<usize> {
-        if z >= self.word(ZONE_SLOTS) {
-            return None;
-        }
-        Some(self.word(HEADER + z)).filter(|&at| at != 0)
+        Some((Self(all), shape))
     }
 
     /// The order of this answer, advancing the set's counter (`rotation`) or, for a client in
-    /// a zone with records here, that zone's.
+    /// a zone with records here, that zone's. `shape` is the one `new` gave with this routing.
+    ///
+    /// Inlined into the answer's loop: a call would cost a routed answer the saving and
+    /// restoring of six registers and its result through memory.
+    #[inline(always)]
     pub(crate) fn order(
         &self,
+        shape: Shape,
         rotation: &AtomicU32,
         n: usize,
         client: &mut Client,
         locality: &Locality,
     ) -> Order<'_> {
-        if self.word(ZONE_SLOTS) != 0
-            && let Some(z) = client.placement(locality).zone
-            && let Some(at) = self.zone_block(z)
+        let schedule_len = shape.schedule as usize;
+        if shape.zones != 0
+            && let Some(order) = self.zoned(shape, n, client, locality)
         {
-            let block = &self.0[at..];
-            let c = block[ZONE_COUNTER].fetch_add(1, Ordering::Relaxed);
-            let local = block[ZONE_LOCAL].load(Ordering::Relaxed) as usize;
-            let local_w = block[ZONE_LOCAL_W].load(Ordering::Relaxed) as usize;
-            let rest_w = block[ZONE_REST_W].load(Ordering::Relaxed) as usize;
-            let (order, schedules) = block[ZONE_HEADER..].split_at(n);
-            let (local_schedule, rest_schedule) = schedules[..local_w + rest_w].split_at(local_w);
-            let rest = n - local;
-            return Order::Zoned {
-                order,
-                local,
-                local_start: pick(local_schedule, c, local),
-                rest_start: if rest == 0 {
-                    0
-                } else {
-                    pick(rest_schedule, c, rest)
-                },
-            };
+            return order;
         }
         let c = rotation.fetch_add(1, Ordering::Relaxed);
-        let at = self.word(SCHEDULE_AT);
-        let schedule = &self.0[at..at + self.word(SCHEDULE_LEN)];
         Order::Rotate {
-            start: pick(schedule, c, n),
+            start: pick(&self.0[..schedule_len], c, n),
             n,
         }
+    }
+
+    /// The order of this answer for a client in a zone with records here, advancing that
+    /// zone's counter; `None` for any other client.
+    #[inline(always)]
+    fn zoned(
+        &self,
+        shape: Shape,
+        n: usize,
+        client: &mut Client,
+        locality: &Locality,
+    ) -> Option<Order<'_>> {
+        let z = client.placement(locality).zone?;
+        if z >= usize::from(shape.zones) {
+            return None;
+        }
+        let at = self.0[shape.schedule as usize + z].load(Ordering::Relaxed) as usize;
+        if at == 0 {
+            return None;
+        }
+        let block = &self.0[at..];
+        // The block's words before its counter's add: the add orders the reads after it,
+        // so these would wait for it.
+        let local = block[ZONE_LOCAL].load(Ordering::Relaxed) as usize;
+        let local_len = block[ZONE_LOCAL_LEN].load(Ordering::Relaxed) as usize;
+        let rest_len = block[ZONE_REST_LEN].load(Ordering::Relaxed) as usize;
+        let (order, schedules) = block[ZONE_HEADER..].split_at(n);
+        let (local_schedule, rest_schedule) = schedules.split_at(local_len);
+        let c = block[ZONE_COUNTER].fetch_add(1, Ordering::Relaxed) as usize;
+        Some(Order::Zoned {
+            order,
+            local,
+            local_start: local_schedule[c % local_len].load(Ordering::Relaxed) as usize,
+            rest_start: rest_schedule[c % rest_len].load(Ordering::Relaxed) as usize,
+        })
     }
 }
 
@@ -395,12 +515,21 @@ pub(crate) enum Order<'a> {
     },
 }
 
+/// `i` modulo `n`, for an `i` below `2 n`.
+#[inline]
+fn wrap(i: usize, n: usize) -> usize {
+    debug_assert!(i < 2 * n, "{i} wraps once around {n}");
+    if i >= n { i - n } else { i }
+}
+
 impl Order<'_> {
     /// The record index of the `k`-th record of the answer (`k` below the set's size).
     #[inline]
     pub(crate) fn at(&self, k: usize) -> usize {
         match *self {
-            Order::Rotate { start, n } => (start + k) % n,
+            // `start` and `k` are below `n` (and the parts' likewise): one subtraction wraps,
+            // where a division would cost tens of cycles per record.
+            Order::Rotate { start, n } => wrap(start + k, n),
             Order::Zoned {
                 order,
                 local,
@@ -408,9 +537,9 @@ impl Order<'_> {
                 rest_start,
             } => {
                 let pos = if k < local {
-                    (local_start + k) % local
+                    wrap(local_start + k, local)
                 } else {
-                    local + (rest_start + k - local) % (order.len() - local)
+                    local + wrap(rest_start + k - local, order.len() - local)
                 };
                 order[pos].load(Ordering::Relaxed) as usize
             }
@@ -573,12 +702,13 @@ mod tests {
     fn zone_orders_put_the_zone_first_and_rotate_each_part() {
         let l = locality();
         // Records 0 and 2 in zone 0 (eu), 1 and 3 elsewhere.
-        let r = Routing::new(&[1, 1, 1, 1], &[Some(0), None, Some(0), Some(2)], 3).unwrap();
+        let (r, shape) =
+            Routing::new(&[1, 1, 1, 1], &[Some(0), None, Some(0), Some(2)], 3).unwrap();
         let counter = AtomicU32::new(0);
         let mut firsts = Vec::new();
         for _ in 0..4 {
             let mut c = Client::new(Some("10.1.200.1".parse().unwrap()));
-            let o = r.order(&counter, 4, &mut c, &l);
+            let o = r.order(shape, &counter, 4, &mut c, &l);
             let all: Vec<usize> = (0..4).map(|k| o.at(k)).collect();
             assert!(matches!(all[..2], [0, 2] | [2, 0]), "{all:?}");
             let mut sorted = all.clone();
@@ -590,7 +720,7 @@ mod tests {
         assert_eq!(firsts, [0, 2, 0, 2]);
         // A client outside every zone: the plain rotation over all four.
         let mut c = Client::new(Some("192.0.2.1".parse().unwrap()));
-        let o = r.order(&counter, 4, &mut c, &l);
+        let o = r.order(shape, &counter, 4, &mut c, &l);
         assert_eq!((0..4).map(|k| o.at(k)).collect::<Vec<_>>(), [0, 1, 2, 3]);
         assert!(
             c.depended,
@@ -598,5 +728,66 @@ mod tests {
         );
         // Equal weights and no zone: plain rotation needs nothing.
         assert!(Routing::new(&[2, 2], &[None, None], 3).is_none());
+    }
+
+    #[test]
+    fn zone_orders_weigh_each_part() {
+        let l = locality();
+        // Zone 0 (eu) holds records 0 (weight 1) and 1 (weight 3); 2 (weight 96) and 3
+        // (weight 4) are elsewhere. Over 4 answers each local comes first its weight's
+        // times; over 100 the rest's first comes first by weight (96:4), after the locals.
+        let (r, shape) = Routing::new(&[1, 3, 96, 4], &[Some(0), Some(0), None, None], 3).unwrap();
+        let counter = AtomicU32::new(0);
+        let (mut firsts, mut rest_firsts) = ([0; 4], [0; 4]);
+        for _ in 0..100 {
+            let mut c = Client::new(Some("10.1.200.1".parse().unwrap()));
+            let o = r.order(shape, &counter, 4, &mut c, &l);
+            firsts[o.at(0)] += 1;
+            rest_firsts[o.at(2)] += 1;
+            assert!(o.at(1) < 2 && o.at(3) >= 2);
+        }
+        assert_eq!(firsts, [25, 75, 0, 0]);
+        assert_eq!(rest_firsts, [0, 0, 96, 4]);
+        assert_eq!(
+            counter.into_inner(),
+            0,
+            "the set's own counter is the others'"
+        );
+        // A zone with every record: no rest.
+        let (r, shape) = Routing::new(&[1, 2], &[Some(2), Some(2)], 3).unwrap();
+        let counter = AtomicU32::new(0);
+        let mut firsts = [0; 2];
+        for _ in 0..3 {
+            let mut c = Client::new(Some("10.2.0.1".parse().unwrap()));
+            let o = r.order(shape, &counter, 2, &mut c, &l);
+            firsts[o.at(0)] += 1;
+        }
+        assert_eq!(firsts, [1, 2]);
+    }
+
+    #[test]
+    fn a_remembered_placement_is_that_of_its_own_locality_and_address() {
+        let eu = locality();
+        let other: Vec<LocalityConfig> =
+            toml::from_str::<std::collections::BTreeMap<String, Vec<LocalityConfig>>>(
+                "l = [{networks = [\"10.0.0.0/8\"], zone = \"all\"}]",
+            )
+            .unwrap()
+            .remove("l")
+            .unwrap();
+        let other = Locality::new(&other);
+        let a: IpAddr = "10.1.0.7".parse().unwrap();
+        let b: IpAddr = "10.2.3.4".parse().unwrap();
+        // In turn, so each lookup follows one the thread remembered for something else.
+        for _ in 0..3 {
+            for (l, addr) in [(&eu, a), (&other, a), (&eu, b), (&eu, b), (&other, b)] {
+                assert_eq!(l.place_remembered(addr), l.place(addr), "{addr}");
+            }
+        }
+        assert_eq!(
+            eu.clone().place_remembered(a),
+            eu.place(a),
+            "a clone is the same"
+        );
     }
 }
