@@ -161,21 +161,17 @@ fn scan<B: Bits>(networks: &[Net<B>], bits: B) -> Placement {
             (best, zone) = (net.len + 1, net.zone);
         }
     }
-    Placement {
-        zone: (zone != NO_ZONE).then_some(usize::from(zone)),
-        scope,
-    }
+    Placement { zone, scope }
 }
 
 /// A placement a thread remembers: for which `Locality` (its id, shifted, the low bit set
-/// for IPv6) and address bits (an IPv4 address in the low 32), the zone (`NO_ZONE`: none)
-/// and the scope. Plain integers, so checking it is two comparisons.
+/// for IPv6) and address bits (an IPv4 address in the low 32). Plain integers, so checking
+/// it is two comparisons.
 #[derive(Clone, Copy)]
 struct Remembered {
     key: u64,
     bits: u128,
-    zone: u8,
-    scope: u8,
+    placed: Placement,
 }
 
 thread_local! {
@@ -184,7 +180,7 @@ thread_local! {
     /// "Routing's cost").
     static LAST: std::cell::Cell<Remembered> = const {
         // Key 0 is no `Locality`'s (ids start at 1; the empty default places nothing).
-        std::cell::Cell::new(Remembered { key: 0, bits: 0, zone: NO_ZONE, scope: 0 })
+        std::cell::Cell::new(Remembered { key: 0, bits: 0, placed: Placement::NOWHERE })
     };
 }
 
@@ -192,8 +188,17 @@ thread_local! {
 /// is in the same zone (the ECS scope of an answer that depends on it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Placement {
-    pub zone: Option<usize>,
+    /// The zone's number; `NO_ZONE` outside every network (above any zone a set has).
+    pub zone: u8,
     pub scope: u8,
+}
+
+impl Placement {
+    /// A client that is not placed: no zone, and an answer the same for every address.
+    const NOWHERE: Self = Self {
+        zone: NO_ZONE,
+        scope: 0,
+    };
 }
 
 impl Locality {
@@ -243,42 +248,47 @@ impl Locality {
         self.zones.iter().position(|z| **z == *name)
     }
 
-    /// The zone of `addr`: that of the longest network holding it (none outside them all).
-    /// The scope is the shortest prefix around `addr` that neither reaches out of a network
-    /// holding it nor into one that does not, so the zone is the same for every address in
-    /// it: the answer a resolver caches for that prefix is right for all of its clients.
-    /// An IPv4-mapped IPv6 address is matched as IPv6 (the caller maps a peer's address to
-    /// IPv4 first; an ECS address keeps its family, which its scope is counted in).
-    pub(crate) fn place(&self, addr: IpAddr) -> Placement {
-        match addr {
-            IpAddr::V4(a) => scan(&self.v4, a.to_bits()),
-            IpAddr::V6(a) => scan(&self.v6, a.to_bits()),
+    /// `place_bits` for an `IpAddr`.
+    #[cfg(test)]
+    fn place(&self, addr: IpAddr) -> Placement {
+        let (family, bits) = family_bits(addr);
+        self.place_bits(family, bits)
+    }
+
+    /// The zone of an address (as `family_bits` gives it): that of the longest network
+    /// holding it (none outside them all). The scope is the shortest prefix around the
+    /// address that neither reaches out of a network holding it nor into one that does not,
+    /// so the zone is the same for every address in it: the answer a resolver caches for
+    /// that prefix is right for all of its clients. An IPv4-mapped IPv6 address is matched
+    /// as IPv6 (the caller maps a peer's address to IPv4 first; an ECS address keeps its
+    /// family, which its scope is counted in).
+    fn place_bits(&self, family: u64, bits: u128) -> Placement {
+        if family == 0 {
+            scan(&self.v4, bits as u32)
+        } else {
+            scan(&self.v6, bits)
         }
     }
 
-    /// `place`, remembered per thread for the last address.
+    /// `place_bits`, remembered per thread for the last address.
     #[inline]
-    fn place_remembered(&self, addr: IpAddr) -> Placement {
-        let (family, bits) = match addr {
-            IpAddr::V4(a) => (0, u128::from(a.to_bits())),
-            IpAddr::V6(a) => (1, a.to_bits()),
-        };
+    fn place_remembered(&self, family: u64, bits: u128) -> Placement {
         let key = self.id << 1 | family;
         let last = LAST.get();
         if last.key == key && last.bits == bits {
-            return Placement {
-                zone: (last.zone != NO_ZONE).then_some(usize::from(last.zone)),
-                scope: last.scope,
-            };
+            return last.placed;
         }
-        let placed = self.place(addr);
-        LAST.set(Remembered {
-            key,
-            bits,
-            zone: placed.zone.map_or(NO_ZONE, |z| z as u8),
-            scope: placed.scope,
-        });
+        let placed = self.place_bits(family, bits);
+        LAST.set(Remembered { key, bits, placed });
         placed
+    }
+}
+
+/// An address as its family (0: IPv4, 1: IPv6) and its bits (IPv4's in the low 32).
+fn family_bits(addr: IpAddr) -> (u64, u128) {
+    match addr {
+        IpAddr::V4(a) => (0, u128::from(a.to_bits())),
+        IpAddr::V6(a) => (1, a.to_bits()),
     }
 }
 
@@ -287,7 +297,9 @@ impl Locality {
 /// is the placement's, else 0).
 #[derive(Debug)]
 pub(crate) struct Client {
-    addr: Option<IpAddr>,
+    /// The address as `family_bits` gives it, worked out once per query; `None` when its
+    /// location must not be used.
+    addr: Option<(u64, u128)>,
     /// The ECS scope of the answer: the placement's once the answer depended on it, else 0.
     scope: u8,
     pub(crate) depended: bool,
@@ -297,7 +309,7 @@ impl Client {
     /// A client at `addr`; `None` when its location must not be used (ECS source prefix 0).
     pub(crate) fn new(addr: Option<IpAddr>) -> Self {
         Self {
-            addr,
+            addr: addr.map(family_bits),
             scope: 0,
             depended: false,
         }
@@ -313,11 +325,8 @@ impl Client {
     #[inline]
     pub(crate) fn placement(&mut self, locality: &Locality) -> Placement {
         let placed = match self.addr {
-            Some(a) => locality.place_remembered(a),
-            None => Placement {
-                zone: None,
-                scope: 0,
-            },
+            Some((family, bits)) => locality.place_remembered(family, bits),
+            None => Placement::NOWHERE,
         };
         self.depended = true;
         self.scope = placed.scope;
@@ -340,10 +349,12 @@ impl Client {
 ///   is in one), 0 when none of the records is in that zone.
 /// - a zone's block: its own rotation counter (each zone's clients see exact rotation),
 ///   `local` (how many records are in the zone), the lengths of the locals' and the rest's
-///   schedules, then the `n` record indexes (the locals, then the rest), then the locals'
-///   schedule and the rest's (positions within each part, never empty: equal weights are
-///   0, 1, ... and no rest is a single 0); read right after its offset, in the same line
-///   or the next.
+///   schedules, the period of its answers and where they start (0, 0: not written out),
+///   then the `n` record indexes (the locals, then the rest), then the locals' schedule and
+///   the rest's (positions within each part, never empty: equal weights are 0, 1, ... and
+///   no rest is a single 0), then, when period × `n` is at most `MAX_ZONE_ANSWERS`, every
+///   answer's record indexes, one period of them (the answer for counter c is the (c mod
+///   period)-th); read right after its offset, in the same line or the next.
 ///
 /// Every word is an `AtomicU32` so the counters can live among them; the others are written
 /// once, before the set is published, and read with relaxed loads (plain loads).
@@ -366,7 +377,13 @@ const ZONE_COUNTER: usize = 0;
 const ZONE_LOCAL: usize = 1;
 const ZONE_LOCAL_LEN: usize = 2;
 const ZONE_REST_LEN: usize = 3;
-const ZONE_HEADER: usize = 4;
+const ZONE_PERIOD: usize = 4;
+const ZONE_ANSWERS: usize = 5;
+const ZONE_HEADER: usize = 6;
+
+/// The most words a zone's answers written out (`period` × records) may take; above it, a
+/// zone's client's order is worked out per answer from the two schedules instead.
+const MAX_ZONE_ANSWERS: usize = 1024;
 
 fn pick(schedule: &[AtomicU32], counter: u32, n: usize) -> usize {
     if schedule.is_empty() {
@@ -384,6 +401,16 @@ impl Routing {
         weights: &[u32],
         zones: &[Option<usize>],
         nzones: usize,
+    ) -> Option<(Self, Shape)> {
+        Self::build(weights, zones, nzones, MAX_ZONE_ANSWERS)
+    }
+
+    /// `new`, writing a zone's answers out when they take at most `max_answers` words.
+    fn build(
+        weights: &[u32],
+        zones: &[Option<usize>],
+        nzones: usize,
+        max_answers: usize,
     ) -> Option<(Self, Shape)> {
         let first = schedule(weights);
         let zoned = zones.iter().any(Option::is_some);
@@ -421,16 +448,38 @@ impl Routing {
                 }
             };
             let (local_schedule, rest_schedule) = (never_empty(&local), never_empty(&rest));
-            words[offsets + z] = words.len() as u32;
+            // Every answer a zone's client can get, written out when they are few: the
+            // pair of starts repeats every lcm(local_len, rest_len) answers, and an answer
+            // then reads its records' indexes in a row (no wrapping per record).
+            let (local_len, rest_len) = (local_schedule.len(), rest_schedule.len());
+            let period = local_len / gcd(local_len as u64, rest_len as u64) as usize * rest_len;
+            let listed = period * weights.len() <= max_answers;
+            let at = words.len();
+            words[offsets + z] = at as u32;
             words.extend([
                 0,
                 local.len() as u32,
-                local_schedule.len() as u32,
-                rest_schedule.len() as u32,
+                local_len as u32,
+                rest_len as u32,
+                if listed { period as u32 } else { 0 },
+                0,
             ]);
-            words.extend(local.into_iter().chain(rest));
-            words.extend(local_schedule);
-            words.extend(rest_schedule);
+            let order: Vec<u32> = local.iter().chain(&rest).copied().collect();
+            words.extend(&order);
+            words.extend(&local_schedule);
+            words.extend(&rest_schedule);
+            if listed {
+                words[at + ZONE_ANSWERS] = (words.len() - at) as u32;
+                let (l, r) = (local.len(), rest.len());
+                for p in 0..period {
+                    let (ls, rs) = (
+                        local_schedule[p % local_len] as usize,
+                        rest_schedule[p % rest_len] as usize,
+                    );
+                    words.extend((0..l).map(|k| order[(ls + k) % l]));
+                    words.extend((0..r).map(|k| order[l + (rs + k) % r]));
+                }
+            }
         }
         // Exactly as long as it must be: collecting would leave the growth's spare capacity.
         let mut all = ThinVec::with_capacity(words.len());
@@ -475,7 +524,8 @@ impl Routing {
         client: &mut Client,
         locality: &Locality,
     ) -> Option<Order<'_>> {
-        let z = client.placement(locality).zone?;
+        // `NO_ZONE` is above every zone a set has.
+        let z = usize::from(client.placement(locality).zone);
         if z >= usize::from(shape.zones) {
             return None;
         }
@@ -486,12 +536,18 @@ impl Routing {
         let block = &self.0[at..];
         // The block's words before its counter's add: the add orders the reads after it,
         // so these would wait for it.
+        let period = block[ZONE_PERIOD].load(Ordering::Relaxed) as usize;
+        let answers = block[ZONE_ANSWERS].load(Ordering::Relaxed) as usize;
+        let c = block[ZONE_COUNTER].fetch_add(1, Ordering::Relaxed) as usize;
+        if period != 0 {
+            let from = answers + c % period * n;
+            return Some(Order::Listed(&block[from..from + n]));
+        }
         let local = block[ZONE_LOCAL].load(Ordering::Relaxed) as usize;
         let local_len = block[ZONE_LOCAL_LEN].load(Ordering::Relaxed) as usize;
         let rest_len = block[ZONE_REST_LEN].load(Ordering::Relaxed) as usize;
         let (order, schedules) = block[ZONE_HEADER..].split_at(n);
         let (local_schedule, rest_schedule) = schedules.split_at(local_len);
-        let c = block[ZONE_COUNTER].fetch_add(1, Ordering::Relaxed) as usize;
         Some(Order::Zoned {
             order,
             local,
@@ -506,6 +562,8 @@ impl Routing {
 pub(crate) enum Order<'a> {
     /// From `start`, cyclically.
     Rotate { start: usize, n: usize },
+    /// The record indexes in a row, as written out for a zone's client.
+    Listed(&'a [AtomicU32]),
     /// A zone's records from `local_start` cyclically, then the others from `rest_start`.
     Zoned {
         order: &'a [AtomicU32],
@@ -530,6 +588,7 @@ impl Order<'_> {
             // `start` and `k` are below `n` (and the parts' likewise): one subtraction wraps,
             // where a division would cost tens of cycles per record.
             Order::Rotate { start, n } => wrap(start + k, n),
+            Order::Listed(order) => order[k].load(Ordering::Relaxed) as usize,
             Order::Zoned {
                 order,
                 local,
@@ -605,55 +664,35 @@ mod tests {
         let at = |a: &str| l.place(a.parse().unwrap());
         // In the /16, outside the /24 inside it: the /16's zone; the scope must leave the
         // /24 out (10.1.0.0/23 shares 22 bits with 10.1.2.0, so /23).
-        assert_eq!(
-            at("10.1.0.7"),
-            Placement {
-                zone: Some(0),
-                scope: 23
-            }
-        );
-        assert_eq!(
-            at("10.1.128.7"),
-            Placement {
-                zone: Some(0),
-                scope: 17
-            }
-        );
-        assert_eq!(
-            at("10.1.2.9"),
-            Placement {
-                zone: Some(1),
-                scope: 24
-            }
-        );
-        assert_eq!(
-            at("10.2.3.4"),
-            Placement {
-                zone: Some(2),
-                scope: 16
-            }
-        );
+        assert_eq!(at("10.1.0.7"), Placement { zone: 0, scope: 23 });
+        assert_eq!(at("10.1.128.7"), Placement { zone: 0, scope: 17 });
+        assert_eq!(at("10.1.2.9"), Placement { zone: 1, scope: 24 });
+        assert_eq!(at("10.2.3.4"), Placement { zone: 2, scope: 16 });
         // Outside all: no zone, a scope that reaches none of them.
         assert_eq!(
             at("10.3.0.1"),
             Placement {
-                zone: None,
+                zone: NO_ZONE,
                 scope: 16
             }
         );
         assert_eq!(
             at("192.0.2.1"),
             Placement {
-                zone: None,
+                zone: NO_ZONE,
                 scope: 1
             }
         );
-        assert_eq!(at("fd00:1::5").zone, Some(0));
-        assert_eq!(at("::ffff:10.2.0.1").zone, None, "IPv6, as its family says");
+        assert_eq!(at("fd00:1::5").zone, 0);
+        assert_eq!(
+            at("::ffff:10.2.0.1").zone,
+            NO_ZONE,
+            "IPv6, as its family says"
+        );
         assert_eq!(
             at("2001:db8::1"),
             Placement {
-                zone: None,
+                zone: NO_ZONE,
                 scope: 1
             }
         );
@@ -672,30 +711,18 @@ mod tests {
         let l = Locality::new(&cfg);
         let at = |a: &str| l.place(a.parse().unwrap());
         // /0 holds every address of its family; the /32 and /128 only their own.
-        assert_eq!(at("198.51.100.1").zone, Some(0));
-        assert_eq!(at("2001:db8::8").zone, Some(0));
-        assert_eq!(
-            at("192.0.2.7"),
-            Placement {
-                zone: Some(1),
-                scope: 32
-            }
-        );
+        assert_eq!(at("198.51.100.1").zone, 0);
+        assert_eq!(at("2001:db8::8").zone, 0);
+        assert_eq!(at("192.0.2.7"), Placement { zone: 1, scope: 32 });
         assert_eq!(
             at("2001:db8::7"),
             Placement {
-                zone: Some(1),
+                zone: 1,
                 scope: 128
             }
         );
         // Beside the host: the scope must leave 192.0.2.7 out (192.0.2.6 shares 31 bits).
-        assert_eq!(
-            at("192.0.2.6"),
-            Placement {
-                zone: Some(0),
-                scope: 32
-            }
-        );
+        assert_eq!(at("192.0.2.6"), Placement { zone: 0, scope: 32 });
     }
 
     #[test]
@@ -781,13 +808,65 @@ mod tests {
         // In turn, so each lookup follows one the thread remembered for something else.
         for _ in 0..3 {
             for (l, addr) in [(&eu, a), (&other, a), (&eu, b), (&eu, b), (&other, b)] {
-                assert_eq!(l.place_remembered(addr), l.place(addr), "{addr}");
+                assert_eq!(
+                    {
+                        let (f, b) = family_bits(addr);
+                        l.place_remembered(f, b)
+                    },
+                    l.place(addr),
+                    "{addr}"
+                );
             }
         }
         assert_eq!(
-            eu.clone().place_remembered(a),
+            {
+                let (f, b) = family_bits(a);
+                eu.clone().place_remembered(f, b)
+            },
             eu.place(a),
             "a clone is the same"
         );
+    }
+
+    #[test]
+    fn written_out_zone_answers_are_the_worked_out_ones() {
+        let l = locality();
+        let cases: &[(&[u32], &[Option<usize>])] = &[
+            (&[1, 3, 96], &[Some(0), Some(0), None]),
+            (&[1, 1, 1, 1], &[Some(0), None, Some(0), Some(2)]),
+            (&[5, 1, 1, 2, 7], &[None, Some(0), Some(0), None, None]),
+            (&[1, 2], &[Some(0), Some(0)]),
+            (&[3, 3, 1], &[Some(0), None, None]),
+        ];
+        for &(weights, zones) in cases {
+            let n = weights.len();
+            let (listed, listed_shape) = Routing::new(weights, zones, 3).unwrap();
+            let (worked, worked_shape) = Routing::build(weights, zones, 3, 0).unwrap();
+            let (a, b) = (AtomicU32::new(0), AtomicU32::new(0));
+            for q in 0..200 {
+                let mut c = Client::new(Some("10.1.0.9".parse().unwrap()));
+                let o = listed.order(listed_shape, &a, n, &mut c, &l);
+                assert!(matches!(o, Order::Listed(_)), "{weights:?}");
+                let mut d = Client::new(Some("10.1.0.9".parse().unwrap()));
+                let p = worked.order(worked_shape, &b, n, &mut d, &l);
+                assert!(matches!(p, Order::Zoned { .. }), "{weights:?}");
+                let (x, y): (Vec<usize>, Vec<usize>) = (0..n).map(|k| (o.at(k), p.at(k))).unzip();
+                assert_eq!(x, y, "{weights:?} {zones:?}, answer {q}");
+            }
+        }
+        // Too many to write out: 1:1000 in the zone, 1:2 outside, lcm(1001, 3) x 4 words.
+        let (r, shape) =
+            Routing::new(&[1, 1000, 1, 2], &[Some(0), Some(0), None, None], 3).unwrap();
+        let counter = AtomicU32::new(0);
+        let (mut firsts, mut rest_firsts) = ([0; 4], [0; 4]);
+        for _ in 0..3003 {
+            let mut c = Client::new(Some("10.1.0.9".parse().unwrap()));
+            let o = r.order(shape, &counter, 4, &mut c, &l);
+            assert!(matches!(o, Order::Zoned { .. }));
+            firsts[o.at(0)] += 1;
+            rest_firsts[o.at(2)] += 1;
+        }
+        assert_eq!(firsts, [3, 3000, 0, 0]);
+        assert_eq!(rest_firsts, [0, 0, 1001, 2002]);
     }
 }
