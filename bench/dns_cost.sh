@@ -7,7 +7,9 @@
 #   metadata, and a dns.locality holding the client, as bench/dns.sh's ROUTING=1), the
 #   binary serves under valgrind's callgrind with instrumentation off; 1,000 services x 3
 #   instances are registered over HTTP; then instrumentation goes on, dnsperf sends $QUERIES
-#   A queries for random services (20 outstanding) from 127.0.0.1, and it goes off again.
+#   queries for random services (20 outstanding) from 127.0.0.1, and it goes off again:
+#   A queries, or with KIND=srv SRV queries (the service name and the RFC 2782 name, half
+#   each, as bench/dns.sh's srv set).
 #   So the count is every user-space instruction of every server thread while it answered
 #   them (the UDP worker, the runtime's idle threads), none of the set-up, none of the kernel.
 #   The report gives per query: the total of each side, their difference, and the functions
@@ -17,13 +19,14 @@
 #
 # Usage
 #   SIGNPOST_BIN=target/release/signpost bench/dns_cost.sh
-#   QUERIES=20000 TOP=20 SIGNPOST_BIN=... bench/dns_cost.sh
+#   QUERIES=20000 TOP=20 KIND=srv SIGNPOST_BIN=... bench/dns_cost.sh
 # Needs valgrind, dnsperf, curl, python3. Output: the report on stdout and in
 # bench/results/dns-cost-<date>.md.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${SIGNPOST_BIN:-$ROOT/target/release/signpost}
 QUERIES=${QUERIES:-20000}
+KIND=${KIND:-a}
 TOP=${TOP:-16}
 for tool in valgrind callgrind_control callgrind_annotate dnsperf curl python3; do
     command -v "$tool" >/dev/null || {
@@ -40,12 +43,18 @@ cleanup() {
 trap cleanup EXIT
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-python3 - "$T/q.txt" "$QUERIES" <<'EOF'
+python3 - "$T/q.txt" "$QUERIES" "$KIND" <<'EOF'
 import random, sys
 r = random.Random(20261205)
 with open(sys.argv[1], "w") as f:
     for _ in range(int(sys.argv[2])):
-        f.write("svc-%04d.service.internal A\n" % r.randrange(1000))
+        n = r.randrange(1000)
+        if sys.argv[3] == "srv":
+            # As bench/dns.sh's srv set: the service name and the RFC 2782 name, half each.
+            f.write(("svc-%04d.service.internal SRV\n" if r.random() < 0.5
+                     else "_svc-%04d._tcp.service.internal SRV\n") % n)
+        else:
+            f.write("svc-%04d.service.internal A\n" % n)
 EOF
 
 side() {  # $1 = plain|routed; leaves $T/$1.out
@@ -118,9 +127,9 @@ echo "[dns_cost.sh $(date +%H:%M:%S)] routed" >&2
 side routed
 mkdir -p "$ROOT/bench/results"
 STAMP=$(date -u +%Y-%m-%dT%H%MZ)
-python3 - "$T/plain.out" "$T/routed.out" "$QUERIES" "$TOP" "$BIN" <<'EOF' | tee "$ROOT/bench/results/dns-cost-$STAMP.md"
+python3 - "$T/plain.out" "$T/routed.out" "$QUERIES" "$TOP" "$BIN" "$KIND" <<'EOF' | tee "$ROOT/bench/results/dns-cost-$STAMP.md"
 import re, sys
-plain, routed, n, top, binary = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+plain, routed, n, top, binary, kind = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 def read(path):
     rows = {}
     for line in open(path):
@@ -131,7 +140,7 @@ def read(path):
 a, b = read(plain), read(routed)
 total = lambda r: next(v for k, v in r.items() if k.startswith("PROGRAM TOTALS"))
 print("# User-space instructions per DNS query, plain against routed\n")
-print("`%s`, %d A queries each, 1,000 services x 3 instances (bench/dns_cost.sh)\n" % (binary, n))
+print("`%s`, %d %s queries each, 1,000 services x 3 instances (bench/dns_cost.sh)\n" % (binary, n, kind.upper()))
 print("| plain | routed | difference |\n|---:|---:|---:|")
 print("| %.0f | %.0f | %+.0f (%+.1f %%) |\n" % (total(a) / n, total(b) / n, (total(b) - total(a)) / n,
                                           100.0 * (total(b) - total(a)) / total(a)))

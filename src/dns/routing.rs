@@ -141,7 +141,7 @@ bits!(u32);
 bits!(u128);
 
 /// The zone of `bits` among `networks` (one family's): that of the longest network holding
-/// it, and the scope (`Locality::place`).
+/// it, and the scope (`Locality::place_bits`).
 fn scan<B: Bits>(networks: &[Net<B>], bits: B) -> Placement {
     // The longest holding network's length + 1 (0: none holds it), and its zone.
     let (mut best, mut zone) = (0u8, NO_ZONE);
@@ -179,7 +179,7 @@ thread_local! {
     /// so most queries repeat the last one's client and skip the scan (BENCHMARKS.md,
     /// "Routing's cost").
     static LAST: std::cell::Cell<Remembered> = const {
-        // Key 0 is no `Locality`'s (ids start at 1; the empty default places nothing).
+        // What the empty default `Locality` (id 0) makes of 0.0.0.0, rightly: nowhere.
         std::cell::Cell::new(Remembered { key: 0, bits: 0, placed: Placement::NOWHERE })
     };
 }
