@@ -645,14 +645,7 @@ zones_dir = "$T/sp-zones"
 EOF
         if [ "$ROUTING" = 1 ]; then
             # dnsperf's 127.0.0.1 is in zone a: every query places its client.
-            cat >>"$T/signpost.toml" <<EOF
-[[dns.locality]]
-networks = ["127.0.0.0/8"]
-zone = "a"
-[[dns.locality]]
-networks = ["10.0.0.0/8", "192.168.0.0/16", "172.16.0.0/12"]
-zone = "b"
-EOF
+            cat "$ROOT/bench/routed-locality.toml" >>"$T/signpost.toml"
         fi
         "${RT[@]}" taskset -c "$SERVER_CPU" "$SIGNPOST_BIN" serve --config "$T/signpost.toml" \
             --dns-listen "127.0.0.1:$DNS_PORT" --http-listen "127.0.0.1:$HTTP_PORT" \

@@ -68,14 +68,7 @@ negative_ttl = 5
 zones_dir = "$d/zones"
 EOF
     if [ "$s" = routed ]; then
-        cat >>"$d/signpost.toml" <<EOF
-[[dns.locality]]
-networks = ["127.0.0.0/8"]
-zone = "a"
-[[dns.locality]]
-networks = ["10.0.0.0/8", "192.168.0.0/16", "172.16.0.0/12"]
-zone = "b"
-EOF
+        cat "$ROOT/bench/routed-locality.toml" >>"$d/signpost.toml"
     fi
     local dns http
     dns=$(freeport) http=$(freeport)
