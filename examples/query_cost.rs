@@ -18,8 +18,10 @@
 //! through a loopback UDP socket and its answer goes back through it, so the kernel's work
 //! has taken the caches and branch predictors before every answer, as it does in
 //! `signpost serve`; a plain registry answers in turn with the routed one, so the two
-//! figures share the machine's state. Far less noisy than the whole server's CPU per query
-//! (`bench/dns_ab.sh`), which it does not replace: it leaves out the kernel and the threads.
+//! figures share the machine's state. It shows what cold caches do to the answer path, but
+//! its ratio moves by a few per cent from one process to the next (BENCHMARKS.md,
+//! "Routing's cost"): to rank two builds, count instructions (`bench/dns_cost.sh`) or time
+//! the server (`bench/dns_ab.sh`).
 
 use std::sync::Arc;
 
@@ -102,7 +104,8 @@ fn cold(
     // WARM=1: no round trip, for the same figures with the caches warm.
     let warm = std::env::var_os("WARM").is_some();
     // EVICT=KiB: instead of the round trip, a read of that many KiB between answers, which
-    // takes the data caches and leaves the instruction cache.
+    // takes the data caches (and, where the L2 holds the L1's lines, code from the L2 too);
+    // under callgrind's cache simulation it flushes the data side only.
     let evict: Vec<u64> = std::env::var("EVICT")
         .ok()
         .and_then(|k| k.parse::<usize>().ok())
@@ -118,7 +121,7 @@ fn cold(
         let v = if side == 0 { &plain } else { view };
         let q = &queries[(k / 2) % queries.len()];
         if !evict.is_empty() {
-            // Every line of `evict` once: the data caches are taken, the code is not.
+            // Every line of `evict` once.
             let mut sum = 0u64;
             for line in evict.chunks(8) {
                 sum = sum.wrapping_add(line[0]);

@@ -470,14 +470,13 @@ impl Routing {
             words.extend(&rest_schedule);
             if listed {
                 words[at + ZONE_ANSWERS] = (words.len() - at) as u32;
-                let (l, r) = (local.len(), rest.len());
                 for p in 0..period {
                     let (ls, rs) = (
                         local_schedule[p % local_len] as usize,
                         rest_schedule[p % rest_len] as usize,
                     );
-                    words.extend((0..l).map(|k| order[(ls + k) % l]));
-                    words.extend((0..r).map(|k| order[l + (rs + k) % r]));
+                    let n = order.len();
+                    words.extend((0..n).map(|k| order[zoned_position(k, local.len(), n, ls, rs)]));
                 }
             }
         }
@@ -580,6 +579,25 @@ fn wrap(i: usize, n: usize) -> usize {
     if i >= n { i - n } else { i }
 }
 
+/// Where the `k`-th record of a zone's client's answer is in its order of `n` record
+/// indexes (the `local` ones of the zone first): the locals from `local_start`, cyclically,
+/// then the rest from `rest_start`. Both answers written out and answers worked out go
+/// through it, so they cannot differ.
+#[inline]
+fn zoned_position(
+    k: usize,
+    local: usize,
+    n: usize,
+    local_start: usize,
+    rest_start: usize,
+) -> usize {
+    if k < local {
+        wrap(local_start + k, local)
+    } else {
+        local + wrap(rest_start + k - local, n - local)
+    }
+}
+
 impl Order<'_> {
     /// The record index of the `k`-th record of the answer (`k` below the set's size).
     #[inline]
@@ -594,14 +612,8 @@ impl Order<'_> {
                 local,
                 local_start,
                 rest_start,
-            } => {
-                let pos = if k < local {
-                    wrap(local_start + k, local)
-                } else {
-                    local + wrap(rest_start + k - local, order.len() - local)
-                };
-                order[pos].load(Ordering::Relaxed) as usize
-            }
+            } => order[zoned_position(k, local, order.len(), local_start, rest_start)]
+                .load(Ordering::Relaxed) as usize,
         }
     }
 }
